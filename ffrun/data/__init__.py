@@ -1,0 +1,1 @@
+"""Reading real data and sampling it; no training logic lives here."""

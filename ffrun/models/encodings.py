@@ -1,0 +1,114 @@
+"""Fourier-feature mappings.
+
+Every mapping of the paper is one formula,
+
+    gamma(v) = [sin(2 pi v B^T), cos(2 pi v B^T)]        (v: (..., d), B: (m, d), gamma: (..., 2m))
+
+and the encodings differ only in the matrix B:
+
+- basic:  B = I_d
+- posenc: B is block-diagonal; axis k gets the frequencies 2**linspace(0, scale, m // d) - 1
+          (the notebooks' "posenc_new", which includes frequency 0)
+- gauss:  B ~ N(0, sigma^2), shape (m, d)
+
+`none` is the identity (raw coordinates). Two switches cover the paper's task-specific variants:
+`two_pi=False` drops the 2 pi factor (the NeRF mapping) and `normalize=True` divides the features by
+sqrt(m) (the shape task).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def fourier_features(v: Tensor, B: Tensor, two_pi: bool = True, normalize: bool = False) -> Tensor:
+    """gamma(v) = [sin(2 pi v B^T), cos(2 pi v B^T)] for v of shape (..., d) and B of shape (m, d).
+
+    Returns shape (..., 2m); divided by sqrt(m) when `normalize`.
+    """
+    proj = v @ B.T
+    if two_pi:
+        proj = (2.0 * math.pi) * proj
+    out = torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+    if normalize:
+        out = out / math.sqrt(B.shape[0])
+    return out
+
+
+def basic_matrix(d: int) -> Tensor:
+    """B = I_d: gamma(v) = [sin(2 pi v), cos(2 pi v)]."""
+    return torch.eye(d)
+
+
+def posenc_matrix(d: int, m: int, scale: float) -> Tensor:
+    """Axis-aligned log-linear frequencies: m // d per axis, 2**linspace(0, scale, m // d) - 1.
+
+    Rows are grouped by axis (all of axis 0 first), as in the notebooks; shape (d * (m // d), d).
+    """
+    per_axis = m // d
+    if per_axis < 1:
+        raise ValueError(f"posenc needs m >= d (got m={m}, d={d})")
+    freqs = 2.0 ** torch.linspace(0.0, float(scale), per_axis, dtype=torch.float64) - 1.0
+    B = torch.zeros(d * per_axis, d, dtype=torch.float64)
+    for axis in range(d):
+        B[axis * per_axis : (axis + 1) * per_axis, axis] = freqs
+    return B.float()
+
+
+def gaussian_matrix(d: int, m: int, sigma: float, generator: torch.Generator | None = None) -> Tensor:
+    """B ~ N(0, sigma^2), shape (m, d), drawn on the CPU from `generator` so a seed fixes it anywhere."""
+    return sigma * torch.randn(m, d, generator=generator)
+
+
+class IdentityEncoding(nn.Module):
+    """`none`: the raw coordinates, gamma(v) = v."""
+
+    def __init__(self, in_dim: int):
+        super().__init__()
+        self.in_dim = in_dim
+        self.out_dim = in_dim
+
+    def forward(self, v: Tensor) -> Tensor:  # (..., d) -> (..., d)
+        return v
+
+
+class FourierEncoding(nn.Module):
+    """gamma(v) = [sin(2 pi v B^T), cos(2 pi v B^T)] with a fixed B saved as a buffer (with the weights)."""
+
+    def __init__(self, B: Tensor, two_pi: bool = True, normalize: bool = False):
+        super().__init__()
+        self.register_buffer("B", B.detach().clone().float())
+        self.two_pi = two_pi
+        self.normalize = normalize
+        self.in_dim = B.shape[1]
+        self.out_dim = 2 * B.shape[0]
+
+    def forward(self, v: Tensor) -> Tensor:  # (..., d) -> (..., 2m)
+        return fourier_features(v, self.B, self.two_pi, self.normalize)
+
+
+def build_encoding(
+    name: str,
+    in_dim: int,
+    m: int = 256,
+    sigma: float = 10.0,
+    scale: float = 6.0,
+    two_pi: bool = True,
+    normalize: bool = False,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """The encoding called `name` (none | basic | posenc | gauss) for `in_dim`-dimensional coordinates."""
+    if name == "none":
+        return IdentityEncoding(in_dim)
+    if name == "basic":
+        B = basic_matrix(in_dim)
+    elif name == "posenc":
+        B = posenc_matrix(in_dim, m, scale)
+    elif name == "gauss":
+        B = gaussian_matrix(in_dim, m, sigma, generator)
+    else:
+        raise ValueError(f"unknown encoding {name!r}; choose none, basic, posenc or gauss")
+    return FourierEncoding(B, two_pi=two_pi, normalize=normalize)

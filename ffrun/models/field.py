@@ -1,0 +1,55 @@
+"""A field: encoding + MLP, the coordinate network a task trains and `ffrun` saves."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ffrun.models.encodings import build_encoding
+from ffrun.models.mlp import MLP
+
+
+class Field(nn.Module):
+    """f(v) = MLP(gamma(v)) for coordinates v of shape (..., in_dim)."""
+
+    def __init__(self, encoding: nn.Module, mlp: MLP):
+        super().__init__()
+        self.encoding = encoding
+        self.mlp = mlp
+        self.in_dim = encoding.in_dim
+        self.out_dim = mlp.out_dim
+
+    def forward(self, v: Tensor) -> Tensor:
+        return self.mlp(self.encoding(v))
+
+    @torch.no_grad()
+    def predict(self, v: Tensor, chunk: int = 65536) -> Tensor:
+        """Evaluate without gradients in chunks of points, so any resolution fits in bounded memory."""
+        flat = v.reshape(-1, v.shape[-1])
+        out = torch.cat([self(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
+        return out.reshape(*v.shape[:-1], self.out_dim)
+
+
+def build_field(
+    encoding_cfg,
+    model_cfg,
+    in_dim: int,
+    out_dim: int,
+    out_activation: str,
+    seed: int,
+) -> Field:
+    """Build encoding and MLP from their configs; B and the weights are drawn from `seed` on the CPU."""
+    generator = torch.Generator().manual_seed(seed)
+    encoding = build_encoding(
+        encoding_cfg.name,
+        in_dim,
+        m=encoding_cfg.m,
+        sigma=encoding_cfg.sigma,
+        scale=encoding_cfg.scale,
+        two_pi=encoding_cfg.two_pi,
+        normalize=encoding_cfg.normalize,
+        generator=generator,
+    )
+    torch.manual_seed(seed + 1)  # the MLP init uses the global generator; offset it from B's draw
+    mlp = MLP(encoding.out_dim, out_dim, model_cfg.depth, model_cfg.width, out_activation, model_cfg.init)
+    return Field(encoding, mlp)

@@ -1,0 +1,247 @@
+"""`ffrun-summary DIR`: every metrics.json under DIR -> a table (Markdown and CSV) and plots vs sigma.
+
+Runs that differ only in seed or image (`task.image`) share a setting and are reported as
+mean +- std (population std, as the authors' notebooks) with their count n. Columns beyond task,
+encoding and sigma appear only for config keys that actually vary across the runs (e.g. a swept lr).
+
+Writes, into DIR (or --out): summary.md, summary.csv (one row per setting), runs.csv (one row per run),
+and summary_<metric>.png (each metric against sigma, one line per encoding; encodings without a sigma
+are drawn as horizontal lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ffrun.atomic import save_figure, write_text
+
+# Keys that never define a setting: seeds and images are what a setting is averaged over.
+AVERAGED_KEYS = {"seed", "task.image", "task.data_seed"}
+# Keys that do not change the result.
+IGNORED_KEYS = {"device", "trainer.progress", "trainer.eval_every"}
+# Encoding parameters that only mean something for some encodings.
+ENCODING_ONLY = {"sigma": "gauss", "encoding.sigma": "gauss", "encoding.scale": "posenc"}
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def load_runs(root: Path) -> list[dict]:
+    runs = []
+    for path in sorted(root.rglob("metrics.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"ffrun-summary: skipping {path}: unreadable ({e})", file=sys.stderr)
+            continue
+        rec["run_dir"] = str(path.parent.relative_to(root)) or "."
+        runs.append(rec)
+    return runs
+
+
+def setting_keys(run: dict) -> dict[str, Any]:
+    """The config keys that define a run's setting (what it is grouped by)."""
+    flat = flatten(run.get("config", {}))
+    enc = run.get("encoding")
+    keep = {}
+    for k, v in flat.items():
+        if k in AVERAGED_KEYS or k in IGNORED_KEYS or k.startswith("trainer.lr_by_encoding"):
+            continue
+        if k in ENCODING_ONLY and ENCODING_ONLY[k] != enc:
+            continue
+        if k == "encoding.m" and enc in ("none", "basic"):
+            continue
+        keep[k] = v
+    return keep
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def summarise(runs: list[dict]) -> tuple[list[str], list[dict]]:
+    """Group runs by setting; returns (the varying config columns, one row per setting)."""
+    keys = [setting_keys(r) for r in runs]
+    all_keys = sorted(set().union(*keys)) if keys else []
+    varying = [k for k in all_keys if len({json.dumps(ks[k], sort_keys=True) for ks in keys if k in ks}) > 1]
+    varying = [k for k in varying if k not in ("task.name", "encoding.name", "sigma", "encoding.sigma")]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    seen: set[tuple] = set()
+    for r, ks in zip(runs, keys):
+        gkey = (r.get("task"), r.get("encoding"), r.get("sigma")) + tuple(json.dumps(ks.get(k)) for k in varying)
+        # `encoding=none,gauss sigma=1,10` runs `none` once per sigma: identical runs, counted once.
+        member = (gkey, r.get("seed"), json.dumps(r.get("config", {}).get("task", {}).get("image")))
+        if member in seen:
+            continue
+        seen.add(member)
+        groups[gkey].append(r)
+    rows = []
+    for gkey, members in groups.items():
+        row: dict[str, Any] = {"task": gkey[0], "encoding": gkey[1], "sigma": gkey[2]}
+        for k, v in zip(varying, gkey[3:]):
+            row[k] = json.loads(v)
+        row["n"] = len(members)
+        names = sorted({m for r in members for m in r.get("metrics", {})})
+        for name in names:
+            vals = np.array([r["metrics"][name] for r in members if name in r.get("metrics", {})], float)
+            row[name] = (float(vals.mean()), float(vals.std()), len(vals))
+        walls = [r["wall_s"] for r in members if "wall_s" in r]
+        row["wall_s"] = (float(np.mean(walls)), float(np.std(walls)), len(walls)) if walls else None
+        rows.append(row)
+    order = {"none": 0, "basic": 1, "posenc": 2, "gauss": 3}
+    rows.sort(key=lambda r: (str(r["task"]), order.get(r["encoding"], 9), r["sigma"] if r["sigma"] is not None else -1,
+                             [json.dumps(r.get(k)) for k in varying]))
+    return varying, rows
+
+
+def metric_names(rows: list[dict], varying: list[str]) -> list[str]:
+    fixed = {"task", "encoding", "sigma", "n", "wall_s", *varying}
+    names = sorted({k for r in rows for k in r if k not in fixed})
+    # The held-out metrics first, as a reader looks for them.
+    return sorted(names, key=lambda k: (not k.startswith("test"), k))
+
+
+def to_markdown(rows: list[dict], varying: list[str], runs: list[dict]) -> str:
+    names = metric_names(rows, varying)
+    header = ["task", "encoding", "sigma", *varying, "n", *names, "wall_s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for r in rows:
+        cells = [_fmt(r["task"]), _fmt(r["encoding"]), _fmt(r["sigma"]), *(_fmt(r.get(k)) for k in varying), str(r["n"])]
+        for name in names + ["wall_s"]:
+            v = r.get(name)
+            if v is None:
+                cells.append("-")
+            elif v[2] > 1:
+                cells.append(f"{v[0]:.2f} ± {v[1]:.2f}")
+            else:
+                cells.append(f"{v[0]:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    bad = [r for r in runs if r.get("status", "completed") != "completed"]
+    if bad:
+        text += "\nRuns not completed:\n\n| run | status | reason |\n| --- | --- | --- |\n"
+        for r in bad:
+            text += f"| {r['run_dir']} | {r.get('status')} | {r.get('reason', '')} |\n"
+    return text
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def to_csv(rows: list[dict], varying: list[str]) -> str:
+    names = metric_names(rows, varying) + ["wall_s"]
+    header = ["task", "encoding", "sigma", *varying, "n"] + [f"{n}_{s}" for n in names for s in ("mean", "std")]
+    body = []
+    for r in rows:
+        line = [r["task"], r["encoding"], r["sigma"], *(r.get(k) for k in varying), r["n"]]
+        for n in names:
+            v = r.get(n)
+            line += [v[0], v[1]] if v else ["", ""]
+        body.append(line)
+    return _csv(header, body)
+
+
+def runs_csv(runs: list[dict]) -> str:
+    names = sorted({m for r in runs for m in r.get("metrics", {})})
+    header = ["run_dir", "status", "task", "encoding", "sigma", "seed", "image", "steps", "wall_s", *names]
+    body = [[r["run_dir"], r.get("status", ""), r.get("task"), r.get("encoding"), r.get("sigma"), r.get("seed"),
+             r.get("config", {}).get("task", {}).get("image", ""), r.get("steps"), r.get("wall_s"),
+             *(r.get("metrics", {}).get(n, "") for n in names)] for r in runs]
+    return _csv(header, body)
+
+
+def plot(rows: list[dict], varying: list[str], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lines: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get(metric) is None:
+            continue
+        label = r["encoding"] + "".join(f", {k.split('.')[-1]}={_fmt(r.get(k))}" for k in varying)
+        lines[label].append(r)
+    sigmas = [r["sigma"] for r in rows if r["sigma"] is not None]
+    colours = plt.get_cmap("tab10").colors
+    for i, (label, members) in enumerate(lines.items()):
+        colour = colours[i % len(colours)]
+        with_sigma = sorted((r for r in members if r["sigma"] is not None), key=lambda r: r["sigma"])
+        if with_sigma:
+            x = [r["sigma"] for r in with_sigma]
+            y = [r[metric][0] for r in with_sigma]
+            e = [r[metric][1] for r in with_sigma]
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, color=colour, label=label)
+        for r in members:
+            if r["sigma"] is None:  # an encoding with no sigma: its value is the same at every sigma
+                ax.axhline(r[metric][0], linestyle="--", color=colour, label=label)
+                if r[metric][2] > 1 and sigmas:
+                    ax.axhspan(r[metric][0] - r[metric][1], r[metric][0] + r[metric][1], color=colour, alpha=0.12)
+    if sigmas and min(sigmas) > 0 and max(sigmas) / min(sigmas) >= 10:
+        ax.set_xscale("log")
+    ax.set_xlabel("sigma (gauss)")
+    ax.set_ylabel(metric + (" (dB)" if "psnr" in metric else ""))
+    ax.set_title(f"{metric} vs sigma")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(path, fig)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ffrun-summary", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", type=Path, help="a run or multirun directory (searched recursively)")
+    p.add_argument("--out", type=Path, default=None, help="where to write the table and plots (default: DIR)")
+    args = p.parse_args(argv)
+    if not args.dir.is_dir():
+        print(f"ffrun-summary: error: {args.dir} is not a directory; give a run or multirun directory", file=sys.stderr)
+        return 2
+    runs = load_runs(args.dir)
+    if not runs:
+        print(f"ffrun-summary: error: no metrics.json under {args.dir}; is it an ffrun output directory?", file=sys.stderr)
+        return 2
+    out = args.out or args.dir
+    varying, rows = summarise(runs)
+    md = to_markdown(rows, varying, runs)
+    write_text(out / "summary.md", md)
+    write_text(out / "summary.csv", to_csv(rows, varying))
+    write_text(out / "runs.csv", runs_csv(runs))
+    for metric in metric_names(rows, varying):
+        if any(r.get(metric) and math.isfinite(r[metric][0]) for r in rows):
+            plot(rows, varying, metric, out / f"summary_{metric}.png")
+    print(md, end="")
+    print(f"\n{len(runs)} runs; wrote summary.md, summary.csv, runs.csv and plots to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""One module per task: its forward model, loss, metrics and outputs."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from ffrun.errors import FfrunError
+from ffrun.tasks.base import Task
+
+TASKS = ("image",)
+
+
+def build_task(cfg: DictConfig, device: torch.device, batch_size: int | None, seed: int) -> Task:
+    """The task named by `cfg.name`, with its data loaded onto `device`; `seed` drives its minibatches."""
+    if cfg.name == "image":
+        from ffrun.tasks.image import ImageTask
+
+        return ImageTask(cfg, device, batch_size=batch_size, seed=seed)
+    raise FfrunError(f"task.name={cfg.name!r} is not a task; choose one of {', '.join(TASKS)}")
+
+
+__all__ = ["Task", "TASKS", "build_task"]

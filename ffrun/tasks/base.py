@@ -1,0 +1,46 @@
+"""The interface every task implements; the trainer knows nothing else about a task."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ffrun.models.field import Field
+
+
+class Task(ABC):
+    in_dim: int  # coordinate dimension
+    out_dim: int  # field output channels
+    out_activation: str  # the MLP's output activation ("sigmoid" | "none")
+    primary_metric: str  # the held-out metric a sweep or search optimises (higher is better)
+
+    @abstractmethod
+    def sample(self, step: int) -> Any:
+        """The training batch for this step (all points, or a random subset when batch_size is set)."""
+
+    @abstractmethod
+    def loss(self, field: Field, batch: Any) -> Tensor:
+        """Scalar training loss; applies the task's forward model to the field's output."""
+
+    @abstractmethod
+    def evaluate(self, field: Field) -> dict[str, float]:
+        """The paper's held-out metrics, by name."""
+
+    @abstractmethod
+    def save(self, field: Field, run_dir: Path) -> None:
+        """Write the task's outputs (pictures, meshes, volumes) into run_dir."""
+
+    def train_psnr_from_loss(self, loss: float) -> float | None:
+        """PSNR implied by the training loss, shown on the progress bar; None where it has no meaning."""
+        return None
+
+
+def batch_indices(n: int, batch_size: int | None, generator: torch.Generator, device: torch.device):
+    """Indices of a random minibatch of n points, or None for the full batch."""
+    if batch_size is None or batch_size >= n:
+        return None
+    return torch.randint(0, n, (batch_size,), generator=generator).to(device)

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FFRUN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+BIN = Path(sys.executable).parent
+
+
+def ffrun_cmd(name: str = "ffrun") -> str:
+    exe = BIN / name
+    if not exe.exists():
+        pytest.fail(f"{exe} not found: install the project with `pip install -e .[test]`")
+    return str(exe)
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run a console script in tmp_path; returns the CompletedProcess."""
+
+    def _run(*args: str, name: str = "ffrun", timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([ffrun_cmd(name), *args], cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+
+    return _run
+
+
+@pytest.fixture
+def compose():
+    """Compose ffrun's config with Hydra's compose API (no run directory, no subprocess)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from ffrun.config import register_configs
+
+    register_configs()
+
+    def _compose(*overrides: str):
+        with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides))
+
+    return _compose

@@ -2,6 +2,10 @@
 
     ffrun task=image encoding=gauss sigma=10
     ffrun -m task=image encoding=gauss sigma=1,10,100
+
+Exit status: 0 completed; 2 bad input or config (one line on stderr); 3 diverged; 128 + signal number
+when interrupted by SIGINT/SIGTERM (after a checkpoint). In a multirun a failed or diverged job is
+recorded in its metrics.json and the sweep goes on; the sweep then exits with the worst job's status.
 """
 
 from __future__ import annotations
@@ -10,22 +14,31 @@ import logging
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun import __version__
-from ffrun.atomic import save_torch, write_json, write_text
+from ffrun.atomic import write_json, write_text
+from ffrun.checkpoint import CHECKPOINT
 from ffrun.config import register_configs, validate
 from ffrun.errors import FfrunError
 from ffrun.models.field import build_field
 from ffrun.tasks import build_task
-from ffrun.train import train
+from ffrun.train import TrainResult, train
 
 log = logging.getLogger("ffrun")
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+# Keys that may differ between a run and the run that resumes it.
+RESUME_FREE_KEYS = {"trainer.resume", "trainer.progress", "trainer.steps", "trainer.eval_every",
+                    "trainer.ckpt_every", "device"}
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -37,11 +50,12 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "cuda" or spec.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise FfrunError(f"device={spec}: this machine has no CUDA device; use device=cpu or device=auto")
-        dev = torch.device(spec)
+        try:
+            dev = torch.device(spec)
+        except RuntimeError:
+            raise FfrunError(f"device={spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise FfrunError(
-                f"device={spec}: only {torch.cuda.device_count()} CUDA device(s) here; use cuda:0..."
-            )
+            raise FfrunError(f"device={spec}: only {torch.cuda.device_count()} CUDA device(s) here; use cuda:0...")
         return dev
     raise FfrunError(f"device={spec!r} is not a device; use auto, cpu, cuda or cuda:N")
 
@@ -52,67 +66,140 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _same_experiment(a: dict, b: dict) -> bool:
+    fa, fb = _flat(a), _flat(b)
+    keys = (set(fa) | set(fb)) - RESUME_FREE_KEYS
+    return all(fa.get(k) == fb.get(k) for k in keys)
+
+
+def find_resume_checkpoint(resume: bool | str, config: dict, run_dir: Path) -> Path | None:
+    """The checkpoint to continue from: that of the given run directory, or (resume=true) of the newest
+    unfinished run of the same experiment under ./outputs."""
+    if isinstance(resume, str):
+        path = Path(resume).expanduser()
+        ckpt = path if path.is_file() else path / CHECKPOINT
+        if not ckpt.is_file():
+            raise FfrunError(f"trainer.resume={resume}: no {CHECKPOINT} there; give a run directory that holds one")
+        return ckpt
+    candidates = []
+    for ckpt in Path("outputs").rglob(CHECKPOINT):
+        other = ckpt.parent
+        if other.resolve() == run_dir.resolve():
+            continue
+        try:
+            other_cfg = OmegaConf.to_container(OmegaConf.load(other / "config.yaml"))
+        except Exception:
+            continue
+        if _same_experiment(other_cfg, config):
+            candidates.append(ckpt)
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """One experiment end to end; returns the metrics.json content."""
+    """One experiment end to end; returns the metrics.json content (its `status` says how it ended)."""
     validate(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    resume_from = find_resume_checkpoint(cfg.trainer.resume, config, run_dir) if cfg.trainer.resume else None
+    if cfg.trainer.resume is True and resume_from is None:
+        log.warning("trainer.resume=true: no earlier run of this experiment under ./outputs has a checkpoint; "
+                    "starting from step 0")
     task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
     field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed)
     field.to(device)
     lr = float(cfg.trainer.lr)
     sigma = float(cfg.encoding.sigma) if cfg.encoding.name == "gauss" else None
     label = f"{cfg.task.name}/{cfg.encoding.name}" + (f" sigma={sigma:g}" if sigma is not None else "")
-    log.info("run %s on %s -> %s", label, device, run_dir)
+    log.info("run %s on %s -> %s%s", label, device, run_dir, f" (resuming {resume_from})" if resume_from else "")
 
-    result = train(task, field, cfg.trainer, lr, desc=label)
-
-    task.save(field, run_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    save_torch(
-        run_dir / "checkpoint.pt",
-        {
-            "field": field.state_dict(),  # includes encoding.B
-            "optimizer": result.optimizer.state_dict(),
-            "step": cfg.trainer.steps,
+    def record(result: TrainResult, status: str) -> dict:
+        rec = {
+            "status": status,
+            "reason": result.reason,
+            "task": cfg.task.name,
+            "encoding": cfg.encoding.name,
+            "sigma": sigma,
+            "seed": cfg.seed,
+            "steps": cfg.trainer.steps,
+            "step": result.step,
+            "checkpoint_step": result.checkpoint_step,
+            "lr": lr,
+            "device": str(device),
+            "wall_s": round(result.wall_s, 3),
+            "primary_metric": task.primary_metric,
+            "metrics": result.metrics,
+            "history": result.history,
+            "resumed_from": str(resume_from) if resume_from else None,
             "config": config,
-            "ffrun_version": __version__,
-        },
-    )
-    record = {
-        "status": "completed",
-        "task": cfg.task.name,
-        "encoding": cfg.encoding.name,
-        "sigma": sigma,
-        "seed": cfg.seed,
-        "steps": cfg.trainer.steps,
-        "lr": lr,
-        "device": str(device),
-        "wall_s": round(result.wall_s, 3),
-        "primary_metric": task.primary_metric,
-        "metrics": result.metrics,
-        "history": result.history,
-        "config": config,
-    }
-    write_json(run_dir / "metrics.json", record)
+        }
+        write_json(run_dir / "metrics.json", rec)
+        return rec
+
+    result = train(task, field, cfg.trainer, lr, run_dir, config, resume_from=resume_from,
+                   on_checkpoint=lambda r: record(r, "running"), desc=label)
+    if result.status == "completed":
+        task.save(field, run_dir)
+    rec = record(result, result.status)
     summary = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
-    log.info("%s: %s (%.1f s)", label, summary, result.wall_s)
-    return record
+    log.info("%s %s at step %d: %s (%.1f s)", label, result.status, result.step, summary, result.wall_s)
+    return rec
 
 
 register_configs()
+_job_started = False  # set once Hydra hands a composed config to the app
+_failed_jobs: list[tuple[Path, str, int]] = []  # multirun jobs that did not complete, in this process
+
+
+def _fail(run_dir: Path, cfg: DictConfig, status: str, reason: str, code: int) -> None:
+    """Report a run that did not complete: one line on stderr, and its exit status. In a multirun the
+    sweep goes on (the status is remembered and returned by main at the end), except on a signal."""
+    print(f"ffrun: {'error' if status == 'failed' else status}: {reason}", file=sys.stderr)
+    if status == "failed":
+        write_json(run_dir / "metrics.json", {"status": "failed", "reason": reason, "task": cfg.task.name,
+                                              "encoding": cfg.encoding.name, "seed": cfg.seed, "metrics": {},
+                                              "config": OmegaConf.to_container(cfg)})
+    if HydraConfig.get().mode == RunMode.MULTIRUN and status != "interrupted":
+        _failed_jobs.append((run_dir, status, code))
+        return
+    sys.exit(code)
 
 
 @hydra.main(config_path="pkg://ffrun.configs", config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> float:
+    global _job_started
+    _job_started = True
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     try:
-        record = run(cfg, run_dir)
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        rec = run(cfg, run_dir)
     except FfrunError as e:
-        print(f"ffrun: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    return record["metrics"].get(record["primary_metric"], float("nan"))
+        _fail(run_dir, cfg, "failed", str(e), EXIT_BAD_INPUT)
+        return float("nan")
+    except Exception as e:  # a bug or an environment fault: keep the traceback in cli.log, record the failure
+        log.error("unexpected error", exc_info=True)
+        _fail(run_dir, cfg, "failed", f"{type(e).__name__}: {e} (traceback in {run_dir / 'cli.log'})", 1)
+        return float("nan")
+    if rec["status"] == "interrupted":
+        import signal
+
+        signum = signal.SIGTERM if "SIGTERM" in (rec["reason"] or "") else signal.SIGINT
+        _fail(run_dir, cfg, "interrupted", rec["reason"] + f"; resume with trainer.resume={run_dir}", 128 + signum)
+    if rec["status"] == "diverged":
+        _fail(run_dir, cfg, "diverged", rec["reason"], EXIT_DIVERGED)
+    return rec["metrics"].get(rec["primary_metric"], float("nan"))
 
 
 def main() -> None:
@@ -121,9 +208,14 @@ def main() -> None:
     except SystemExit as e:
         # Hydra reports a bad override or config (unknown key, wrong type, missing option) in one
         # message and exits 1; ffrun's contract for bad input is exit status 2.
-        if e.code == 1:
-            sys.exit(2)
+        if e.code == 1 and not _job_started:
+            sys.exit(EXIT_BAD_INPUT)
         raise
+    if _failed_jobs:
+        print(f"ffrun: {len(_failed_jobs)} job(s) of the sweep did not complete: "
+              + "; ".join(f"{d} ({status})" for d, status, _ in _failed_jobs), file=sys.stderr)
+        codes = {code for _, _, code in _failed_jobs}
+        sys.exit(EXIT_BAD_INPUT if EXIT_BAD_INPUT in codes else max(codes))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ class TrainerConfig:
     lr_decay_steps: int = 0  # 0 = constant learning rate
     batch_size: Optional[int] = None  # None = full batch
     eval_every: int = 250
+    ckpt_every: int = 500  # checkpoint every N steps (and always at the end); 0 = only at the end
+    # false | true (continue the newest unfinished run of this same config under outputs/) | a run directory
+    resume: Any = False
     progress: bool = True  # tqdm bar
 
 
@@ -106,4 +109,7 @@ def validate(cfg: DictConfig) -> None:
     check(tr.batch_size is None or tr.batch_size >= 1, "trainer.batch_size", tr.batch_size,
           "use batch_size >= 1, or null for full batch")
     check(0 < tr.lr_decay <= 1, "trainer.lr_decay", tr.lr_decay, "use 0 < lr_decay <= 1")
+    check(tr.ckpt_every >= 0, "trainer.ckpt_every", tr.ckpt_every, "use >= 0 (0 = only at the end)")
+    check(isinstance(tr.resume, (bool, str)) and tr.resume != "", "trainer.resume", tr.resume,
+          "use true, false or the path of a run directory")
     check(tr.lr_decay_steps >= 0, "trainer.lr_decay_steps", tr.lr_decay_steps, "use >= 0 (0 = no decay)")

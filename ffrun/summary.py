@@ -82,7 +82,8 @@ def _fmt(v: Any) -> str:
 
 
 def summarise(runs: list[dict]) -> tuple[list[str], list[dict]]:
-    """Group runs by setting; returns (the varying config columns, one row per setting)."""
+    """Group the completed runs by setting; returns (the varying config columns, one row per setting)."""
+    runs = [r for r in runs if r.get("status", "completed") == "completed"]
     keys = [setting_keys(r) for r in runs]
     all_keys = sorted(set().union(*keys)) if keys else []
     varying = [k for k in all_keys if len({json.dumps(ks[k], sort_keys=True) for ks in keys if k in ks}) > 1]

@@ -38,6 +38,15 @@ class Task(ABC):
         """PSNR implied by the training loss, shown on the progress bar; None where it has no meaning."""
         return None
 
+    def state_dict(self) -> dict[str, Any]:
+        """The task's own sampling state (its minibatch generator), saved in checkpoints."""
+        gen = getattr(self, "generator", None)
+        return {"generator": gen.get_state()} if gen is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+
 
 def batch_indices(n: int, batch_size: int | None, generator: torch.Generator, device: torch.device):
     """Indices of a random minibatch of n points, or None for the full batch."""

@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ffrun.allocator import tune_allocator
 from ffrun.atomic import write_json, write_text
 from ffrun.checkpoint import CHECKPOINT
 from ffrun.config import register_configs, validate
@@ -111,6 +112,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """One experiment end to end; returns the metrics.json content (its `status` says how it ended)."""
     validate(cfg)
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        tune_allocator()
     seed_everything(cfg.seed)
     config = OmegaConf.to_container(cfg, resolve=True)
     resume_from = find_resume_checkpoint(cfg.trainer.resume, config, run_dir) if cfg.trainer.resume else None
@@ -153,7 +156,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if result.status == "completed":
         task.save(field, run_dir)
     rec = record(result, result.status)
-    summary = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
     log.info("%s %s at step %d: %s (%.1f s)", label, result.status, result.step, summary, result.wall_s)
     return rec
 

@@ -8,7 +8,7 @@ config is composed, before any work starts. Value ranges are checked in `validat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
@@ -33,11 +33,15 @@ class ModelConfig:
     depth: int = 4  # number of Linear layers: (depth - 1) x [Linear(width) + ReLU], then Linear
     width: int = 256
     init: str = "glorot"  # glorot = the notebooks' stax init (Glorot-normal W, N(0, 1e-6) b); torch = nn.Linear default
+    parametrization: str = "standard"  # standard | ntk (W, b ~ N(0,1), scaled by w_std/sqrt(fan_in) and b_std)
+    w_std: float = 1.4142135623730951  # ntk parametrization only
+    b_std: float = 0.1  # ntk parametrization only
 
 
 @dataclass
 class TrainerConfig:
     steps: int = 2000
+    optimizer: str = "adam"  # adam (the paper) | sgd (plain gradient descent, what NTK theory describes)
     lr: float = 1e-3
     # Per-encoding learning rates (the paper trains none/basic images at 1e-2); presets read it via
     # `lr: ${oc.select:trainer.lr_by_encoding.${encoding.name},...}` so a CLI `trainer.lr=` still wins.
@@ -66,6 +70,15 @@ class ImageTaskConfig(TaskConfig):
 
 
 @dataclass
+class Toy1DTaskConfig(TaskConfig):
+    name: str = "toy1d"
+    n_points: int = 256  # grid size; even points train, odd points test
+    alpha: float = 1.0  # amplitude ~ 1/f^alpha
+    max_freq: Optional[int] = None  # highest frequency in cycles per unit; None = n_points // 4
+    data_seed: int = 0  # seeds the phases (independent of the run seed)
+
+
+@dataclass
 class Config:
     task: Any = MISSING
     encoding: EncodingConfig = MISSING
@@ -76,15 +89,33 @@ class Config:
     device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
 
 
+@dataclass
+class NTKSettings:
+    encodings: List[str] = field(default_factory=lambda: ["none", "basic", "posenc", "gauss"])
+    sigmas: List[float] = field(default_factory=lambda: [1.0, 10.0])  # gauss sigmas to compare
+    widths: List[int] = field(default_factory=lambda: [64, 256, 1024])  # empirical -> closed form convergence
+    seeds: int = 2  # networks per width in the convergence check
+    convergence_points: int = 32  # grid points used in the convergence check
+    train: bool = True  # also train the real network (standard parametrization) for each setting
+    rows_at: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # x of the plotted kernel rows
+
+
+@dataclass
+class NTKAppConfig(Config):
+    ntk: NTKSettings = field(default_factory=NTKSettings)
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     # Schemas live in their own `schema/` group so they do not show up as choices of `task=` etc.;
     # each YAML file names its schema first in its defaults list (`/schema/task@_here_: image`).
     cs.store(group="schema", name="config", node=Config)
+    cs.store(group="schema", name="ntk", node=NTKAppConfig)
     cs.store(group="schema/encoding", name="encoding", node=EncodingConfig)
     cs.store(group="schema/model", name="mlp", node=ModelConfig)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
     cs.store(group="schema/task", name="image", node=ImageTaskConfig)
+    cs.store(group="schema/task", name="toy1d", node=Toy1DTaskConfig)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -102,9 +133,12 @@ def validate(cfg: DictConfig) -> None:
     check(cfg.model.depth >= 1, "model.depth", cfg.model.depth, "use depth >= 1")
     check(cfg.model.width >= 1, "model.width", cfg.model.width, "use width >= 1")
     check(cfg.model.init in ("glorot", "torch"), "model.init", cfg.model.init, "use glorot or torch")
+    check(cfg.model.parametrization in ("standard", "ntk"), "model.parametrization", cfg.model.parametrization,
+          "use standard or ntk")
     tr = cfg.trainer
     check(tr.steps >= 1, "trainer.steps", tr.steps, "use steps >= 1")
     check(tr.lr > 0, "trainer.lr", tr.lr, "use lr > 0")
+    check(tr.optimizer in ("adam", "sgd"), "trainer.optimizer", tr.optimizer, "use adam or sgd")
     check(tr.eval_every >= 1, "trainer.eval_every", tr.eval_every, "use eval_every >= 1")
     check(tr.batch_size is None or tr.batch_size >= 1, "trainer.batch_size", tr.batch_size,
           "use batch_size >= 1, or null for full batch")

@@ -34,8 +34,11 @@ class TrainResult:
     checkpoint_step: int | None = None  # the step of the last checkpoint written
 
 
-def make_optimizer(field: Field, lr: float, lr_decay: float, lr_decay_steps: int):
-    optimizer = torch.optim.Adam(field.parameters(), lr=lr)
+def make_optimizer(field: Field, lr: float, lr_decay: float, lr_decay_steps: int, kind: str = "adam"):
+    if kind == "sgd":
+        optimizer = torch.optim.SGD(field.parameters(), lr=lr)
+    else:
+        optimizer = torch.optim.Adam(field.parameters(), lr=lr)
     if lr_decay_steps > 0 and lr_decay < 1.0:
         # Continuous exponential decay: lr * decay^(step / decay_steps), as optax.exponential_decay.
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_decay ** (s / lr_decay_steps))
@@ -86,7 +89,8 @@ def train(
     desc: str = "ffrun",
 ) -> TrainResult:
     steps, eval_every, ckpt_every = trainer_cfg.steps, trainer_cfg.eval_every, trainer_cfg.ckpt_every
-    optimizer, schedule = make_optimizer(field, lr, trainer_cfg.lr_decay, trainer_cfg.lr_decay_steps)
+    optimizer, schedule = make_optimizer(field, lr, trainer_cfg.lr_decay, trainer_cfg.lr_decay_steps,
+                                         trainer_cfg.optimizer)
     result = TrainResult()
     if resume_from is not None:
         state = load_checkpoint(resume_from)

@@ -51,5 +51,6 @@ def build_field(
         generator=generator,
     )
     torch.manual_seed(seed + 1)  # the MLP init uses the global generator; offset it from B's draw
-    mlp = MLP(encoding.out_dim, out_dim, model_cfg.depth, model_cfg.width, out_activation, model_cfg.init)
+    mlp = MLP(encoding.out_dim, out_dim, model_cfg.depth, model_cfg.width, out_activation, model_cfg.init,
+              model_cfg.parametrization, model_cfg.w_std, model_cfg.b_std)
     return Field(encoding, mlp)

@@ -1,11 +1,36 @@
-"""The coordinate MLP of the paper: (depth - 1) x [Linear(width) + ReLU], then Linear + output activation."""
+"""The coordinate MLP of the paper: (depth - 1) x [Linear(width) + ReLU], then Linear + output activation.
+
+Two parametrizations of the same function family:
+- standard: nn.Linear, y = W x + b, initialised as the notebooks (Glorot) or as PyTorch does;
+- ntk:      y = (w_std / sqrt(fan_in)) W x + b_std b with W, b ~ N(0, 1) (Jacot et al. 2018; the
+            default of neural_tangents' stax, which the paper's NTK notebooks use). Its empirical NTK
+            converges to the closed-form kernel in `ffrun.ntk` as the width grows.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 OUT_ACTIVATIONS = ("sigmoid", "none")
+
+
+class NTKLinear(nn.Module):
+    """y = (w_std / sqrt(fan_in)) x W^T + b_std b, with W and b drawn from N(0, 1)."""
+
+    def __init__(self, fan_in: int, fan_out: int, w_std: float = math.sqrt(2.0), b_std: float = 0.1):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(fan_out, fan_in))
+        self.bias = nn.Parameter(torch.randn(fan_out))
+        self.w_scale = w_std / math.sqrt(fan_in)
+        self.b_std = b_std
+        self.in_features, self.out_features = fan_in, fan_out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.w_scale, self.bias * self.b_std)
 
 
 class MLP(nn.Module):
@@ -17,20 +42,31 @@ class MLP(nn.Module):
         width: int = 256,
         out_activation: str = "sigmoid",
         init: str = "glorot",
+        parametrization: str = "standard",
+        w_std: float = math.sqrt(2.0),
+        b_std: float = 0.1,
     ):
         super().__init__()
         if out_activation not in OUT_ACTIVATIONS:
             raise ValueError(f"unknown output activation {out_activation!r}; choose from {OUT_ACTIVATIONS}")
+        if parametrization == "ntk":
+            linear = lambda i, o: NTKLinear(i, o, w_std, b_std)  # noqa: E731
+        elif parametrization == "standard":
+            linear = nn.Linear
+        else:
+            raise ValueError(f"unknown parametrization {parametrization!r}; choose standard or ntk")
         layers: list[nn.Module] = []
         d = in_dim
         for _ in range(depth - 1):
-            layers += [nn.Linear(d, width), nn.ReLU()]
+            layers += [linear(d, width), nn.ReLU()]
             d = width
-        layers.append(nn.Linear(d, out_dim))
+        layers.append(linear(d, out_dim))
         self.net = nn.Sequential(*layers)
         self.out_activation = out_activation
         self.in_dim, self.out_dim = in_dim, out_dim
-        if init == "glorot":
+        if parametrization == "ntk":
+            pass  # N(0, 1) weights and biases, scaled in forward
+        elif init == "glorot":
             # jax.example_libraries.stax.Dense, which the authors' notebooks use: Glorot-normal weights
             # and N(0, 1e-6^2) biases. PyTorch's default init trains measurably differently.
             for layer in self.net:

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from ffrun.errors import FfrunError
 from ffrun.tasks.base import Task
 
-TASKS = ("image",)
+TASKS = ("image", "toy1d")
 
 
 def build_task(cfg: DictConfig, device: torch.device, batch_size: int | None, seed: int) -> Task:
@@ -17,6 +17,10 @@ def build_task(cfg: DictConfig, device: torch.device, batch_size: int | None, se
         from ffrun.tasks.image import ImageTask
 
         return ImageTask(cfg, device, batch_size=batch_size, seed=seed)
+    if cfg.name == "toy1d":
+        from ffrun.tasks.toy1d import Toy1DTask
+
+        return Toy1DTask(cfg, device, batch_size=batch_size, seed=seed)
     raise FfrunError(f"task.name={cfg.name!r} is not a task; choose one of {', '.join(TASKS)}")
 
 

@@ -1,0 +1,230 @@
+"""`ffrun-ntk`: the paper's kernel argument, run on the user's own settings.
+
+For each encoding (and each gauss sigma in `ntk.sigmas`) on the 1D power-law task it computes
+(a) the empirical NTK of the network at initialisation (NTK parametrization, width `model.width`),
+(b) the closed-form infinite-width NTK composed with the mapping's kernel, (c) kernel regression with
+both, compared in test error with the real network trained by ffrun's trainer, and (d) plots: kernel
+rows k(x, .), eigenvalue spectra, the per-frequency learning speed the spectrum predicts, and the
+empirical kernel's convergence to the closed form as the width grows.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from ffrun.atomic import save_figure, write_json, write_text
+from ffrun.cli import EXIT_BAD_INPUT, run, seed_everything
+from ffrun.config import ENCODINGS, register_configs, validate
+from ffrun.errors import FfrunError
+from ffrun.models.field import build_field
+from ffrun.ntk import analytic_ntk, empirical_ntk, fourier_eigenvalues, kernel_regression, stationarity_error
+from ffrun.tasks.toy1d import Toy1DTask
+
+log = logging.getLogger("ffrun.ntk")
+
+
+def settings_of(cfg: DictConfig) -> list[tuple[str, float | None]]:
+    out: list[tuple[str, float | None]] = []
+    for name in cfg.ntk.encodings:
+        if name not in ENCODINGS:
+            raise FfrunError(f"ntk.encodings: {name!r} is not an encoding; choose from {', '.join(ENCODINGS)}")
+        out += [("gauss", float(s)) for s in cfg.ntk.sigmas] if name == "gauss" else [(name, None)]
+    return out
+
+
+def label_of(name: str, sigma: float | None) -> str:
+    return name if sigma is None else f"gauss sigma={sigma:g}"
+
+
+def setting_cfg(cfg: DictConfig, name: str, sigma: float | None) -> DictConfig:
+    c = copy.deepcopy(cfg)
+    with_sigma = sigma if sigma is not None else cfg.sigma
+    OmegaConf.update(c, "encoding.name", name)
+    OmegaConf.update(c, "sigma", with_sigma)
+    OmegaConf.update(c, "encoding.sigma", with_sigma)
+    return c
+
+
+def ntk_model_cfg(cfg: DictConfig, width: int) -> DictConfig:
+    m = copy.deepcopy(cfg.model)
+    OmegaConf.update(m, "parametrization", "ntk")
+    OmegaConf.update(m, "width", width)
+    return m
+
+
+def analyse(cfg: DictConfig, run_dir: Path) -> dict:
+    validate(cfg)
+    if cfg.task.name != "toy1d":
+        raise FfrunError(f"task={cfg.task.name}: ffrun-ntk analyses the 1D task; use task=toy1d")
+    seed_everything(cfg.seed)
+    task = Toy1DTask(cfg.task, torch.device("cpu"))
+    x_all, y_all = task.full
+    x_tr, y_tr = task.train
+    x_te, y_te = task.test
+    depth, w_std, b_std = cfg.model.depth, cfg.model.w_std, cfg.model.b_std
+    results = []
+    curves = {}
+    for name, sigma in settings_of(cfg):
+        label = label_of(name, sigma)
+        log.info("NTK of %s", label)
+        scfg = setting_cfg(cfg, name, sigma)
+        field = build_field(scfg.encoding, ntk_model_cfg(scfg, cfg.model.width), 1, 1, "none", cfg.seed)
+        enc = field.encoding
+        k_an = analytic_ntk(enc, x_all, x_all, depth, w_std, b_std)
+        k_emp = empirical_ntk(field, x_all)
+        tr, te = slice(0, None, 2), slice(1, None, 2)
+        mse = lambda pred: torch.mean((pred[:, 0] - y_te.double()[:, 0]) ** 2).item()  # noqa: E731
+        row = {
+            "encoding": name, "sigma": sigma,
+            "ntk_test_mse": mse(kernel_regression(k_an[tr, tr], k_an[te, tr], y_tr)),
+            "empirical_ntk_test_mse": mse(kernel_regression(k_emp[tr, tr], k_emp[te, tr], y_tr)),
+            "stationarity_error_analytic": stationarity_error(k_an),
+            "stationarity_error_empirical": stationarity_error(k_emp),
+            "empirical_vs_analytic_rel_error": ((k_emp - k_an).norm() / k_an.norm()).item(),
+        }
+        # Convergence of the empirical kernel to the closed form with width, on a coarser grid.
+        xc = torch.linspace(0, 1, cfg.ntk.convergence_points + 1)[:-1, None]
+        kc = analytic_ntk(enc, xc, xc, depth, w_std, b_std)
+        conv = {}
+        for width in cfg.ntk.widths:
+            errs = []
+            for s in range(cfg.ntk.seeds):
+                f = build_field(scfg.encoding, ntk_model_cfg(scfg, width), 1, 1, "none", cfg.seed + 1000 * (s + 1))
+                f.encoding.load_state_dict(enc.state_dict())  # the same B: only the MLP's draw varies
+                errs.append(((empirical_ntk(f, xc) - kc).norm() / kc.norm()).item())
+            conv[int(width)] = sum(errs) / len(errs)
+        row["rel_error_by_width"] = conv
+        if cfg.ntk.train:
+            rec = run(scfg, run_dir / "trained" / label.replace(" ", "_").replace("=", ""))
+            row["trained_test_mse"] = rec["metrics"]["test_mse"]
+        freqs, lam = fourier_eigenvalues(k_an[tr, tr], x_tr)
+        curves[label] = {
+            "eigenvalues": torch.linalg.eigvalsh(k_an[tr, tr]).flip(0).clamp_min(0).tolist(),
+            "freqs": freqs.tolist(), "freq_eigenvalues": lam.tolist(),
+            "rows": {str(x0): (k_an[i], k_emp[i]) for x0 in cfg.ntk.rows_at
+                     for i in [min(range(len(task.x)), key=lambda j: abs(task.x[j] - x0))]},
+        }
+        results.append(row)
+        log.info("%s: NTK regression test MSE %.3g (empirical %.3g)%s; stationarity %.2g; rel. error %s",
+                 label, row["ntk_test_mse"], row["empirical_ntk_test_mse"],
+                 f", trained {row['trained_test_mse']:.3g}" if "trained_test_mse" in row else "",
+                 row["stationarity_error_analytic"], {w: round(e, 3) for w, e in conv.items()})
+    record = {"task": OmegaConf.to_container(cfg.task), "depth": depth, "width": cfg.model.width,
+              "w_std": w_std, "b_std": b_std, "results": results,
+              "spectra": {k: {"eigenvalues": v["eigenvalues"], "freqs": v["freqs"],
+                              "freq_eigenvalues": v["freq_eigenvalues"]} for k, v in curves.items()}}
+    write_json(run_dir / "ntk.json", record)
+    write_text(run_dir / "ntk_table.md", table(results))
+    plot_all(curves, results, task, cfg, run_dir)
+    print(table(results))
+    return record
+
+
+def table(results: list[dict]) -> str:
+    head = "| encoding | sigma | trained net test MSE | NTK regression test MSE | empirical NTK regression test MSE | stationarity error | empirical vs closed form (by width) |\n"
+    head += "| --- | --- | --- | --- | --- | --- | --- |\n"
+    for r in results:
+        conv = ", ".join(f"{w}: {e:.3f}" for w, e in r["rel_error_by_width"].items())
+        trained = f"{r['trained_test_mse']:.3g}" if "trained_test_mse" in r else "-"
+        sigma = "-" if r["sigma"] is None else f"{r['sigma']:g}"
+        head += (f"| {r['encoding']} | {sigma} | {trained} | "
+                 f"{r['ntk_test_mse']:.3g} | {r['empirical_ntk_test_mse']:.3g} | "
+                 f"{r['stationarity_error_analytic']:.2g} | {conv} |\n")
+    return head
+
+
+def plot_all(curves: dict, results: list[dict], task: Toy1DTask, cfg: DictConfig, run_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(curves)
+    colours = plt.get_cmap("tab10").colors
+
+    # Kernel rows: stationary kernels have rows that are shifted copies of each other.
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3), sharey=True, squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        for i, (x0, (ka, ke)) in enumerate(curves[label]["rows"].items()):
+            ax.plot(task.x, (ka / ka.max()).numpy(), color=colours[i], label=f"x={float(x0):g}")
+            ax.plot(task.x, (ke / ke.max()).numpy(), color=colours[i], ls=":", lw=1)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("x'")
+    axes[0][0].set_ylabel("k(x, x') / max (solid: closed form, dotted: empirical)", fontsize=7)
+    axes[0][0].legend(fontsize=7)
+    save_figure(run_dir / "kernel_rows.png", fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, label in enumerate(labels):
+        ev = torch.tensor(curves[label]["eigenvalues"])
+        ax.loglog(range(1, len(ev) + 1), (ev / ev[0]).clamp_min(1e-16).numpy(), color=colours[i % 10], label=label)
+    ax.set_xlabel("eigenvalue index")
+    ax.set_ylabel("lambda_i / lambda_1")
+    ax.set_title(f"NTK spectrum on the training points (depth {cfg.model.depth})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    save_figure(run_dir / "spectrum.png", fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, label in enumerate(labels):
+        f, lam = torch.tensor(curves[label]["freqs"]), torch.tensor(curves[label]["freq_eigenvalues"])
+        ax.semilogy(f[1:].numpy(), (lam[1:] / lam[1:].max()).clamp_min(1e-16).numpy(), color=colours[i % 10],
+                    label=label)
+    ax.set_xlabel("frequency (cycles per unit)")
+    ax.set_ylabel("relative learning speed lambda_f / max")
+    ax.set_title("How fast gradient descent learns each frequency")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    save_figure(run_dir / "frequency_speed.png", fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, r in enumerate(results):
+        ws = sorted(r["rel_error_by_width"])
+        ax.loglog(ws, [r["rel_error_by_width"][w] for w in ws], "o-", color=colours[i % 10],
+                  label=label_of(r["encoding"], r["sigma"]))
+    ax.set_xlabel("width")
+    ax.set_ylabel("||Theta_emp - Theta|| / ||Theta||")
+    ax.set_title("Empirical NTK -> closed form")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    save_figure(run_dir / "ntk_convergence.png", fig)
+    plt.close(fig)
+
+
+register_configs()
+
+
+@hydra.main(config_path="pkg://ffrun.configs", config_name="ntk", version_base="1.3")
+def _app(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        analyse(cfg, run_dir)
+    except FfrunError as e:
+        print(f"ffrun-ntk: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def main() -> None:
+    try:
+        _app()
+    except SystemExit as e:
+        if e.code == 1:
+            sys.exit(EXIT_BAD_INPUT)
+        raise
+
+
+if __name__ == "__main__":
+    main()

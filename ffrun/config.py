@@ -96,7 +96,8 @@ class NTKSettings:
     widths: List[int] = field(default_factory=lambda: [64, 256, 1024])  # empirical -> closed form convergence
     seeds: int = 2  # networks per width in the convergence check
     convergence_points: int = 32  # grid points used in the convergence check
-    train: bool = True  # also train the real network (standard parametrization) for each setting
+    train: bool = True  # also train the real networks (Adam / standard, and GD / NTK parametrization)
+    gd_lr_fraction: float = 0.5  # GD step size as a fraction of n / lambda_max (stable below 2)
     rows_at: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])  # x of the plotted kernel rows
 
 

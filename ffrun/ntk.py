@@ -89,6 +89,22 @@ def kernel_regression(k_train: Tensor, k_test_train: Tensor, y_train: Tensor, ri
     return k_test_train.double() @ coef
 
 
+def gd_kernel_regression(k_train: Tensor, k_test_train: Tensor, y_train: Tensor, lr: float, steps: int) -> Tensor:
+    """The linearised network after `steps` of gradient descent (step size `lr`) on 0.5 * mean((f - y)^2),
+    from f = 0: f_t(x) = k(x, X) K^-1 (I - (I - lr K / n)^t) y. As t -> inf it is `kernel_regression`;
+    at finite t the directions with small eigenvalues (high frequencies) are not learnt yet."""
+    n = k_train.shape[0]
+    lam, v = torch.linalg.eigh(k_train.double())
+    lam = lam.clamp_min(0.0)
+    a = lr * lam / n
+    # (1 - (1 - a)^t) / lam, written to stay exact as lam -> 0 (where it tends to lr * t / n).
+    gain = torch.where(a > 1e-12, -torch.expm1(steps * torch.log1p(-a.clamp(max=1 - 1e-15))) / lam.clamp_min(1e-300),
+                       torch.full_like(lam, lr * steps / n))
+    y = y_train.double()
+    coef = v @ (gain.reshape(-1, *([1] * (y.dim() - 1))) * (v.T @ y))
+    return k_test_train.double() @ coef
+
+
 def fourier_eigenvalues(k: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     """For points x (n, 1) on a regular 1D grid: frequencies f = 0..n/2 and the kernel's Rayleigh quotients
     lambda_f = e_f^H K e_f with unit Fourier vectors e_f (exact eigenvalues when K is stationary/circulant).

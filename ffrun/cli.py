@@ -61,6 +61,15 @@ def resolve_device(spec: str) -> torch.device:
     raise FfrunError(f"device={spec!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this run: CUDA memory allocated by torch on a GPU, else the process's peak RSS."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -121,8 +130,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log.warning("trainer.resume=true: no earlier run of this experiment under ./outputs has a checkpoint; "
                     "starting from step 0")
     task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
-    field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed)
+    field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed,
+                        grid_shape=task.grid_shape)
     field.to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     lr = float(cfg.trainer.lr)
     sigma = float(cfg.encoding.sigma) if cfg.encoding.name == "gauss" else None
     label = f"{cfg.task.name}/{cfg.encoding.name}" + (f" sigma={sigma:g}" if sigma is not None else "")
@@ -142,6 +154,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "lr": lr,
             "device": str(device),
             "wall_s": round(result.wall_s, 3),
+            "peak_memory_mb": peak_memory_mb(device),
             "primary_metric": task.primary_metric,
             "metrics": result.metrics,
             "history": result.history,

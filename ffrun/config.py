@@ -15,12 +15,12 @@ from omegaconf import MISSING, DictConfig
 
 from ffrun.errors import FfrunError
 
-ENCODINGS = ("none", "basic", "posenc", "gauss")
+ENCODINGS = ("none", "basic", "posenc", "gauss", "grid")
 
 
 @dataclass
 class EncodingConfig:
-    name: str = MISSING  # none | basic | posenc | gauss
+    name: str = MISSING  # none | basic | posenc | gauss | grid (no network: the pixel/voxel values)
     m: int = 256  # number of frequencies (rows of B) for posenc and gauss; features = 2m
     sigma: float = 10.0  # gauss: B ~ N(0, sigma^2); the yaml ties it to the top-level `sigma`
     scale: float = 6.0  # posenc: per-axis frequencies 2**linspace(0, scale, m // d) - 1

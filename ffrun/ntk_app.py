@@ -59,7 +59,7 @@ class CenteredField(Field):
 def settings_of(cfg: DictConfig) -> list[tuple[str, float | None]]:
     out: list[tuple[str, float | None]] = []
     for name in cfg.ntk.encodings:
-        if name not in ENCODINGS:
+        if name not in ENCODINGS or name == "grid":
             raise FfrunError(f"ntk.encodings: {name!r} is not an encoding; choose from {', '.join(ENCODINGS)}")
         out += [("gauss", float(s)) for s in cfg.ntk.sigmas] if name == "gauss" else [(name, None)]
     return out

@@ -134,9 +134,8 @@ def train(
                 result.reason = f"stopped by {signal.Signals(stop.signum).name} at step {result.step}"
                 break
             field.train()
-            loss = task.loss(field, task.sample(result.step))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = task.backward(field, task.sample(result.step))
             optimizer.step()
             if schedule is not None:
                 schedule.step()

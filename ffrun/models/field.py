@@ -37,8 +37,17 @@ def build_field(
     out_dim: int,
     out_activation: str,
     seed: int,
-) -> Field:
-    """Build encoding and MLP from their configs; B and the weights are drawn from `seed` on the CPU."""
+    grid_shape: tuple[int, ...] | None = None,
+) -> nn.Module:
+    """Build encoding and MLP from their configs; B and the weights are drawn from `seed` on the CPU.
+
+    `encoding.name == "grid"` gives the no-network baseline over the task's `grid_shape` instead."""
+    if encoding_cfg.name == "grid":
+        from ffrun.models.grid import GridField
+
+        if grid_shape is None:
+            raise ValueError("encoding=grid needs a task with a pixel or voxel grid (ct, mri, image)")
+        return GridField(grid_shape, out_dim, "none")
     generator = torch.Generator().manual_seed(seed)
     encoding = build_encoding(
         encoding_cfg.name,

@@ -17,6 +17,7 @@ class Task(ABC):
     out_dim: int  # field output channels
     out_activation: str  # the MLP's output activation ("sigmoid" | "none")
     primary_metric: str  # the held-out metric a sweep or search optimises (higher is better)
+    grid_shape: tuple[int, ...] | None = None  # the pixel/voxel grid a `grid` baseline optimises
 
     @abstractmethod
     def sample(self, step: int) -> Any:
@@ -25,6 +26,14 @@ class Task(ABC):
     @abstractmethod
     def loss(self, field: Field, batch: Any) -> Tensor:
         """Scalar training loss; applies the task's forward model to the field's output."""
+
+    def backward(self, field: Field, batch: Any) -> Tensor:
+        """Accumulate the loss's gradients into the field's parameters; returns the detached loss.
+        A task whose full-batch graph would not fit in memory overrides this with an exact chunked
+        version."""
+        loss = self.loss(field, batch)
+        loss.backward()
+        return loss.detach()
 
     @abstractmethod
     def evaluate(self, field: Field) -> dict[str, float]:

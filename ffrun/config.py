@@ -79,6 +79,27 @@ class Toy1DTaskConfig(TaskConfig):
 
 
 @dataclass
+class CTTaskConfig(TaskConfig):
+    name: str = "ct"
+    image: str = "phantom"  # phantom (perturbed modified Shepp-Logan), a DICOM slice (.dcm) or an image file
+    resolution: int = 512
+    num_angles: int = 20  # theta = linspace(0, pi, num_angles + 1)[:-1]
+    interpolation: str = "nearest"  # rotation sampling: nearest (the paper) | bilinear
+    data_seed: int = 0  # seeds the phantom's perturbation
+
+
+@dataclass
+class MRITaskConfig(TaskConfig):
+    name: str = "mri"
+    volume: Optional[str] = None  # a NIfTI file; None = the 3D modified Shepp-Logan phantom
+    resolution: int = 96  # the volume is padded to a cube and area-averaged to resolution^3
+    samples: int = 200_000  # k-space draws at 96^3 (scaled by (resolution / 96)^3), before duplicates merge
+    sample_std: float = 13.9  # std of the Gaussian k-space sampling around DC, in voxels at 96^3 (scaled)
+    chunk: Optional[int] = 131072  # points per MLP chunk (exact gradients, bounded memory); None = all at once
+    data_seed: int = 0  # seeds the k-space mask
+
+
+@dataclass
 class Config:
     task: Any = MISSING
     encoding: EncodingConfig = MISSING
@@ -117,6 +138,8 @@ def register_configs() -> None:
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
     cs.store(group="schema/task", name="image", node=ImageTaskConfig)
     cs.store(group="schema/task", name="toy1d", node=Toy1DTaskConfig)
+    cs.store(group="schema/task", name="ct", node=CTTaskConfig)
+    cs.store(group="schema/task", name="mri", node=MRITaskConfig)
 
 
 def validate(cfg: DictConfig) -> None:

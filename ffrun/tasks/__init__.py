@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from ffrun.errors import FfrunError
 from ffrun.tasks.base import Task
 
-TASKS = ("image", "toy1d")
+TASKS = ("image", "toy1d", "ct", "mri")
 
 
 def build_task(cfg: DictConfig, device: torch.device, batch_size: int | None, seed: int) -> Task:
@@ -17,6 +17,14 @@ def build_task(cfg: DictConfig, device: torch.device, batch_size: int | None, se
         from ffrun.tasks.image import ImageTask
 
         return ImageTask(cfg, device, batch_size=batch_size, seed=seed)
+    if cfg.name == "ct":
+        from ffrun.tasks.ct import CTTask
+
+        return CTTask(cfg, device, batch_size=batch_size, seed=seed)
+    if cfg.name == "mri":
+        from ffrun.tasks.mri import MRITask
+
+        return MRITask(cfg, device, batch_size=batch_size, seed=seed)
     if cfg.name == "toy1d":
         from ffrun.tasks.toy1d import Toy1DTask
 

@@ -46,7 +46,10 @@ def build_field(
         from ffrun.models.grid import GridField
 
         if grid_shape is None:
-            raise ValueError("encoding=grid needs a task with a pixel or voxel grid (ct, mri, image)")
+            from ffrun.errors import FfrunError
+
+            raise FfrunError("encoding=grid is the pixel/voxel baseline of the ct and mri tasks; this task has no "
+                             "grid to optimise, choose none, basic, posenc or gauss")
         return GridField(grid_shape, out_dim, "none")
     generator = torch.Generator().manual_seed(seed)
     encoding = build_encoding(

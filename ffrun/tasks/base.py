@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,30 @@ class Task(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "generator" in state:
             self.generator.set_state(state["generator"])
+
+
+class PointRegressionTask(Task):
+    """Direct supervision: the field is fitted to known values at training points, 0.5 * MSE.
+
+    Subclasses set `self.train = (coords, values)` and `self.device`, then call `_init_sampler`."""
+
+    train: tuple[Tensor, Tensor]
+    device: torch.device
+
+    def _init_sampler(self, batch_size: int | None, seed: int) -> None:
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, step: int) -> tuple[Tensor, Tensor]:
+        idx = batch_indices(self.train[0].shape[0], self.batch_size, self.generator, self.device)
+        return self.train if idx is None else (self.train[0][idx], self.train[1][idx])
+
+    def loss(self, field: Field, batch: tuple[Tensor, Tensor]) -> Tensor:
+        coords, values = batch
+        return 0.5 * torch.mean((field(coords) - values) ** 2)
+
+    def train_psnr_from_loss(self, loss: float) -> float | None:
+        return -10.0 * math.log10(2.0 * loss) if loss > 0 else math.inf
 
 
 def batch_indices(n: int, batch_size: int | None, generator: torch.Generator, device: torch.device):

@@ -7,23 +7,21 @@ Loss 0.5 * MSE.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch import Tensor
 
 from ffrun.atomic import write_png
 from ffrun.data.images import load_image, pixel_coords
 from ffrun.errors import FfrunError
 from ffrun.metrics import psnr
 from ffrun.models.field import Field
-from ffrun.tasks.base import Task, batch_indices
+from ffrun.tasks.base import PointRegressionTask
 
 
-class ImageTask(Task):
+class ImageTask(PointRegressionTask):
     in_dim = 2
     out_dim = 3
     out_activation = "sigmoid"
@@ -42,19 +40,7 @@ class ImageTask(Task):
         self.full = (coords, img)
         self.train = (coords[::2, ::2].reshape(-1, 2), img[::2, ::2].reshape(-1, 3))
         self.test = (coords[1::2, 1::2].reshape(-1, 2), img[1::2, 1::2].reshape(-1, 3))
-        self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def sample(self, step: int) -> tuple[Tensor, Tensor]:
-        idx = batch_indices(self.train[0].shape[0], self.batch_size, self.generator, self.device)
-        return self.train if idx is None else (self.train[0][idx], self.train[1][idx])
-
-    def loss(self, field: Field, batch: tuple[Tensor, Tensor]) -> Tensor:
-        coords, rgb = batch
-        return 0.5 * torch.mean((field(coords) - rgb) ** 2)
-
-    def train_psnr_from_loss(self, loss: float) -> float | None:
-        return -10.0 * math.log10(2.0 * loss) if loss > 0 else math.inf
+        self._init_sampler(batch_size, seed)
 
     def evaluate(self, field: Field) -> dict[str, float]:
         pred = field.predict(self.full[0])

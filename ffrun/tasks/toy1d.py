@@ -10,19 +10,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch import Tensor
 
 from ffrun.atomic import save_figure, write_text
 from ffrun.data.signals import power_law_signal
 from ffrun.errors import FfrunError
 from ffrun.models.field import Field
-from ffrun.tasks.base import Task, batch_indices
+from ffrun.tasks.base import PointRegressionTask
 
 
-class Toy1DTask(Task):
+class Toy1DTask(PointRegressionTask):
     in_dim = 1
     out_dim = 1
     out_activation = "none"
@@ -44,19 +42,7 @@ class Toy1DTask(Task):
         self.train = (x[::2], y[::2])
         self.test = (x[1::2], y[1::2])
         self.device = device
-        self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def sample(self, step: int) -> tuple[Tensor, Tensor]:
-        idx = batch_indices(self.train[0].shape[0], self.batch_size, self.generator, self.device)
-        return self.train if idx is None else (self.train[0][idx], self.train[1][idx])
-
-    def loss(self, field: Field, batch: tuple[Tensor, Tensor]) -> Tensor:
-        x, y = batch
-        return 0.5 * torch.mean((field(x) - y) ** 2)
-
-    def train_psnr_from_loss(self, loss: float) -> float | None:
-        return -10.0 * math.log10(2.0 * loss) if loss > 0 else math.inf
+        self._init_sampler(batch_size, seed)
 
     def evaluate(self, field: Field) -> dict[str, float]:
         pred = field.predict(self.full[0])

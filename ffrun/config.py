@@ -26,6 +26,7 @@ class EncodingConfig:
     scale: float = 6.0  # posenc: per-axis frequencies 2**linspace(0, scale, m // d) - 1
     two_pi: bool = True  # the 2*pi factor inside sin/cos (the paper's NeRF mapping has none)
     normalize: bool = False  # divide the features by sqrt(m) (the paper's shape task)
+    center: bool = False  # none only: feed 2v - 1 instead of v (the paper's shape task)
 
 
 @dataclass
@@ -100,6 +101,17 @@ class MRITaskConfig(TaskConfig):
 
 
 @dataclass
+class ShapeTaskConfig(TaskConfig):
+    name: str = "shape"
+    mesh: Optional[str] = None  # OBJ/PLY/STL/OFF/GLB; None = ffrun's built-in ridged sphere
+    test_points: int = 262144  # 2^18 uniform + 2^18 near-surface test points, cached per mesh
+    surface_std: float = 0.01  # noise of the near-surface samples (normalised units)
+    mesh_resolution: int = 128  # marching-cubes grid for the exported surface
+    chunk: int = 65536  # points per evaluation chunk
+    data_seed: int = 0  # seeds the test sets
+
+
+@dataclass
 class Config:
     task: Any = MISSING
     encoding: EncodingConfig = MISSING
@@ -140,6 +152,7 @@ def register_configs() -> None:
     cs.store(group="schema/task", name="toy1d", node=Toy1DTaskConfig)
     cs.store(group="schema/task", name="ct", node=CTTaskConfig)
     cs.store(group="schema/task", name="mri", node=MRITaskConfig)
+    cs.store(group="schema/task", name="shape", node=ShapeTaskConfig)
 
 
 def validate(cfg: DictConfig) -> None:

@@ -243,3 +243,36 @@ def compose_once():
     register_configs()
     with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
         return compose(config_name="config", overrides=["experiment=smoke"])
+
+
+@pytest.fixture
+def bad_volumes(tmp_path):
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    files = {}
+    for name, data in {"4d": rng.random((6, 6, 6, 2)), "flat": np.full((6, 6, 6), 3.0)}.items():
+        files[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), files[name])
+    nan = rng.random((6, 6, 6)).astype(np.float32)
+    nan[2, 2, 2] = np.nan
+    files["nan"] = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), files["nan"])
+    files["missing"] = tmp_path / "missing.nii.gz"
+    return files
+
+
+@pytest.mark.parametrize("kind,message", [("4d", "a 4D image of shape (6, 6, 6, 2)"), ("nan", "NaN/Inf voxels"),
+                                          ("flat", "every voxel is 3"), ("missing", "no such file")])
+def test_bad_nifti_exits_2_with_one_clear_message(run_cli, bad_volumes, kind, message):
+    r = run_cli("task=mri", f"task.volume={bad_volumes[kind]}", "task.resolution=8", "trainer.steps=1",
+                "trainer.progress=false")
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("ffrun: error: task.volume=") and message in last
+    assert "Traceback" not in r.stderr
+
+
+def test_grid_on_a_task_without_a_grid_exits_2(run_cli):
+    r = run_cli("experiment=smoke", "encoding=grid")
+    assert r.returncode == 2 and "encoding=grid is the pixel/voxel baseline" in r.stderr

@@ -64,15 +64,16 @@ def gaussian_matrix(d: int, m: int, sigma: float, generator: torch.Generator | N
 
 
 class IdentityEncoding(nn.Module):
-    """`none`: the raw coordinates, gamma(v) = v."""
+    """`none`: the raw coordinates, gamma(v) = v, or 2v - 1 when `center` (the paper's shape task)."""
 
-    def __init__(self, in_dim: int):
+    def __init__(self, in_dim: int, center: bool = False):
         super().__init__()
         self.in_dim = in_dim
         self.out_dim = in_dim
+        self.center = center
 
     def forward(self, v: Tensor) -> Tensor:  # (..., d) -> (..., d)
-        return v
+        return 2.0 * v - 1.0 if self.center else v
 
 
 class FourierEncoding(nn.Module):
@@ -99,10 +100,11 @@ def build_encoding(
     two_pi: bool = True,
     normalize: bool = False,
     generator: torch.Generator | None = None,
+    center: bool = False,
 ) -> nn.Module:
     """The encoding called `name` (none | basic | posenc | gauss) for `in_dim`-dimensional coordinates."""
     if name == "none":
-        return IdentityEncoding(in_dim)
+        return IdentityEncoding(in_dim, center)
     if name == "basic":
         B = basic_matrix(in_dim)
     elif name == "posenc":

@@ -61,6 +61,7 @@ def build_field(
         two_pi=encoding_cfg.two_pi,
         normalize=encoding_cfg.normalize,
         generator=generator,
+        center=encoding_cfg.center,
     )
     torch.manual_seed(seed + 1)  # the MLP init uses the global generator; offset it from B's draw
     mlp = MLP(encoding.out_dim, out_dim, model_cfg.depth, model_cfg.width, out_activation, model_cfg.init,

@@ -14,7 +14,6 @@ import logging
 import random
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 import numpy as np
@@ -26,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from ffrun.allocator import tune_allocator
 from ffrun.atomic import write_json, write_text
 from ffrun.checkpoint import CHECKPOINT
-from ffrun.config import register_configs, validate
+from ffrun.config import flatten, register_configs, validate
 from ffrun.errors import FfrunError
 from ffrun.models.field import build_field
 from ffrun.tasks import build_task
@@ -76,18 +75,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _same_experiment(a: dict, b: dict) -> bool:
-    fa, fb = _flat(a), _flat(b)
+    fa, fb = flatten(a), flatten(b)
     keys = (set(fa) | set(fb)) - RESUME_FREE_KEYS
     return all(fa.get(k) == fb.get(k) for k in keys)
 

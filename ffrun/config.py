@@ -139,6 +139,17 @@ class NTKAppConfig(Config):
     ntk: NTKSettings = field(default_factory=NTKSettings)
 
 
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: a resolved config as dotted keys, for comparing runs."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     # Schemas live in their own `schema/` group so they do not show up as choices of `task=` etc.;

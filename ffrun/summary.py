@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ffrun.atomic import save_figure, write_text
+from ffrun.config import flatten
 
 # Keys that never define a setting: seeds and images are what a setting is averaged over.
 AVERAGED_KEYS = {"seed", "task.image", "task.data_seed"}
@@ -31,17 +32,6 @@ AVERAGED_KEYS = {"seed", "task.image", "task.data_seed"}
 IGNORED_KEYS = {"device", "trainer.progress", "trainer.eval_every"}
 # Encoding parameters that only mean something for some encodings.
 ENCODING_ONLY = {"sigma": "gauss", "encoding.sigma": "gauss", "encoding.scale": "posenc"}
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def load_runs(root: Path) -> list[dict]:

@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import SHARED_DATA
+from ffrun.config import EncodingConfig, ModelConfig
 from ffrun.data.volumes import load_nifti, resample_cube
 from ffrun.errors import FfrunError
 from ffrun.models import build_field
@@ -75,9 +76,8 @@ def _mri_task(chunk):
 
 
 def test_chunked_backward_gives_the_full_batch_gradient():
-    enc = OmegaConf.create({"name": "gauss", "m": 16, "sigma": 3.0, "scale": 4.0, "two_pi": True, "normalize": False})
-    model = OmegaConf.create({"depth": 3, "width": 32, "init": "glorot", "parametrization": "standard",
-                              "w_std": 1.4, "b_std": 0.1})
+    enc = OmegaConf.structured(EncodingConfig(name="gauss", m=16, sigma=3.0))
+    model = OmegaConf.structured(ModelConfig(depth=3, width=32))
     grads = []
     for chunk in (None, 100):
         task = _mri_task(chunk)

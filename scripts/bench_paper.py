@@ -3,8 +3,8 @@
 
     python scripts/bench_paper.py paper_image                  # astronaut, 2000 steps (~45 min on 2 CPU cores)
     python scripts/bench_paper.py paper_text
-    python scripts/bench_paper.py paper_ct -- task.resolution=256          # CPU-sized CT
-    python scripts/bench_paper.py paper_mri --memory -- task.resolution=32  # CPU-sized MRI + 96^3 peak memory
+    python scripts/bench_paper.py paper_ct task.resolution=256             # CPU-sized CT
+    python scripts/bench_paper.py paper_mri --memory task.resolution=32     # CPU-sized MRI + 96^3 peak memory
 
 Runs `ffrun -m experiment=<preset> encoding=<all>` into --out, prints the table with `ffrun-summary`,
 then a comparison with PAPER.md's notebook results. For paper_image it checks the paper's ordering
@@ -47,8 +47,8 @@ def main() -> int:
     p.add_argument("--encodings", default=None, help="comma list (default: every encoding the paper reports)")
     p.add_argument("--out", default=None, help="sweep directory (default outputs/bench_<experiment>)")
     p.add_argument("--memory", action="store_true", help="MRI: also measure peak memory at 96^3")
-    p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. task.resolution=256")
-    args = p.parse_args()
+    args, extra = p.parse_known_args()  # everything else (after an optional --) is a Hydra override
+    args.overrides = [a for a in extra if a != "--"]
 
     encodings = args.encodings or ",".join(PAPER[args.experiment])
     out = Path(args.out or f"outputs/bench_{args.experiment}")

@@ -101,8 +101,8 @@ def train(
         task.load_state_dict(state["task"])
         set_rng_state(state["rng"])
         result.step, result.history, result.wall_s = state["step"], state["history"], state["wall_s"]
-        result.metrics = dict(result.history[-1]) if result.history else {}
-        result.metrics.pop("step", None), result.metrics.pop("loss", None)
+        last = result.history[-1] if result.history else {}
+        result.metrics = {k: v for k, v in last.items() if k not in ("step", "loss")}
         result.checkpoint_step = result.step
 
     def checkpoint() -> None:

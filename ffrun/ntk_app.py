@@ -208,43 +208,37 @@ def plot_all(curves: dict, results: list[dict], task: Toy1DTask, cfg: DictConfig
     save_figure(run_dir / "kernel_rows.png", fig)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, label in enumerate(labels):
+    def line_plot(name: str, lines, xlabel: str, ylabel: str, title: str, log_x: bool) -> None:
+        """One figure with a line per (label, x, y), on log-y (and optionally log-x) axes."""
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i, (label, x, y) in enumerate(lines):
+            ax.plot(x, y, "o-" if len(x) < 10 else "-", color=colours[i % 10], label=label)
+        ax.set_yscale("log")
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        save_figure(run_dir / name, fig)
+        plt.close(fig)
+
+    spectra = []
+    speeds = []
+    for label in labels:
         ev = torch.tensor(curves[label]["eigenvalues"])
-        ax.loglog(range(1, len(ev) + 1), (ev / ev[0]).clamp_min(1e-16).numpy(), color=colours[i % 10], label=label)
-    ax.set_xlabel("eigenvalue index")
-    ax.set_ylabel("lambda_i / lambda_1")
-    ax.set_title(f"NTK spectrum on the training points (depth {cfg.model.depth})")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    save_figure(run_dir / "spectrum.png", fig)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, label in enumerate(labels):
+        spectra.append((label, list(range(1, len(ev) + 1)), (ev / ev[0]).clamp_min(1e-16).numpy()))
         f, lam = torch.tensor(curves[label]["freqs"]), torch.tensor(curves[label]["freq_eigenvalues"])
-        ax.semilogy(f[1:].numpy(), (lam[1:] / lam[1:].max()).clamp_min(1e-16).numpy(), color=colours[i % 10],
-                    label=label)
-    ax.set_xlabel("frequency (cycles per unit)")
-    ax.set_ylabel("relative learning speed lambda_f / max")
-    ax.set_title("How fast gradient descent learns each frequency")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    save_figure(run_dir / "frequency_speed.png", fig)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, r in enumerate(results):
-        ws = sorted(r["rel_error_by_width"])
-        ax.loglog(ws, [r["rel_error_by_width"][w] for w in ws], "o-", color=colours[i % 10],
-                  label=label_of(r["encoding"], r["sigma"]))
-    ax.set_xlabel("width")
-    ax.set_ylabel("||Theta_emp - Theta|| / ||Theta||")
-    ax.set_title("Empirical NTK -> closed form")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    save_figure(run_dir / "ntk_convergence.png", fig)
-    plt.close(fig)
+        speeds.append((label, f[1:].numpy(), (lam[1:] / lam[1:].max()).clamp_min(1e-16).numpy()))
+    line_plot("spectrum.png", spectra, "eigenvalue index", "lambda_i / lambda_1",
+              f"NTK spectrum on the training points (depth {cfg.model.depth})", log_x=True)
+    line_plot("frequency_speed.png", speeds, "frequency (cycles per unit)", "relative learning speed lambda_f / max",
+              "How fast gradient descent learns each frequency", log_x=False)
+    convergence = [(label_of(r["encoding"], r["sigma"]), sorted(r["rel_error_by_width"]),
+                    [r["rel_error_by_width"][w] for w in sorted(r["rel_error_by_width"])]) for r in results]
+    line_plot("ntk_convergence.png", convergence, "width", "||Theta_emp - Theta|| / ||Theta||",
+              "Empirical NTK -> closed form", log_x=True)
 
 
 register_configs()

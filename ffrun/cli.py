@@ -184,8 +184,7 @@ def _fail(run_dir: Path, cfg: DictConfig, status: str, reason: str, code: int) -
 
 @hydra.main(config_path="pkg://ffrun.configs", config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> float:
-    global _job_started
-    _job_started = True
+    mark_job_started()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -207,15 +206,25 @@ def _app(cfg: DictConfig) -> float:
     return rec["metrics"].get(rec["primary_metric"], float("nan"))
 
 
-def main() -> None:
+def mark_job_started() -> None:
+    """Called first by every Hydra app of ffrun: from here on, exit status 1 is not a config error."""
+    global _job_started
+    _job_started = True
+
+
+def run_hydra_app(app) -> None:
+    """Run a Hydra app, turning Hydra's exit 1 for a bad override or config (unknown key, wrong type,
+    missing option), raised before the app starts, into ffrun's exit status 2 for bad input."""
     try:
-        _app()
+        app()
     except SystemExit as e:
-        # Hydra reports a bad override or config (unknown key, wrong type, missing option) in one
-        # message and exits 1; ffrun's contract for bad input is exit status 2.
         if e.code == 1 and not _job_started:
             sys.exit(EXIT_BAD_INPUT)
         raise
+
+
+def main() -> None:
+    run_hydra_app(_app)
     if _failed_jobs:
         print(f"ffrun: {len(_failed_jobs)} job(s) of the sweep did not complete: "
               + "; ".join(f"{d} ({status})" for d, status, _ in _failed_jobs), file=sys.stderr)

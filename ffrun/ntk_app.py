@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ffrun.atomic import save_figure, write_json, write_text
-from ffrun.cli import EXIT_BAD_INPUT, run, seed_everything
+from ffrun.cli import EXIT_BAD_INPUT, mark_job_started, run, run_hydra_app, seed_everything
 from ffrun.config import ENCODINGS, register_configs, validate
 from ffrun.errors import FfrunError
 from ffrun.models.field import Field, build_field
@@ -246,6 +246,7 @@ register_configs()
 
 @hydra.main(config_path="pkg://ffrun.configs", config_name="ntk", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
+    mark_job_started()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     try:
@@ -256,12 +257,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    try:
-        _app()
-    except SystemExit as e:
-        if e.code == 1:
-            sys.exit(EXIT_BAD_INPUT)
-        raise
+    run_hydra_app(_app)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from ffrun.atomic import atomic_write, write_bytes
+from ffrun.atomic import write_bytes
 from ffrun.errors import FfrunError
 
 log = logging.getLogger("ffrun.meshes")
@@ -120,7 +120,7 @@ def builtin_shape() -> trimesh.Trimesh:
          + 0.05 * np.sin(14 * x + 1.0) * np.sin(14 * y + 2.0)
          + 0.02 * np.sin(30 * z + 0.5) * np.cos(30 * x))
     mesh = trimesh.Trimesh(u * r[:, None], sphere.faces, process=False)
-    atomic_write(path, lambda f: f.write(mesh.export(file_type="ply")))
+    write_bytes(path, mesh.export(file_type="ply"))
     return mesh
 
 

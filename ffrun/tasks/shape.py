@@ -20,7 +20,7 @@ import trimesh
 from omegaconf import DictConfig
 from torch import Tensor
 
-from ffrun.atomic import atomic_write, save_figure
+from ffrun.atomic import save_figure, write_bytes
 from ffrun.data.meshes import builtin_shape, iou, load_mesh, normalise, occupancy, build_test_sets, uniform_points
 from ffrun.errors import FfrunError
 from ffrun.tasks.base import Task
@@ -104,7 +104,7 @@ class ShapeTask(Task):
         pred = self.extract_mesh(field, self.resolution)
         truth = trimesh.Trimesh(self.to_input_frame(self.mesh.vertices), self.mesh.faces, process=False)
         for name, mesh in (("reconstruction.ply", pred), ("ground_truth.ply", truth)):
-            atomic_write(run_dir / name, lambda f, m=mesh: f.write(m.export(file_type="ply")))
+            write_bytes(run_dir / name, mesh.export(file_type="ply"))
         render_side_by_side(run_dir / "preview.png", [("prediction", pred), ("ground truth", truth)])
 
 

@@ -23,7 +23,9 @@ class EncodingConfig:
     name: str = MISSING  # none | basic | posenc | gauss | grid (no network: the pixel/voxel values)
     m: int = 256  # number of frequencies (rows of B) for posenc and gauss; features = 2m
     sigma: float = 10.0  # gauss: B ~ N(0, sigma^2); the yaml ties it to the top-level `sigma`
-    scale: float = 6.0  # posenc: per-axis frequencies 2**linspace(0, scale, m // d) - 1
+    scale: float = 6.0  # posenc: per-axis frequencies 2**linspace(0, scale, levels) - offset
+    levels: Optional[int] = None  # posenc: frequencies per axis; None = m // d
+    offset: float = 1.0  # posenc: 1 = the notebooks' posenc_new (includes frequency 0); 0 = NeRF's 2^0..2^scale
     two_pi: bool = True  # the 2*pi factor inside sin/cos (the paper's NeRF mapping has none)
     normalize: bool = False  # divide the features by sqrt(m) (the paper's shape task)
     center: bool = False  # none only: feed 2v - 1 instead of v (the paper's shape task)
@@ -112,6 +114,21 @@ class ShapeTaskConfig(TaskConfig):
 
 
 @dataclass
+class NeRFTaskConfig(TaskConfig):
+    name: str = "nerf"
+    data: Optional[str] = None  # a Blender-format scene folder; None = ffrun's built-in scene (rendered once, cached)
+    downscale: int = 1  # integer factor; the images are area-averaged and the focal length divided by it
+    builtin_resolution: int = 64  # image size of the built-in scene
+    near: float = 2.0
+    far: float = 6.0
+    n_samples: int = 128  # stratified samples per ray (jittered while training, the grid at evaluation)
+    white_background: bool = True  # composite the render on white, as the images are
+    test_views: Optional[int] = None  # evaluate on the first N test views; None = all
+    chunk: int = 131072  # points (rays x samples) per chunk when rendering whole views
+    turntable_frames: int = 40  # frames of the turntable GIF of novel views; 0 = none
+
+
+@dataclass
 class Config:
     task: Any = MISSING
     encoding: EncodingConfig = MISSING
@@ -164,6 +181,7 @@ def register_configs() -> None:
     cs.store(group="schema/task", name="ct", node=CTTaskConfig)
     cs.store(group="schema/task", name="mri", node=MRITaskConfig)
     cs.store(group="schema/task", name="shape", node=ShapeTaskConfig)
+    cs.store(group="schema/task", name="nerf", node=NeRFTaskConfig)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -178,6 +196,7 @@ def validate(cfg: DictConfig) -> None:
     check(cfg.sigma >= 0, "sigma", cfg.sigma, "use sigma >= 0")
     check(enc.sigma >= 0, "encoding.sigma", enc.sigma, "use sigma >= 0")
     check(enc.m >= 1, "encoding.m", enc.m, "use m >= 1")
+    check(enc.levels is None or enc.levels >= 1, "encoding.levels", enc.levels, "use levels >= 1, or null for m // d")
     check(cfg.model.depth >= 1, "model.depth", cfg.model.depth, "use depth >= 1")
     check(cfg.model.width >= 1, "model.width", cfg.model.width, "use width >= 1")
     check(cfg.model.init in ("glorot", "torch"), "model.init", cfg.model.init, "use glorot or torch")

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from sweep import run_sweep
 
 PAPER = {  # PAPER.md, the authors' notebook results
     "paper_image": {"none": 19.32, "basic": 21.72, "posenc": 24.95, "gauss": 25.57},
@@ -52,15 +53,9 @@ def main() -> int:
 
     encodings = args.encodings or ",".join(PAPER[args.experiment])
     out = Path(args.out or f"outputs/bench_{args.experiment}")
-    if out.exists():
-        shutil.rmtree(out)
-    cmd = ["ffrun", "-m", f"experiment={args.experiment}", f"encoding={encodings}", f"hydra.sweep.dir={out}",
-           "trainer.progress=false", *args.overrides]
-    print("$", " ".join(cmd), flush=True)
-    sweep = subprocess.run(cmd)
+    code, runs = run_sweep([f"experiment={args.experiment}", f"encoding={encodings}", *args.overrides], out)
     subprocess.run(["ffrun-summary", str(out)], check=True)
 
-    runs = [json.loads(f.read_text()) for f in sorted(out.glob("*/metrics.json"))]
     runs = [r for r in runs if r.get("status") == "completed"]
     metric = runs[0]["primary_metric"]
     r0 = runs[0]
@@ -74,7 +69,7 @@ def main() -> int:
         got[r["encoding"]] = r["metrics"][metric]
         print(f"| {r['encoding']} | {got[r['encoding']]:.2f} | {PAPER[args.experiment].get(r['encoding'], '-')} | "
               f"{r['wall_s']:.0f} | {r.get('peak_memory_mb', float('nan')):.0f} |")
-    ok = sweep.returncode == 0
+    ok = code == 0
     if args.experiment in ("paper_image", "paper_text") and {"none", "basic", "posenc", "gauss"} <= set(got):
         order = got["none"] < got["basic"] < got["posenc"] and got["gauss"] >= got["posenc"] - 0.5
         print("paper ordering (none < basic < posenc, gauss >= posenc - 0.5):", "holds" if order else "DOES NOT hold")

@@ -16,12 +16,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sweep import run_sweep
 
 import numpy as np
 
@@ -68,15 +67,9 @@ def main() -> int:
         return 2
     labelling(meshes, args.contains)
 
-    out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    cmd = ["ffrun", "-m", "experiment=paper_shape", f"task.mesh={','.join(map(str, meshes))}",
-           "encoding=none,basic,posenc,gauss", f"hydra.sweep.dir={out}", "trainer.progress=false",
-           *([] if args.paper else CPU_SCHEDULE), *args.overrides]
-    print("$", " ".join(cmd), flush=True)
-    sweep = subprocess.run(cmd)
-    runs = [json.loads(f.read_text()) for f in sorted(out.glob("*/metrics.json"))]
+    code, runs = run_sweep(["experiment=paper_shape", f"task.mesh={','.join(map(str, meshes))}",
+                            "encoding=none,basic,posenc,gauss", *([] if args.paper else CPU_SCHEDULE),
+                            *args.overrides], Path(args.out))
     print(f"\n{'paper' if args.paper else 'CPU'} schedule: {runs[0]['steps']} steps x "
           f"{runs[0]['config']['trainer']['batch_size']} points, device {runs[0]['device']}")
     print("| mesh | encoding | iou_uniform | iou_surface | paper IoU (Table 1) | train time (s) |")
@@ -88,7 +81,7 @@ def main() -> int:
         m = r["metrics"]
         print(f"| {Path(r['config']['task']['mesh']).stem} | {r['encoding']} | {m['iou_uniform']:.3f} | "
               f"{m['iou_surface']:.3f} | {PAPER_IOU[r['encoding']]} | {r['wall_s']:.0f} |")
-    return sweep.returncode
+    return code
 
 
 if __name__ == "__main__":

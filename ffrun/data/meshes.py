@@ -6,23 +6,18 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import trimesh
 
 from ffrun.atomic import write_bytes
+from ffrun.data.cache import cache_dir
 from ffrun.errors import FfrunError
 
 log = logging.getLogger("ffrun.meshes")
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
-
-
-def cache_dir() -> Path:
-    """Where built shapes and test sets are cached: $FFRUN_CACHE, else ~/.cache/ffrun."""
-    return Path(os.environ.get("FFRUN_CACHE", Path.home() / ".cache" / "ffrun"))
 
 
 def load_mesh(path: str | Path) -> trimesh.Trimesh:

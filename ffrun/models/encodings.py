@@ -8,7 +8,8 @@ and the encodings differ only in the matrix B:
 
 - basic:  B = I_d
 - posenc: B is block-diagonal; axis k gets the frequencies 2**linspace(0, scale, m // d) - 1
-          (the notebooks' "posenc_new", which includes frequency 0)
+          (the notebooks' "posenc_new", which includes frequency 0; `levels` and `offset` give NeRF's
+          octaves 2^0..2^scale instead)
 - gauss:  B ~ N(0, sigma^2), shape (m, d)
 
 `none` is the identity (raw coordinates). Two switches cover the paper's task-specific variants:
@@ -43,15 +44,17 @@ def basic_matrix(d: int) -> Tensor:
     return torch.eye(d)
 
 
-def posenc_matrix(d: int, m: int, scale: float) -> Tensor:
-    """Axis-aligned log-linear frequencies: m // d per axis, 2**linspace(0, scale, m // d) - 1.
+def posenc_matrix(d: int, m: int, scale: float, levels: int | None = None, offset: float = 1.0) -> Tensor:
+    """Axis-aligned log-linear frequencies, per axis 2**linspace(0, scale, levels) - offset.
 
-    Rows are grouped by axis (all of axis 0 first), as in the notebooks; shape (d * (m // d), d).
+    levels defaults to m // d. offset 1 gives the notebooks' "posenc_new" (frequency 0 included); offset 0
+    with levels = scale + 1 gives NeRF's octaves 2^0, 2^1, ..., 2^scale.
+    Rows are grouped by axis (all of axis 0 first), as in the notebooks; shape (d * levels, d).
     """
-    per_axis = m // d
+    per_axis = m // d if levels is None else levels
     if per_axis < 1:
         raise ValueError(f"posenc needs m >= d (got m={m}, d={d})")
-    freqs = 2.0 ** torch.linspace(0.0, float(scale), per_axis, dtype=torch.float64) - 1.0
+    freqs = 2.0 ** torch.linspace(0.0, float(scale), per_axis, dtype=torch.float64) - offset
     B = torch.zeros(d * per_axis, d, dtype=torch.float64)
     for axis in range(d):
         B[axis * per_axis : (axis + 1) * per_axis, axis] = freqs
@@ -101,6 +104,8 @@ def build_encoding(
     normalize: bool = False,
     generator: torch.Generator | None = None,
     center: bool = False,
+    levels: int | None = None,
+    offset: float = 1.0,
 ) -> nn.Module:
     """The encoding called `name` (none | basic | posenc | gauss) for `in_dim`-dimensional coordinates."""
     if name == "none":
@@ -108,7 +113,7 @@ def build_encoding(
     if name == "basic":
         B = basic_matrix(in_dim)
     elif name == "posenc":
-        B = posenc_matrix(in_dim, m, scale)
+        B = posenc_matrix(in_dim, m, scale, levels, offset)
     elif name == "gauss":
         B = gaussian_matrix(in_dim, m, sigma, generator)
     else:

@@ -62,6 +62,8 @@ def build_field(
         normalize=encoding_cfg.normalize,
         generator=generator,
         center=encoding_cfg.center,
+        levels=encoding_cfg.levels,
+        offset=encoding_cfg.offset,
     )
     torch.manual_seed(seed + 1)  # the MLP init uses the global generator; offset it from B's draw
     mlp = MLP(encoding.out_dim, out_dim, model_cfg.depth, model_cfg.width, out_activation, model_cfg.init,

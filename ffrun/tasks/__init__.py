@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from ffrun.errors import FfrunError
 from ffrun.tasks.base import Task
 
-TASKS = ("image", "toy1d", "ct", "mri", "shape")
+TASKS = ("image", "toy1d", "ct", "mri", "shape", "nerf")
 
 
 def build_task(cfg: DictConfig, device: torch.device, batch_size: int | None, seed: int) -> Task:
@@ -29,6 +29,10 @@ def build_task(cfg: DictConfig, device: torch.device, batch_size: int | None, se
         from ffrun.tasks.shape import ShapeTask
 
         return ShapeTask(cfg, device, batch_size=batch_size, seed=seed)
+    if cfg.name == "nerf":
+        from ffrun.tasks.nerf import NeRFTask
+
+        return NeRFTask(cfg, device, batch_size=batch_size, seed=seed)
     if cfg.name == "toy1d":
         from ffrun.tasks.toy1d import Toy1DTask
 

@@ -1,0 +1,200 @@
+"""The paper's simplified NeRF: 3D position -> (RGB, density), volume rendering along camera rays, loss
+against photographs. One network, no view direction, no hierarchical sampling.
+
+Forward model (`render_rays`): `n_samples` depths t_i between near and far (stratified, jittered while
+training), raw = field(o + t_i d); density = ReLU(raw[3]), colour = sigmoid(raw[:3]);
+alpha_i = 1 - exp(-density_i * delta_i |d|) with delta_i = t_{i+1} - t_i (1e10 for the last sample);
+weights w_i = alpha_i * prod_{j<i}(1 - alpha_j); pixel = sum_i w_i c_i (+ (1 - sum_i w_i) on white).
+Loss: MSE of rendered against true pixel colours over `trainer.batch_size` rays drawn from all training
+rays (null = 1024).
+
+Metrics: `test_psnr` (mean over the test views, each rendered in full) and `test_psnr_std`.
+Outputs: `test_views/<name>.png` (truth | render), `test_views/<name>_depth.png` (expected depth,
+coloured from near to far), `test_views/depth.npz` (raw depth and opacity per view), `turntable.gif`
+(novel views on a circle matching the training cameras).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ffrun.atomic import atomic_write, write_bytes, write_png
+from ffrun.data.scenes import builtin_scene, camera_rays, load_blender, orbit_like, orbit_poses
+from ffrun.errors import FfrunError
+from ffrun.metrics import psnr
+from ffrun.tasks.base import Task
+
+log = logging.getLogger("ffrun.nerf")
+
+
+def sample_depths(n_rays: int, near: float, far: float, n_samples: int, generator: torch.Generator | None,
+                  device: torch.device) -> Tensor:
+    """(n_rays, n_samples) depths: linspace(near, far, n_samples), each jittered by U[0, (far - near) /
+    n_samples) when a generator is given (stratified sampling for training), else exactly the grid."""
+    t = torch.linspace(near, far, n_samples, device=device).expand(n_rays, n_samples)
+    if generator is None:
+        return t.contiguous()
+    jitter = torch.rand(n_rays, n_samples, generator=generator).to(device)
+    return t + jitter * ((far - near) / n_samples)
+
+
+def composite(raw: Tensor, t: Tensor, directions: Tensor, white_background: bool = True
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """Alpha compositing of raw field outputs (R, S, 4) at depths t (R, S) along rays with directions (R, 3).
+
+    Returns the pixel colours (R, 3), expected depths sum_i w_i t_i (R,) and opacities sum_i w_i (R,)."""
+    rgb = torch.sigmoid(raw[..., :3])
+    density = F.relu(raw[..., 3])
+    deltas = torch.cat([t[..., 1:] - t[..., :-1], torch.full_like(t[..., :1], 1e10)], dim=-1)
+    deltas = deltas * directions.norm(dim=-1, keepdim=True)
+    alpha = 1.0 - torch.exp(-density * deltas)
+    # transmittance before sample i: prod_{j<i} (1 - alpha_j); the 1e-10 keeps cumprod's gradient finite
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + 1e-10], -1), -1)[..., :-1]
+    weights = alpha * transmittance
+    colour = torch.sum(weights[..., None] * rgb, dim=-2)
+    depth = torch.sum(weights * t, dim=-1)
+    opacity = torch.sum(weights, dim=-1)
+    if white_background:
+        colour = colour + (1.0 - opacity[..., None])
+    return colour, depth, opacity
+
+
+def render_rays(field, origins: Tensor, directions: Tensor, t: Tensor, white_background: bool = True):
+    """Colour, depth and opacity of rays (R, 3) sampled at depths t (R, S) through `field`."""
+    points = origins[:, None, :] + t[..., None] * directions[:, None, :]
+    return composite(field(points), t, directions, white_background)
+
+
+class NeRFTask(Task):
+    in_dim = 3
+    out_dim = 4
+    out_activation = "none"
+    primary_metric = "test_psnr"
+
+    def __init__(self, cfg: DictConfig, device: torch.device, batch_size: int | None = None, seed: int = 0):
+        if cfg.downscale < 1:
+            raise FfrunError(f"task.downscale={cfg.downscale}: use an integer >= 1")
+        if not 0 <= cfg.near < cfg.far:
+            raise FfrunError(f"task.near={cfg.near}, task.far={cfg.far}: use 0 <= near < far")
+        if cfg.n_samples < 2:
+            raise FfrunError(f"task.n_samples={cfg.n_samples}: use at least 2 samples per ray")
+        if cfg.chunk < cfg.n_samples:
+            raise FfrunError(f"task.chunk={cfg.chunk}: a chunk must hold one ray's {cfg.n_samples} samples")
+        if cfg.turntable_frames < 0 or (cfg.test_views is not None and cfg.test_views < 1):
+            raise FfrunError("task.turntable_frames must be >= 0 and task.test_views >= 1 (or null for all)")
+        folder = builtin_scene(cfg.builtin_resolution) if cfg.data is None else cfg.data
+        self.train_views = load_blender(folder, "train", cfg.downscale)
+        self.test_views = load_blender(folder, "test", cfg.downscale, limit=cfg.test_views)
+        self.device = device
+        self.near, self.far, self.n_samples = float(cfg.near), float(cfg.far), int(cfg.n_samples)
+        self.white = bool(cfg.white_background)
+        self.rays_per_chunk = max(1, cfg.chunk // self.n_samples)
+        self.turntable_frames = cfg.turntable_frames
+        self.batch_size = batch_size or 1024
+        self.generator = torch.Generator().manual_seed(seed)
+        # Every training ray, once: origins, directions and the pixel colours they must render.
+        o, d = zip(*(camera_rays(self.train_views.height, self.train_views.width, self.train_views.focal,
+                                 torch.from_numpy(pose)) for pose in self.train_views.poses))
+        self.rays_o = torch.stack(o).reshape(-1, 3).to(device)
+        self.rays_d = torch.stack(d).reshape(-1, 3).to(device)
+        self.rays_rgb = torch.from_numpy(self.train_views.images).reshape(-1, 3).to(device)
+        self._renders: tuple[tuple, list] | None = None  # (parameter versions, test renders) of the last eval
+
+    def sample(self, step: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        idx = torch.randint(0, self.rays_o.shape[0], (self.batch_size,), generator=self.generator).to(self.device)
+        t = sample_depths(self.batch_size, self.near, self.far, self.n_samples, self.generator, self.device)
+        return self.rays_o[idx], self.rays_d[idx], self.rays_rgb[idx], t
+
+    def loss(self, field, batch) -> Tensor:
+        origins, directions, target, t = batch
+        colour, _, _ = render_rays(field, origins, directions, t, self.white)
+        return torch.mean((colour - target) ** 2)
+
+    def train_psnr_from_loss(self, loss: float) -> float | None:
+        return -10.0 * math.log10(loss) if loss > 0 else math.inf
+
+    @torch.no_grad()
+    def render_view(self, field, pose: np.ndarray, height: int, width: int, focal: float) -> tuple[Tensor, Tensor, Tensor]:
+        """A whole image rendered in chunks of rays (bounded memory at any resolution): colour (H, W, 3),
+        depth (H, W), opacity (H, W)."""
+        o, d = camera_rays(height, width, focal, torch.from_numpy(pose).to(self.device))
+        o, d = o.reshape(-1, 3), d.reshape(-1, 3)
+        parts = []
+        for i in range(0, o.shape[0], self.rays_per_chunk):
+            oc, dc = o[i : i + self.rays_per_chunk], d[i : i + self.rays_per_chunk]
+            t = sample_depths(oc.shape[0], self.near, self.far, self.n_samples, None, self.device)
+            parts.append(render_rays(field, oc, dc, t, self.white))
+        colour, depth, opacity = (torch.cat(p) for p in zip(*parts))
+        return colour.reshape(height, width, 3), depth.reshape(height, width), opacity.reshape(height, width)
+
+    def _render_test_views(self, field) -> list[tuple[Tensor, Tensor, Tensor]]:
+        # Parameters change in place at every optimizer step, which bumps their version counters: equal
+        # versions mean the renders of the last evaluation are still those of this field (save reuses them).
+        versions = tuple(p._version for p in field.parameters())
+        if self._renders is not None and self._renders[0] == versions:
+            return self._renders[1]
+        v = self.test_views
+        renders = [self.render_view(field, pose, v.height, v.width, v.focal)
+                   for pose in tqdm(v.poses, desc="render test views", leave=False, disable=None)]
+        self._renders = (versions, renders)
+        return renders
+
+    def evaluate(self, field) -> dict[str, float]:
+        renders = self._render_test_views(field)
+        truth = torch.from_numpy(self.test_views.images)
+        scores = np.array([psnr(colour.cpu(), truth[i]) for i, (colour, _, _) in enumerate(renders)])
+        return {"test_psnr": float(scores.mean()), "test_psnr_std": float(scores.std())}
+
+    def save(self, field, run_dir: Path) -> None:
+        v = self.test_views
+        renders = self._render_test_views(field)
+        out = run_dir / "test_views"
+        gap = np.ones((v.height, 4, 3), dtype=np.float32)
+        depths, opacities = [], []
+        for name, truth, (colour, depth, opacity) in zip(v.names, v.images, renders):
+            write_png(out / f"{name}.png", np.concatenate([truth, gap, colour.cpu().numpy()], axis=1))
+            write_png(out / f"{name}_depth.png", self.colour_depth(depth.cpu().numpy(), opacity.cpu().numpy()))
+            depths.append(depth.cpu().numpy())
+            opacities.append(opacity.cpu().numpy())
+        atomic_write(out / "depth.npz", lambda f: np.savez_compressed(
+            f, names=np.array(v.names), depth=np.stack(depths), opacity=np.stack(opacities), near=self.near, far=self.far))
+        if self.turntable_frames:
+            write_bytes(run_dir / "turntable.gif", self.turntable(field))
+
+    def colour_depth(self, depth: np.ndarray, opacity: np.ndarray) -> np.ndarray:
+        """Expected depth (normalised by opacity) coloured from near (yellow) to far (purple), white where
+        the ray hits nothing."""
+        from matplotlib import colormaps
+
+        d = depth / np.maximum(opacity, 1e-6)
+        rgb = colormaps["viridis_r"](np.clip((d - self.near) / (self.far - self.near), 0, 1))[..., :3]
+        a = np.clip(opacity, 0, 1)[..., None]
+        return rgb * a + (1 - a)
+
+    def turntable(self, field) -> bytes:
+        """An animated GIF of novel views on a circle at the training cameras' median radius and elevation."""
+        from PIL import Image
+
+        radius, elevation = orbit_like(self.train_views.poses)
+        v = self.test_views
+        frames = []
+        for pose in tqdm(orbit_poses(self.turntable_frames, radius, elevation), desc="render turntable",
+                         leave=False, disable=None):
+            colour, _, _ = self.render_view(field, pose, v.height, v.width, v.focal)
+            frames.append(Image.fromarray((colour.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)))
+        buf = io.BytesIO()
+        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=80, loop=0)
+        return buf.getvalue()
+
+
+__all__ = ["NeRFTask", "composite", "render_rays", "sample_depths"]

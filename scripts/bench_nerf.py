@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Simplified NeRF on the real Lego scene: rays per second and test PSNR per encoding.
+
+    python scripts/bench_nerf.py                        # CPU schedule (below), ~45 min on 2 cores
+    python scripts/bench_nerf.py --paper                # the paper's protocol: 400x400, 50,000 steps (GPU)
+    python scripts/bench_nerf.py -- trainer.steps=500   # extra ffrun overrides after `--`
+
+1. Throughput: for each encoding, training rays per second (sample + forward + backward + Adam step,
+   median of 10 timed steps after 3 warm-up steps) in this process.
+2. Quality: `ffrun -m experiment=paper_nerf task.data=<lego_400> encoding=none,basic,posenc,gauss`.
+   The CPU schedule keeps the paper's network (4x256, 4 outputs), mapping (no 2*pi, sigma 26, posenc
+   2^0..2^8), per-encoding learning rates, 1,024 rays per step and near/far, but downscales the
+   400x400 images by 8 (50x50, focal 69.4), takes 64 samples per ray instead of 128, and trains
+   2,000 steps instead of 50,000. PSNR is on all 13 test views (mean +- std over views).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from sweep import run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+LEGO = ROOT.parent / "shared" / "data" / "nerf" / "lego_400"
+CPU_SCHEDULE = ["task.downscale=8", "task.n_samples=64", "trainer.steps=2000", "trainer.eval_every=1000",
+                "trainer.ckpt_every=1000", "task.turntable_frames=24"]
+PAPER_PSNR = {"none": "22.41 +- 0.92", "basic": "23.16 +- 0.90", "posenc": "25.60 +- 0.76", "gauss": "25.48 +- 0.89"}
+ENCODINGS = ("none", "basic", "posenc", "gauss")
+
+
+def rays_per_second(overrides: list[str]) -> dict[str, float]:
+    import torch
+    from hydra import compose, initialize_config_module
+
+    from ffrun.allocator import tune_allocator
+    from ffrun.cli import resolve_device
+    from ffrun.config import register_configs
+    from ffrun.models.field import build_field
+    from ffrun.tasks import build_task
+
+    register_configs()
+    out = {}
+    for name in ENCODINGS:
+        with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[*overrides, f"encoding={name}"])
+        device = resolve_device(cfg.device)
+        if device.type == "cpu":
+            tune_allocator()
+        task = build_task(cfg.task, device, cfg.trainer.batch_size, 0)
+        field = build_field(cfg.encoding, cfg.model, 3, 4, "none", 0).to(device)
+        opt = torch.optim.Adam(field.parameters(), lr=float(cfg.trainer.lr))
+        times = []
+        for i in range(13):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            task.backward(field, task.sample(i))
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= 3:
+                times.append(time.perf_counter() - t)
+        out[name] = task.batch_size / statistics.median(times)
+        print(f"{name}: {out[name]:.0f} rays/s ({statistics.median(times) * 1000:.0f} ms per step of "
+              f"{task.batch_size} rays x {task.n_samples} samples) on {device}", flush=True)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(LEGO))
+    p.add_argument("--paper", action="store_true", help="the paper's full protocol instead of the CPU schedule")
+    p.add_argument("--out", default="outputs/bench_nerf")
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args()
+    if not (Path(args.data) / "transforms_train.json").is_file():
+        print(f"bench_nerf: no Blender-format scene at {args.data}; the Lego scene lives in "
+              "../shared/data/nerf/lego_400 (or pass --data)", file=sys.stderr)
+        return 2
+    overrides = ["experiment=paper_nerf", f"task.data={args.data}", *([] if args.paper else CPU_SCHEDULE),
+                 *args.overrides]
+    speed = rays_per_second(overrides)
+
+    code, runs = run_sweep([*overrides, f"encoding={','.join(ENCODINGS)}"], Path(args.out))
+    cfg = runs[0]["config"]
+    print(f"\n{'paper' if args.paper else 'CPU'} schedule: {runs[0]['steps']} steps x "
+          f"{cfg['trainer']['batch_size']} rays x {cfg['task']['n_samples']} samples, downscale "
+          f"{cfg['task']['downscale']}, device {runs[0]['device']}")
+    print("| encoding | test PSNR (dB, mean +- std over views) | paper (400x400, 50k steps) | rays/s | train time (s) |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in runs:
+        if r.get("status") != "completed":
+            print(f"| {r['encoding']} | {r.get('status')}: {r.get('reason')} | | | |")
+            continue
+        m = r["metrics"]
+        print(f"| {r['encoding']} | {m['test_psnr']:.2f} +- {m['test_psnr_std']:.2f} | {PAPER_PSNR[r['encoding']]} | "
+              f"{speed[r['encoding']]:.0f} | {r['wall_s']:.0f} |")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,6 +27,7 @@ from ffrun.atomic import write_json, write_text
 from ffrun.checkpoint import CHECKPOINT
 from ffrun.config import flatten, register_configs, validate
 from ffrun.errors import FfrunError
+from ffrun.loggers import RunLogger
 from ffrun.models.field import build_field
 from ffrun.tasks import build_task
 from ffrun.train import TrainResult, train
@@ -38,7 +39,7 @@ EXIT_DIVERGED = 3
 
 # Keys that may differ between a run and the run that resumes it.
 RESUME_FREE_KEYS = {"trainer.resume", "trainer.progress", "trainer.steps", "trainer.eval_every",
-                    "trainer.ckpt_every", "device"}
+                    "trainer.ckpt_every", "device", "logger.name", "logger.images"}
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -153,8 +154,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         write_json(run_dir / "metrics.json", rec)
         return rec
 
-    result = train(task, field, cfg.trainer, lr, run_dir, config, resume_from=resume_from,
-                   on_checkpoint=lambda r: record(r, "running"), desc=label)
+    logger = RunLogger(run_dir, cfg.logger.name, cfg.logger.images)
+
+    def log_evaluation(result: TrainResult) -> None:
+        logger.log(result.history, task.preview(field) if logger.wants_images else None)
+
+    try:
+        result = train(task, field, cfg.trainer, lr, run_dir, config, resume_from=resume_from,
+                       on_checkpoint=lambda r: record(r, "running"), on_evaluate=log_evaluation, desc=label)
+    finally:
+        logger.close()
     if result.status == "completed":
         task.save(field, run_dir)
     rec = record(result, result.status)

@@ -60,6 +60,12 @@ class TrainerConfig:
 
 
 @dataclass
+class LoggerConfig:
+    name: str = "csv"  # csv (history.csv + metrics.json) | tensorboard (also TensorBoard scalars and pictures)
+    images: bool = True  # tensorboard: log the task's pictures at each evaluation
+
+
+@dataclass
 class TaskConfig:
     name: str = MISSING
 
@@ -134,6 +140,7 @@ class Config:
     encoding: EncodingConfig = MISSING
     model: ModelConfig = MISSING
     trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     sigma: float = 10.0  # the Gaussian encoding's scale, the hyperparameter the paper sweeps
     seed: int = 0
     device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
@@ -156,6 +163,10 @@ class NTKAppConfig(Config):
     ntk: NTKSettings = field(default_factory=NTKSettings)
 
 
+TASK_SCHEMAS = {"image": ImageTaskConfig, "toy1d": Toy1DTaskConfig, "ct": CTTaskConfig, "mri": MRITaskConfig,
+                "shape": ShapeTaskConfig, "nerf": NeRFTaskConfig}
+
+
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}: a resolved config as dotted keys, for comparing runs."""
     out: dict[str, Any] = {}
@@ -176,12 +187,9 @@ def register_configs() -> None:
     cs.store(group="schema/encoding", name="encoding", node=EncodingConfig)
     cs.store(group="schema/model", name="mlp", node=ModelConfig)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
-    cs.store(group="schema/task", name="image", node=ImageTaskConfig)
-    cs.store(group="schema/task", name="toy1d", node=Toy1DTaskConfig)
-    cs.store(group="schema/task", name="ct", node=CTTaskConfig)
-    cs.store(group="schema/task", name="mri", node=MRITaskConfig)
-    cs.store(group="schema/task", name="shape", node=ShapeTaskConfig)
-    cs.store(group="schema/task", name="nerf", node=NeRFTaskConfig)
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
+    for name, schema in TASK_SCHEMAS.items():
+        cs.store(group="schema/task", name=name, node=schema)
 
 
 def validate(cfg: DictConfig) -> None:

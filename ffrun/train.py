@@ -86,6 +86,7 @@ def train(
     config: dict,
     resume_from: Path | None = None,
     on_checkpoint: Callable[[TrainResult], None] | None = None,
+    on_evaluate: Callable[[TrainResult], None] | None = None,
     desc: str = "ffrun",
 ) -> TrainResult:
     steps, eval_every, ckpt_every = trainer_cfg.steps, trainer_cfg.eval_every, trainer_cfg.ckpt_every
@@ -117,6 +118,8 @@ def train(
         metrics = task.evaluate(field)
         result.history.append({"step": result.step, "loss": loss_value, **metrics})
         result.metrics = metrics
+        if on_evaluate is not None:
+            on_evaluate(result)
 
     # Reading the loss synchronises a GPU, so there only every 10 steps; on a CPU it is free.
     check_every = 1 if next(field.parameters()).device.type == "cpu" else 10

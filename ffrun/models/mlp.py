@@ -34,6 +34,9 @@ class NTKLinear(nn.Module):
 
 
 class MLP(nn.Module):
+    """h_0 = x; h_k = ReLU(W_k h_{k-1} + b_k) for k = 1..depth-1; y = act(W_depth h_{depth-1} + b_depth),
+    act = sigmoid or identity. Shapes: (..., in_dim) -> (..., out_dim)."""
+
     def __init__(
         self,
         in_dim: int,

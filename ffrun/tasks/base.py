@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -43,6 +44,21 @@ class Task(ABC):
     @abstractmethod
     def save(self, field: Field, run_dir: Path) -> None:
         """Write the task's outputs (pictures, meshes, volumes) into run_dir."""
+
+    def preview(self, field: Field) -> dict[str, np.ndarray]:
+        """Pictures of the current field, by name, logged at each evaluation (TensorBoard): float arrays
+        in [0, 1], (H, W) or (H, W, 3). Kept cheap next to `evaluate`."""
+        return {}
+
+    def memo(self, field: Field, name: str, compute: Callable[[], Any]) -> Any:
+        """compute() once per state of the field's parameters, so evaluate, preview and save of one step
+        share a costly prediction. Optimizer steps and load_state_dict change parameters in place, which
+        bumps their version counters; equal versions mean equal weights."""
+        key = (id(field), tuple(p._version for p in field.parameters()))
+        cache = self.__dict__.setdefault("_memo", {})
+        if name not in cache or cache[name][0] != key:
+            cache[name] = (key, compute())
+        return cache[name][1]
 
     def train_psnr_from_loss(self, loss: float) -> float | None:
         """PSNR implied by the training loss, shown on the progress bar; None where it has no meaning."""

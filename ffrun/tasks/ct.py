@@ -115,18 +115,28 @@ class CTTask(Task):
     def loss(self, field, batch) -> Tensor:
         return 0.5 * torch.mean((self.project(self._image(field)) - self.sinogram) ** 2)
 
+    def _predict(self, field) -> Tensor:
+        return self.memo(field, "image", lambda: self._image(field, predict=True))
+
+    def comparison(self, rec: np.ndarray) -> np.ndarray:
+        """truth | reconstruction | |error|"""
+        gap = np.ones((self.n, 8), np.float32)
+        return np.concatenate([self.image, gap, rec, gap, np.abs(rec - self.image)], 1)
+
+    def preview(self, field) -> dict[str, np.ndarray]:
+        return {"comparison": self.comparison(self._predict(field).clamp(0, 1).cpu().numpy())}
+
     def evaluate(self, field) -> dict[str, float]:
-        img = self._image(field, predict=True)
+        img = self._predict(field)
         proj_loss = 0.5 * torch.mean((self.project(img) - self.sinogram) ** 2).item()
         return {"psnr": psnr(img.clamp(0, 1), self.truth), "projection_loss": proj_loss}
 
     def save(self, field, run_dir: Path) -> None:
-        img = self._image(field, predict=True).clamp(0, 1)
+        img = self._predict(field).clamp(0, 1)
         pred_sino = self.project(img)
         rec = img.cpu().numpy()
         write_png(run_dir / "reconstruction.png", rec)
-        gap = np.ones((self.n, 8), np.float32)
-        write_png(run_dir / "comparison.png", np.concatenate([self.image, gap, rec, gap, np.abs(rec - self.image)], 1))
+        write_png(run_dir / "comparison.png", self.comparison(rec))
         s_true, s_pred = self.sinogram.cpu().numpy(), pred_sino.cpu().numpy()
         scale = max(s_true.max(), 1e-8)
         gap = np.ones((s_true.shape[0], 8), np.float32)

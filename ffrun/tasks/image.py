@@ -42,8 +42,14 @@ class ImageTask(PointRegressionTask):
         self.test = (coords[1::2, 1::2].reshape(-1, 2), img[1::2, 1::2].reshape(-1, 3))
         self._init_sampler(batch_size, seed)
 
+    def _predict(self, field: Field):
+        return self.memo(field, "image", lambda: field.predict(self.full[0]))
+
+    def preview(self, field: Field) -> dict[str, np.ndarray]:
+        return {"reconstruction": self._predict(field).cpu().numpy()}
+
     def evaluate(self, field: Field) -> dict[str, float]:
-        pred = field.predict(self.full[0])
+        pred = self._predict(field)
         img = self.full[1]
         return {
             "train_psnr": psnr(pred[::2, ::2], img[::2, ::2]),
@@ -52,7 +58,7 @@ class ImageTask(PointRegressionTask):
         }
 
     def save(self, field: Field, run_dir: Path) -> None:
-        pred = field.predict(self.full[0]).cpu().numpy()
+        pred = self._predict(field).cpu().numpy()
         write_png(run_dir / "reconstruction.png", pred)
         write_png(run_dir / "ground_truth.png", self.image)
         gap = np.ones((self.image.shape[0], 8, 3), dtype=np.float32)

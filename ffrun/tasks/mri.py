@@ -107,7 +107,23 @@ class MRITask(Task):
         return loss.detach()
 
     def _volume(self, field) -> Tensor:
-        return field.predict(self.coords, chunk=self.chunk or self.coords.shape[0]).reshape(self.n, self.n, self.n)
+        return self.memo(field, "volume", lambda: field.predict(
+            self.coords, chunk=self.chunk or self.coords.shape[0]).reshape(self.n, self.n, self.n))
+
+    def slices(self, rec: np.ndarray) -> np.ndarray:
+        """Rows: truth, reconstruction, |error| x 4; columns: the three central slices."""
+        c = self.n // 2
+        err = np.clip(np.abs(rec - self.volume) * 4, 0, 1)
+        rows = []
+        for v in (self.volume, rec, err):
+            slices = [np.rot90(v[c, :, :]), np.rot90(v[:, c, :]), np.rot90(v[:, :, c])]
+            gap = np.ones((self.n, 4), np.float32)
+            rows.append(np.concatenate([slices[0], gap, slices[1], gap, slices[2]], 1))
+        hgap = np.ones((4, rows[0].shape[1]), np.float32)
+        return np.concatenate([rows[0], hgap, rows[1], hgap, rows[2]], 0)
+
+    def preview(self, field) -> dict[str, np.ndarray]:
+        return {"slices": self.slices(self._volume(field).clamp(0, 1).cpu().numpy())}
 
     def evaluate(self, field) -> dict[str, float]:
         vol = self._volume(field)
@@ -117,13 +133,4 @@ class MRITask(Task):
         rec = self._volume(field).clamp(0, 1).cpu().numpy()
         save_nifti(run_dir / "reconstruction.nii.gz", rec, self.affine)
         save_nifti(run_dir / "ground_truth.nii.gz", self.volume, self.affine)
-        # Rows: truth, reconstruction, |error| x 4; columns: the three central slices.
-        c = self.n // 2
-        err = np.clip(np.abs(rec - self.volume) * 4, 0, 1)
-        rows = []
-        for v in (self.volume, rec, err):
-            slices = [np.rot90(v[c, :, :]), np.rot90(v[:, c, :]), np.rot90(v[:, :, c])]
-            gap = np.ones((self.n, 4), np.float32)
-            rows.append(np.concatenate([slices[0], gap, slices[1], gap, slices[2]], 1))
-        hgap = np.ones((4, rows[0].shape[1]), np.float32)
-        write_png(run_dir / "slices.png", np.concatenate([rows[0], hgap, rows[1], hgap, rows[2]], 0))
+        write_png(run_dir / "slices.png", self.slices(rec))

@@ -108,7 +108,6 @@ class NeRFTask(Task):
         self.rays_o = torch.stack(o).reshape(-1, 3).to(device)
         self.rays_d = torch.stack(d).reshape(-1, 3).to(device)
         self.rays_rgb = torch.from_numpy(self.train_views.images).reshape(-1, 3).to(device)
-        self._renders: tuple[tuple, list] | None = None  # (parameter versions, test renders) of the last eval
 
     def sample(self, step: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         idx = torch.randint(0, self.rays_o.shape[0], (self.batch_size,), generator=self.generator).to(self.device)
@@ -138,16 +137,17 @@ class NeRFTask(Task):
         return colour.reshape(height, width, 3), depth.reshape(height, width), opacity.reshape(height, width)
 
     def _render_test_views(self, field) -> list[tuple[Tensor, Tensor, Tensor]]:
-        # Parameters change in place at every optimizer step, which bumps their version counters: equal
-        # versions mean the renders of the last evaluation are still those of this field (save reuses them).
-        versions = tuple(p._version for p in field.parameters())
-        if self._renders is not None and self._renders[0] == versions:
-            return self._renders[1]
+        """Every test view, rendered once per state of the weights (evaluate, preview and save share it)."""
         v = self.test_views
-        renders = [self.render_view(field, pose, v.height, v.width, v.focal)
-                   for pose in tqdm(v.poses, desc="render test views", leave=False, disable=None)]
-        self._renders = (versions, renders)
-        return renders
+        return self.memo(field, "test_views", lambda: [
+            self.render_view(field, pose, v.height, v.width, v.focal)
+            for pose in tqdm(v.poses, desc="render test views", leave=False, disable=None)])
+
+    def preview(self, field) -> dict[str, np.ndarray]:
+        colour, depth, opacity = self._render_test_views(field)[0]
+        gap = np.ones((self.test_views.height, 4, 3), dtype=np.float32)
+        return {"test_view": np.concatenate([self.test_views.images[0], gap, colour.clamp(0, 1).cpu().numpy(), gap,
+                                             self.colour_depth(depth.cpu().numpy(), opacity.cpu().numpy())], 1)}
 
     def evaluate(self, field) -> dict[str, float]:
         renders = self._render_test_views(field)

@@ -73,6 +73,17 @@ class ShapeTask(Task):
             out[f"iou_{name}"] = iou(pred, labels)
         return out
 
+    def preview(self, field) -> dict[str, np.ndarray]:
+        """Occupancy on the middle slice of the box (x = 0.5): truth | predicted probability."""
+        n = 128
+        c = np.linspace(0, 1, n)
+        yz = np.stack(np.meshgrid(c, c, indexing="ij"), -1).reshape(-1, 2)
+        pts = np.concatenate([np.full((n * n, 1), 0.5), yz], 1)
+        truth = occupancy(self.mesh, pts).reshape(n, n).astype(np.float32)
+        logits = field.predict(torch.from_numpy(pts.astype(np.float32)).to(self.device), chunk=self.chunk)
+        pred = torch.sigmoid(logits[:, 0]).reshape(n, n).cpu().numpy()
+        return {"occupancy_slice": np.rot90(np.concatenate([truth, np.ones((4, n), np.float32), pred], 0))}
+
     @torch.no_grad()
     def occupancy_grid(self, field, n: int) -> np.ndarray:
         """Predicted logits on an n^3 grid spanning [0, 1]^3 (inclusive), evaluated slab by slab."""

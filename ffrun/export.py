@@ -1,0 +1,130 @@
+"""`ffrun-export RUN_DIR`: a portable copy of a trained field that loads without Hydra or ffrun's configs.
+
+Writes `<out>/field.safetensors` (every weight, the Fourier matrix B as `encoding.B`) and `<out>/field.json`
+(the encoding with B written out, the architecture, the task's coordinate convention and the run's
+metrics). Reading it back needs torch and safetensors only: `ffrun.load_exported(out)`, or any framework
+that reads safetensors and follows field.json:
+
+    gamma(v) = [sin(c v B^T), cos(c v B^T)] (/ sqrt(m) if normalize), c = 2 pi if two_pi else 1
+    h_0 = gamma(v); h_k = ReLU(W_k h_{k-1} + b_k) for k < depth; out = act(W_depth h + b_depth)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ffrun.atomic import write_bytes, write_json
+from ffrun.errors import FfrunError
+
+FORMAT = "ffrun-field"
+VERSION = 1
+
+COORDINATES = {
+    "image": "(x, y) in [0, 1)^2: pixel (row r, col c) of an N x N image is (c / N, r / N); output RGB in [0, 1]",
+    "toy1d": "x in [0, 1); output the signal value",
+    "ct": "(x, y) in [0, 1)^2 as the image task; output the attenuation image value",
+    "mri": "(i, j, k) / N in [0, 1)^3 on the resampled N^3 volume (see the run's reconstruction.nii.gz affine)",
+    "shape": "points in [0, 1]^3 of the normalised mesh (centre on the vertex mean, divide by the largest "
+             "absolute coordinate, map [-1, 1] to [0, 1]); output the occupancy logit",
+    "nerf": "world-space 3D points of the scene; outputs (r, g, b, density) before the sigmoid / ReLU that "
+            "volume rendering applies",
+}
+
+
+def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write field.safetensors and field.json for the run in `run_dir`; returns the output folder."""
+    from safetensors.torch import save as save_safetensors
+
+    from ffrun.runs import load
+
+    field = load(run_dir)
+    cfg = field.config
+    out = Path(out) if out is not None else Path(run_dir) / "export"
+    tensors = {k: v.detach().cpu().contiguous() for k, v in field.state_dict().items()}
+    enc = cfg["encoding"]
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": cfg["task"]["name"],
+        "coordinates": COORDINATES.get(cfg["task"]["name"], ""),
+        "in_dim": field.in_dim,
+        "out_dim": field.out_dim,
+        "encoding": {"name": enc["name"], "two_pi": enc["two_pi"], "normalize": enc["normalize"],
+                     "center": enc["center"], "sigma": enc["sigma"] if enc["name"] == "gauss" else None,
+                     "formula": "gamma(v) = [sin(2 pi v B^T), cos(2 pi v B^T)]" + (
+                         "" if enc["two_pi"] else " without the 2 pi") + (" / sqrt(m)" if enc["normalize"] else "")},
+        "step": field.step,
+        "source_run": str(Path(run_dir).resolve()),
+        "config": cfg,
+    }
+    if "encoding.B" in tensors:
+        meta["encoding"]["B"] = tensors["encoding.B"].tolist()
+    if enc["name"] == "grid":
+        meta["grid"] = {"shape": list(field.shape), "values": "values"}
+    else:
+        mlp = cfg["model"]
+        meta["mlp"] = {"depth": mlp["depth"], "width": mlp["width"], "hidden_activation": "relu",
+                       "out_activation": field.mlp.out_activation, "parametrization": mlp["parametrization"],
+                       "w_std": mlp["w_std"], "b_std": mlp["b_std"],
+                       "layers": [{"weight": f"mlp.net.{2 * i}.weight", "bias": f"mlp.net.{2 * i}.bias"}
+                                  for i in range(mlp["depth"])]}
+    metrics = Path(run_dir) / "metrics.json"
+    if metrics.is_file():
+        meta["metrics"] = json.loads(metrics.read_text()).get("metrics", {})
+    write_bytes(out / "field.safetensors", save_safetensors(tensors, metadata={"format": FORMAT}))
+    write_json(out / "field.json", meta)
+    return out
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The field written by `export`, from its folder or its field.json, on `device` in eval mode."""
+    from safetensors.torch import load_file
+
+    from ffrun.models.encodings import FourierEncoding, IdentityEncoding
+    from ffrun.models.field import Field
+    from ffrun.models.grid import GridField
+    from ffrun.models.mlp import MLP
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    meta = json.loads((folder / "field.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise FfrunError(f"{folder / 'field.json'}: not an ffrun-export file (format {meta.get('format')!r})")
+    tensors = load_file(str(folder / "field.safetensors"))
+    enc = meta["encoding"]
+    if enc["name"] == "grid":
+        field = GridField(tuple(meta["grid"]["shape"]), meta["out_dim"], "none")
+    else:
+        if enc["name"] == "none":
+            encoding = IdentityEncoding(meta["in_dim"], enc["center"])
+        else:
+            encoding = FourierEncoding(tensors["encoding.B"], two_pi=enc["two_pi"], normalize=enc["normalize"])
+        m = meta["mlp"]
+        mlp = MLP(encoding.out_dim, meta["out_dim"], m["depth"], m["width"], m["out_activation"], "torch",
+                  m["parametrization"], m["w_std"], m["b_std"])
+        field = Field(encoding, mlp)
+    field.load_state_dict(tensors)
+    return field.to(device).eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="ffrun-export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="an ffrun run directory (holding checkpoint.pt)")
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/export)")
+    args = p.parse_args(argv)
+    try:
+        out = export(args.run_dir, args.out)
+    except FfrunError as e:
+        print(f"ffrun-export: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {out / 'field.safetensors'} and {out / 'field.json'}")
+
+
+if __name__ == "__main__":
+    main()

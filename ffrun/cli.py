@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -29,7 +30,7 @@ from ffrun.config import flatten, register_configs, validate
 from ffrun.errors import FfrunError
 from ffrun.loggers import RunLogger
 from ffrun.models.field import build_field
-from ffrun.tasks import build_task
+from ffrun.tasks import Task, build_task
 from ffrun.train import TrainResult, train
 
 log = logging.getLogger("ffrun")
@@ -39,7 +40,8 @@ EXIT_DIVERGED = 3
 
 # Keys that may differ between a run and the run that resumes it.
 RESUME_FREE_KEYS = {"trainer.resume", "trainer.progress", "trainer.steps", "trainer.eval_every",
-                    "trainer.ckpt_every", "device", "logger.name", "logger.images"}
+                    "trainer.ckpt_every", "device", "logger.name", "logger.images",
+                    "trainer.precision"}
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -107,8 +109,59 @@ def find_resume_checkpoint(resume: bool | str, config: dict, run_dir: Path) -> P
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """One experiment end to end; returns the metrics.json content (its `status` says how it ended)."""
+@dataclass
+class Job:
+    """One experiment, ready to train: its config, run directory, task, field and learning rate."""
+
+    cfg: DictConfig
+    run_dir: Path
+    device: torch.device
+    config: dict  # the resolved config, as saved with checkpoints and metrics
+    task: Task
+    field: torch.nn.Module
+    lr: float
+    sigma: float | None
+    label: str
+    resume_from: Path | None = None
+
+    def record(self, result: TrainResult, status: str) -> dict:
+        """Write metrics.json for `result` with `status`; returns its content."""
+        cfg = self.cfg
+        rec = {
+            "status": status,
+            "reason": result.reason,
+            "task": cfg.task.name,
+            "encoding": cfg.encoding.name,
+            "sigma": self.sigma,
+            "seed": cfg.seed,
+            "steps": cfg.trainer.steps,
+            "step": result.step,
+            "checkpoint_step": result.checkpoint_step,
+            "lr": self.lr,
+            "device": str(self.device),
+            "wall_s": round(result.wall_s, 3),
+            "peak_memory_mb": peak_memory_mb(self.device),
+            "primary_metric": self.task.primary_metric,
+            "metrics": result.metrics,
+            "history": result.history,
+            "resumed_from": str(self.resume_from) if self.resume_from else None,
+            "config": self.config,
+        }
+        write_json(self.run_dir / "metrics.json", rec)
+        return rec
+
+    def finish(self, result: TrainResult) -> dict:
+        """Write the task's outputs (when completed) and the final metrics.json."""
+        if result.status == "completed":
+            self.task.save(self.field, self.run_dir)
+        rec = self.record(result, result.status)
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+        log.info("%s %s at step %d: %s (%.1f s)", self.label, result.status, result.step, summary, result.wall_s)
+        return rec
+
+
+def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
+    """Validate the config and build the task (unless one is shared in) and the field on the device."""
     validate(cfg)
     device = resolve_device(cfg.device)
     if device.type == "cpu":
@@ -119,60 +172,51 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.trainer.resume is True and resume_from is None:
         log.warning("trainer.resume=true: no earlier run of this experiment under ./outputs has a checkpoint; "
                     "starting from step 0")
-    task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
+    if task is None:
+        task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
     field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed,
                         grid_shape=task.grid_shape)
     field.to(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    lr = float(cfg.trainer.lr)
     sigma = float(cfg.encoding.sigma) if cfg.encoding.name == "gauss" else None
     label = f"{cfg.task.name}/{cfg.encoding.name}" + (f" sigma={sigma:g}" if sigma is not None else "")
-    log.info("run %s on %s -> %s%s", label, device, run_dir, f" (resuming {resume_from})" if resume_from else "")
+    return Job(cfg, run_dir, device, config, task, field, float(cfg.trainer.lr), sigma, label, resume_from)
 
-    def record(result: TrainResult, status: str) -> dict:
-        rec = {
-            "status": status,
-            "reason": result.reason,
-            "task": cfg.task.name,
-            "encoding": cfg.encoding.name,
-            "sigma": sigma,
-            "seed": cfg.seed,
-            "steps": cfg.trainer.steps,
-            "step": result.step,
-            "checkpoint_step": result.checkpoint_step,
-            "lr": lr,
-            "device": str(device),
-            "wall_s": round(result.wall_s, 3),
-            "peak_memory_mb": peak_memory_mb(device),
-            "primary_metric": task.primary_metric,
-            "metrics": result.metrics,
-            "history": result.history,
-            "resumed_from": str(resume_from) if resume_from else None,
-            "config": config,
-        }
-        write_json(run_dir / "metrics.json", rec)
-        return rec
 
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """One experiment end to end; returns the metrics.json content (its `status` says how it ended)."""
+    job = prepare(cfg, run_dir)
+    if job.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(job.device)
+    log.info("run %s on %s -> %s%s", job.label, job.device, run_dir,
+             f" (resuming {job.resume_from})" if job.resume_from else "")
     logger = RunLogger(run_dir, cfg.logger.name, cfg.logger.images)
 
     def log_evaluation(result: TrainResult) -> None:
-        logger.log(result.history, task.preview(field) if logger.wants_images else None)
+        logger.log(result.history, job.task.preview(job.field) if logger.wants_images else None)
 
     try:
-        result = train(task, field, cfg.trainer, lr, run_dir, config, resume_from=resume_from,
-                       on_checkpoint=lambda r: record(r, "running"), on_evaluate=log_evaluation, desc=label)
+        result = train(job.task, job.field, cfg.trainer, job.lr, run_dir, job.config, resume_from=job.resume_from,
+                       on_checkpoint=lambda r: job.record(r, "running"), on_evaluate=log_evaluation, desc=job.label)
     finally:
         logger.close()
-    if result.status == "completed":
-        task.save(field, run_dir)
-    rec = record(result, result.status)
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
-    log.info("%s %s at step %d: %s (%.1f s)", label, result.status, result.step, summary, result.wall_s)
-    return rec
+    return job.finish(result)
 
 
 register_configs()
+
+
+def register_launcher() -> None:
+    """`hydra/launcher=vectorized`. Hydra's plugin scan finds it in a regular install, but an editable
+    install's import hook hides it from that scan, so ffrun registers it itself."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.ffrun_launcher.vectorized_launcher import VectorizedLauncher
+
+    Plugins.instance().register(VectorizedLauncher)
+
+
+register_launcher()
+
 _job_started = False  # set once Hydra hands a composed config to the app
 _failed_jobs: list[tuple[Path, str, int]] = []  # multirun jobs that did not complete, in this process
 
@@ -195,9 +239,16 @@ def _fail(run_dir: Path, cfg: DictConfig, status: str, reason: str, code: int) -
 def _app(cfg: DictConfig) -> float:
     mark_job_started()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    return report(cfg, run_dir, lambda: run(cfg, run_dir))
+
+
+def report(cfg: DictConfig, run_dir: Path, produce) -> float:
+    """Run `produce()` (a job, or the end of one trained by the vectorized launcher) inside a Hydra job:
+    save the resolved config, turn its outcome into ffrun's exit status, and return the job's primary
+    metric to the sweeper (nan when it did not complete)."""
     try:
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        rec = run(cfg, run_dir)
+        rec = produce()
     except FfrunError as e:
         _fail(run_dir, cfg, "failed", str(e), EXIT_BAD_INPUT)
         return float("nan")

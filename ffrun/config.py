@@ -57,6 +57,7 @@ class TrainerConfig:
     # false | true (continue the newest unfinished run of this same config under outputs/) | a run directory
     resume: Any = False
     progress: bool = True  # tqdm bar
+    precision: str = "fp32"  # fp32 | tf32 (CUDA TensorFloat-32 matmuls) | bf16 (autocast for the training step)
 
 
 @dataclass
@@ -221,4 +222,5 @@ def validate(cfg: DictConfig) -> None:
     check(tr.ckpt_every >= 0, "trainer.ckpt_every", tr.ckpt_every, "use >= 0 (0 = only at the end)")
     check(isinstance(tr.resume, (bool, str)) and tr.resume != "", "trainer.resume", tr.resume,
           "use true, false or the path of a run directory")
+    check(tr.precision in ("fp32", "tf32", "bf16"), "trainer.precision", tr.precision, "use fp32, tf32 or bf16")
     check(tr.lr_decay_steps >= 0, "trainer.lr_decay_steps", tr.lr_decay_steps, "use >= 0 (0 = no decay)")

@@ -50,8 +50,7 @@ class CenteredField(Field):
         super().__init__(field.encoding, field.mlp)
         self.initial_mlp = copy.deepcopy(field.mlp).requires_grad_(False)
 
-    def forward(self, v):
-        g = self.encoding(v)
+    def from_features(self, g):
         return self.mlp(g) - self.initial_mlp(g)
 
 

@@ -35,16 +35,51 @@ class TrainResult:
 
 
 def make_optimizer(field: Field, lr: float, lr_decay: float, lr_decay_steps: int, kind: str = "adam"):
+    params = list(field.parameters())
     if kind == "sgd":
-        optimizer = torch.optim.SGD(field.parameters(), lr=lr)
+        optimizer = torch.optim.SGD(params, lr=lr)
     else:
-        optimizer = torch.optim.Adam(field.parameters(), lr=lr)
+        # foreach: one multi-tensor op per update stage instead of a dozen small ops per parameter (the
+        # CPU default is the per-parameter loop: 50 ms against 1.4 ms a step for the 4x256 MLP, measured).
+        # Not fused: the fused CPU kernel's result depends on memory alignment, so a resumed run stopped
+        # being bit-identical to an uninterrupted one.
+        optimizer = torch.optim.Adam(params, lr=lr, foreach=True)
     if lr_decay_steps > 0 and lr_decay < 1.0:
         # Continuous exponential decay: lr * decay^(step / decay_steps), as optax.exponential_decay.
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_decay ** (s / lr_decay_steps))
     else:
         schedule = None
     return optimizer, schedule
+
+
+@contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """fp32: plain float32. tf32: float32 tensors, TensorFloat-32 matmuls on CUDA (Ampere and later).
+    bf16: autocast to bfloat16 for the forward and backward of the training step (weights, Adam and
+    evaluation stay float32)."""
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+        return
+    if precision == "tf32" and device.type == "cuda":
+        previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+        return
+    yield
+
+
+def train_step(task: Task, field: Field, optimizer, schedule, step: int) -> torch.Tensor:
+    """One optimisation step; returns the loss as a tensor on the device (reading it would synchronise)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = task.backward(field, task.sample(step))
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
+    return loss
 
 
 class StopRequest:
@@ -121,8 +156,12 @@ def train(
         if on_evaluate is not None:
             on_evaluate(result)
 
-    # Reading the loss synchronises a GPU, so there only every 10 steps; on a CPU it is free.
-    check_every = 1 if next(field.parameters()).device.type == "cpu" else 10
+    device = next(field.parameters()).device
+    precision = getattr(trainer_cfg, "precision", "fp32")
+    # Reading the loss synchronises a GPU with the host, so there it is read only at evaluations and
+    # checkpoints; a non-finite loss in between is remembered on the device and reported then.
+    check_every = 1 if device.type == "cpu" else 0
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     bar = tqdm(total=steps, initial=result.step, desc=desc, disable=not trainer_cfg.progress, dynamic_ncols=True)
     postfix: dict[str, str] = {}
     loss_value = math.nan
@@ -137,22 +176,22 @@ def train(
                 result.reason = f"stopped by {signal.Signals(stop.signum).name} at step {result.step}"
                 break
             field.train()
-            optimizer.zero_grad(set_to_none=True)
-            loss = task.backward(field, task.sample(result.step))
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
+            with precision_context(precision, device):
+                loss = train_step(task, field, optimizer, schedule, result.step)
+            if check_every == 0:
+                nonfinite |= ~torch.isfinite(loss)
             result.step += 1
             bar.update(1)
             done = result.step
             is_eval = done % eval_every == 0 or done == steps
             is_ckpt = done == steps or (ckpt_every > 0 and done % ckpt_every == 0)
-            if is_eval or is_ckpt or done % check_every == 0:
+            if is_eval or is_ckpt or (check_every and done % check_every == 0):
                 loss_value = loss.item()
-                if not math.isfinite(loss_value):
+                if not math.isfinite(loss_value) or bool(nonfinite):
+                    when = f"at step {done}" if check_every else f"by step {done}"
                     result.status = "diverged"
                     result.reason = (
-                        f"the loss became {loss_value} at step {done}; the learning rate "
+                        f"the loss became {loss_value if not math.isfinite(loss_value) else 'nan'} {when}; the learning rate "
                         f"(trainer.lr={lr:g}) or the encoding's scale (sigma / encoding.scale) is likely too "
                         "large; " + (f"the last good checkpoint is at step {result.checkpoint_step}"
                                      if result.checkpoint_step is not None else "no checkpoint had been written yet")

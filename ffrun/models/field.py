@@ -19,8 +19,31 @@ class Field(nn.Module):
         self.in_dim = encoding.in_dim
         self.out_dim = mlp.out_dim
 
+    # Static features above this size are recomputed each step instead of kept (memory over speed).
+    STATIC_CACHE_BYTES = 1 << 30
+
     def forward(self, v: Tensor) -> Tensor:
-        return self.mlp(self.encoding(v))
+        return self.from_features(self.encoding(v))
+
+    def from_features(self, g: Tensor) -> Tensor:
+        """The network applied to encoded coordinates gamma(v)."""
+        return self.mlp(g)
+
+    def forward_static(self, v: Tensor) -> Tensor:
+        """f(v) for coordinates that stay the same from step to step (a full-batch training set).
+
+        gamma(v) has no trainable parameters, so it is computed once and kept (outside autograd) while v
+        and B are unchanged, instead of 2m sines and cosines per point at every step."""
+        B = getattr(self.encoding, "B", None)
+        key = (v.data_ptr(), tuple(v.shape), v.device, None if B is None else (B.data_ptr(), B._version))
+        cached = self.__dict__.get("_static")
+        if cached is None or cached[0] != key:
+            if v.numel() // v.shape[-1] * self.encoding.out_dim * 4 > self.STATIC_CACHE_BYTES:
+                return self(v)
+            with torch.no_grad():
+                cached = (key, self.encoding(v))
+            self.__dict__["_static"] = cached
+        return self.from_features(cached[1])
 
     @torch.no_grad()
     def predict(self, v: Tensor, chunk: int = 65536) -> Tensor:

@@ -29,6 +29,9 @@ class GridField(nn.Module):
         out = self.values.reshape(-1, self.out_dim)[flat.reshape(-1)].reshape(*v.shape[:-1], self.out_dim)
         return torch.sigmoid(out) if self.out_activation == "sigmoid" else out
 
+    def forward_static(self, v: Tensor) -> Tensor:  # no encoding to keep: the same as forward
+        return self(v)
+
     @torch.no_grad()
     def predict(self, v: Tensor, chunk: int = 1 << 18) -> Tensor:
         return self(v)

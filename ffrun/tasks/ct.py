@@ -106,7 +106,7 @@ class CTTask(Task):
         self.grid_shape = (n, n)  # the grid baseline: one value per pixel
 
     def _image(self, field, predict: bool = False) -> Tensor:
-        out = field.predict(self.coords) if predict else field(self.coords)
+        out = field.predict(self.coords) if predict else field.forward_static(self.coords)
         return out.reshape(self.n, self.n)
 
     def sample(self, step: int) -> None:

@@ -1,0 +1,268 @@
+"""`ffrun-bench` (also `python scripts/bench.py`): how close a training step is to the hardware, measured
+in one process on one device.
+
+For each task's paper protocol (image, shape, mri, nerf):
+  (a) ceiling: the float32 matrix-multiply rate at the MLP's own shapes (every forward and backward
+      product of one step, timed alone on preallocated tensors);
+  (b) flops: the multiply-adds of one training step counted from the architecture (2 per multiply-add;
+      forward N x in x out per layer, backward the same for the weight gradient and, except for the first
+      layer whose input needs no gradient, for the input gradient);
+  (c) ffrun: the step time of ffrun's own training step (`ffrun.train.train_step`);
+  (d) plain (image): a loop a user would write by hand: nn.Sequential, Adam, the encoding recomputed
+      every step, full batch;
+and prints efficiency = (flops / ffrun step time) / ceiling and speedup = plain / ffrun, medians over
+repeated steps. `--vectorized` adds K-job sweep times, vectorized against sequential.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+TASK_PRESETS = {
+    "image": ["experiment=paper_image"],
+    "shape": ["experiment=paper_shape"],
+    "mri": ["experiment=paper_mri"],
+    "nerf": ["experiment=paper_nerf"],
+}
+
+
+def layer_shapes(in_features: int, depth: int, width: int, out_dim: int) -> list[tuple[int, int]]:
+    """(fan_in, fan_out) of each Linear layer of the MLP."""
+    dims = [in_features] + [width] * (depth - 1) + [out_dim]
+    return list(zip(dims[:-1], dims[1:]))
+
+
+def step_flops(n_points: int, shapes: list[tuple[int, int]]) -> int:
+    """Floating-point operations of the matrix products of one training step on n_points points."""
+    total = 0
+    for i, (fan_in, fan_out) in enumerate(shapes):
+        products = 3 if i > 0 else 2  # forward, weight gradient, input gradient (not for the first layer)
+        total += products * 2 * n_points * fan_in * fan_out
+    return total
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    times = []
+    for i in range(warmup + repeats):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_ceiling(n_points: int, shapes: list[tuple[int, int]], device: torch.device, repeats: int) -> float:
+    """FLOP/s of exactly the step's matrix products, each on preallocated float32 operands."""
+    ops = []
+    for i, (fan_in, fan_out) in enumerate(shapes):
+        x = torch.randn(n_points, fan_in, device=device)
+        w = torch.randn(fan_out, fan_in, device=device)
+        dy = torch.randn(n_points, fan_out, device=device)
+        y, dw, dx = (torch.empty(n_points, fan_out, device=device), torch.empty(fan_out, fan_in, device=device),
+                     torch.empty(n_points, fan_in, device=device))
+        ops.append(lambda x=x, w=w, y=y: torch.mm(x, w.T, out=y))  # forward
+        ops.append(lambda x=x, dy=dy, dw=dw: torch.mm(dy.T, x, out=dw))  # weight gradient
+        if i > 0:
+            ops.append(lambda w=w, dy=dy, dx=dx: torch.mm(dy, w, out=dx))  # input gradient
+
+    def all_products():
+        for op in ops:
+            op()
+
+    return step_flops(n_points, shapes) / median_time(all_products, device, repeats)
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from ffrun.config import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def build(cfg, device: torch.device):
+    from ffrun.models.field import build_field
+    from ffrun.tasks import build_task
+    from ffrun.train import make_optimizer
+
+    task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
+    field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed).to(device)
+    optimizer, schedule = make_optimizer(field, float(cfg.trainer.lr), cfg.trainer.lr_decay, cfg.trainer.lr_decay_steps)
+    return task, field, optimizer, schedule
+
+
+def points_per_step(task) -> int:
+    name = type(task).__name__
+    if name == "NeRFTask":
+        return task.batch_size * task.n_samples
+    if name == "ShapeTask":
+        return task.batch_size
+    if name == "MRITask":
+        return task.coords.shape[0]
+    return task.sample(0)[0].shape[0]
+
+
+def plain_image_loop(task, field, lr: float, device: torch.device):
+    """What a user writes by hand for the image protocol, from the same initial weights and B."""
+    coords, target = task.train
+    B = field.encoding.B.clone()
+    layers = []
+    for module in field.mlp.net:
+        if isinstance(module, nn.Linear):
+            layer = nn.Linear(module.in_features, module.out_features).to(device)
+            layer.load_state_dict(module.state_dict())
+            layers += [layer, nn.ReLU()]
+    model = nn.Sequential(*layers[:-1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def step():
+        optimizer.zero_grad()
+        proj = 2 * math.pi * coords @ B.T
+        features = torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+        loss = 0.5 * torch.mean((torch.sigmoid(model(features)) - target) ** 2)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    def predict_test():
+        with torch.no_grad():
+            proj = 2 * math.pi * task.test[0] @ B.T
+            return torch.sigmoid(model(torch.cat([torch.sin(proj), torch.cos(proj)], -1)))
+
+    return step, predict_test
+
+
+def bench_task(name: str, overrides: list[str], device: torch.device, repeats: int, check_steps: int) -> dict:
+    from ffrun.metrics import psnr
+    from ffrun.train import train_step
+
+    cfg = compose([*TASK_PRESETS[name], f"device={device}", *overrides])
+    task, field, optimizer, schedule = build(cfg, device)
+    n = points_per_step(task)
+    shapes = layer_shapes(field.encoding.out_dim, cfg.model.depth, cfg.model.width, task.out_dim)
+    flops = step_flops(n, shapes)
+    ceiling = matmul_ceiling(n, shapes, device, repeats)
+    counter = iter(range(10**9))
+    field.train()
+    ffrun_s = median_time(lambda: train_step(task, field, optimizer, schedule, next(counter)), device, repeats)
+    row = {"task": name, "points_per_step": n, "layers": shapes, "flops_per_step": flops,
+           "ceiling_gflops": ceiling / 1e9, "ffrun_step_s": ffrun_s, "achieved_gflops": flops / ffrun_s / 1e9,
+           "efficiency": flops / ffrun_s / ceiling}
+    if name == "image":
+        # The same number of steps from the same weights, ffrun's step against the plain loop.
+        task, field, optimizer, schedule = build(cfg, device)
+        plain_step, plain_predict = plain_image_loop(task, field, float(cfg.trainer.lr), device)
+        plain_s = median_time(plain_step, device, repeats)
+        task, field, optimizer, schedule = build(cfg, device)
+        plain_step, plain_predict = plain_image_loop(task, field, float(cfg.trainer.lr), device)
+        for i in range(check_steps):
+            train_step(task, field, optimizer, schedule, i)
+            plain_step()
+        field.eval()
+        ffrun_psnr = psnr(field.predict(task.test[0]), task.test[1])
+        plain_psnr = psnr(plain_predict(), task.test[1])
+        row.update(plain_step_s=plain_s, speedup_vs_plain=plain_s / ffrun_s, check_steps=check_steps,
+                   ffrun_test_psnr=ffrun_psnr, plain_test_psnr=plain_psnr)
+    return row
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ffrun-bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="image", help="comma list of image, shape, mri, nerf (default image)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=10, help="timed steps per measurement (median)")
+    p.add_argument("--check-steps", type=int, default=50, help="image: steps of ffrun and plain compared for PSNR")
+    p.add_argument("--vectorized", type=int, default=0, metavar="K",
+                   help="also time a K-job sigma sweep, vectorized vs sequential (image protocol and 64x64)")
+    p.add_argument("--vectorized-steps", type=int, default=20)
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("overrides", nargs="*", help="ffrun overrides applied to every task (e.g. task.resolution=256)")
+    args = p.parse_args(argv)
+
+    from ffrun.allocator import tune_allocator
+    from ffrun.cli import resolve_device
+
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        tune_allocator()
+    print(f"device: {describe_device(device)}", flush=True)
+    rows = []
+    for name in args.tasks.split(","):
+        if name not in TASK_PRESETS:
+            print(f"ffrun-bench: unknown task {name!r}; choose from {', '.join(TASK_PRESETS)}", file=sys.stderr)
+            return 2
+        overrides = list(args.overrides)
+        if name == "nerf" and not any(o.startswith("task.data=") for o in overrides):
+            lego = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf" / "lego_400"
+            if (lego / "transforms_train.json").is_file():
+                overrides.append(f"task.data={lego}")
+        row = bench_task(name, overrides, device, args.repeats, args.check_steps)
+        rows.append(row)
+        print(f"{name}: {row['points_per_step']} points/step, {row['flops_per_step'] / 1e9:.1f} GFLOP/step, "
+              f"ceiling {row['ceiling_gflops']:.0f} GFLOP/s, ffrun {row['ffrun_step_s'] * 1000:.1f} ms/step = "
+              f"{row['achieved_gflops']:.0f} GFLOP/s, efficiency {row['efficiency']:.3f}"
+              + (f"; plain loop {row['plain_step_s'] * 1000:.1f} ms/step, speedup {row['speedup_vs_plain']:.2f}x; "
+                 f"test PSNR after {row['check_steps']} steps ffrun {row['ffrun_test_psnr']:.3f} dB, plain "
+                 f"{row['plain_test_psnr']:.3f} dB" if "plain_step_s" in row else ""), flush=True)
+    result = {"device": describe_device(device), "tasks": rows}
+    image = next((r for r in rows if r["task"] == "image"), None)
+    if image is not None:
+        result["efficiency"] = image["efficiency"]
+        result["speedup_vs_plain"] = image["speedup_vs_plain"]
+    if args.vectorized:
+        from ffrun.vectorized import bench_vectorized
+
+        result["vectorized"] = bench_vectorized(args.vectorized, args.vectorized_steps, device, args.overrides)
+        result["vectorized_speedup"] = result["vectorized"][0]["speedup"]
+    print_table(result)
+    if args.json:
+        from ffrun.atomic import write_json
+
+        write_json(args.json, result)
+    return 0
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{result['device']}")
+    print("| task | points/step | GFLOP/step | matmul ceiling (GFLOP/s) | ffrun step (ms) | efficiency | plain loop (ms) | speedup vs plain |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in result["tasks"]:
+        plain = (f"{r['plain_step_s'] * 1000:.1f} | {r['speedup_vs_plain']:.2f}x" if "plain_step_s" in r else "- | -")
+        print(f"| {r['task']} | {r['points_per_step']} | {r['flops_per_step'] / 1e9:.1f} | {r['ceiling_gflops']:.0f} | "
+              f"{r['ffrun_step_s'] * 1000:.1f} | {r['efficiency']:.3f} | {plain} |")
+    for v in result.get("vectorized", []):
+        print(f"vectorized sweep, {v['label']}: K={v['k']} jobs x {v['steps']} steps: sequential {v['sequential_s']:.2f} s, "
+              f"vectorized {v['vectorized_s']:.2f} s, speedup {v['speedup']:.2f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

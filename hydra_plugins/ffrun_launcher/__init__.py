@@ -1,0 +1,1 @@
+"""ffrun's Hydra launcher plugin: `hydra/launcher=vectorized` (see ffrun.vectorized)."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 TASK_PRESETS = {
@@ -153,9 +154,19 @@ def plain_image_loop(task, field, lr: float, device: torch.device):
 
 def bench_task(name: str, overrides: list[str], device: torch.device, repeats: int, check_steps: int) -> dict:
     from ffrun.metrics import psnr
-    from ffrun.train import train_step
+    from ffrun.train import precision_context, train_step
 
+    base = compose([*TASK_PRESETS[name], f"device={device}"])
+    # a `task.` override applies to the tasks that have the key (task.resolution: image and mri, ...)
+    missing = object()
+    # and `TASK:key=value` only to TASK (nerf:trainer.batch_size=256)
+    overrides = [o.split(":", 1)[1] if ":" in o.split("=", 1)[0] else o for o in overrides
+                 if ":" not in o.split("=", 1)[0] or o.startswith(f"{name}:")]
+    overrides = [o for o in overrides if not o.startswith("task.")
+                 or OmegaConf.select(base, o.split("=", 1)[0], default=missing) is not missing]
     cfg = compose([*TASK_PRESETS[name], f"device={device}", *overrides])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     task, field, optimizer, schedule = build(cfg, device)
     n = points_per_step(task)
     shapes = layer_shapes(field.encoding.out_dim, cfg.model.depth, cfg.model.width, task.out_dim)
@@ -163,8 +174,16 @@ def bench_task(name: str, overrides: list[str], device: torch.device, repeats: i
     ceiling = matmul_ceiling(n, shapes, device, repeats)
     counter = iter(range(10**9))
     field.train()
-    ffrun_s = median_time(lambda: train_step(task, field, optimizer, schedule, next(counter)), device, repeats)
-    row = {"task": name, "points_per_step": n, "layers": shapes, "flops_per_step": flops,
+    precision = cfg.trainer.precision
+
+    def ffrun_step():
+        with precision_context(precision, device):
+            return train_step(task, field, optimizer, schedule, next(counter))
+
+    ffrun_s = median_time(ffrun_step, device, repeats)
+    from ffrun.cli import peak_memory_mb
+
+    row = {"task": name, "precision": precision, "peak_memory_mb": peak_memory_mb(device), "points_per_step": n, "layers": shapes, "flops_per_step": flops,
            "ceiling_gflops": ceiling / 1e9, "ffrun_step_s": ffrun_s, "achieved_gflops": flops / ffrun_s / 1e9,
            "efficiency": flops / ffrun_s / ceiling}
     if name == "image":
@@ -175,7 +194,8 @@ def bench_task(name: str, overrides: list[str], device: torch.device, repeats: i
         task, field, optimizer, schedule = build(cfg, device)
         plain_step, plain_predict = plain_image_loop(task, field, float(cfg.trainer.lr), device)
         for i in range(check_steps):
-            train_step(task, field, optimizer, schedule, i)
+            with precision_context(precision, device):
+                train_step(task, field, optimizer, schedule, i)
             plain_step()
         field.eval()
         ffrun_psnr = psnr(field.predict(task.test[0]), task.test[1])
@@ -183,6 +203,18 @@ def bench_task(name: str, overrides: list[str], device: torch.device, repeats: i
         row.update(plain_step_s=plain_s, speedup_vs_plain=plain_s / ffrun_s, check_steps=check_steps,
                    ffrun_test_psnr=ffrun_psnr, plain_test_psnr=plain_psnr)
     return row
+
+
+def bench_in_subprocess(name: str, args, overrides: list[str]) -> dict:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "row.json"
+        subprocess.run([sys.executable, "-m", "ffrun.bench", "--tasks", name, "--device", args.device, "--repeats",
+                        str(args.repeats), "--check-steps", str(args.check_steps), "--json", str(path), *overrides],
+                       check=True, stdout=subprocess.DEVNULL)
+        return __import__("json").loads(path.read_text())["tasks"][0]
 
 
 def describe_device(device: torch.device) -> str:
@@ -205,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time a K-job sigma sweep, vectorized vs sequential (image protocol and 64x64)")
     p.add_argument("--vectorized-steps", type=int, default=20)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    p.add_argument("overrides", nargs="*", help="ffrun overrides applied to every task (e.g. task.resolution=256)")
+    p.add_argument("--memory", action="store_true",
+                   help="run each task in a process of its own, so each peak-memory figure is that task's alone")
+    p.add_argument("overrides", nargs="*", help="ffrun overrides for every task that has the key "
+                   "(task.resolution=256), or for one task (nerf:trainer.batch_size=256)")
     args = p.parse_args(argv)
 
     from ffrun.allocator import tune_allocator
@@ -225,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
             lego = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf" / "lego_400"
             if (lego / "transforms_train.json").is_file():
                 overrides.append(f"task.data={lego}")
-        row = bench_task(name, overrides, device, args.repeats, args.check_steps)
+        if args.memory:
+            row = bench_in_subprocess(name, args, overrides)
+        else:
+            row = bench_task(name, overrides, device, args.repeats, args.check_steps)
         rows.append(row)
         print(f"{name}: {row['points_per_step']} points/step, {row['flops_per_step'] / 1e9:.1f} GFLOP/step, "
               f"ceiling {row['ceiling_gflops']:.0f} GFLOP/s, ffrun {row['ffrun_step_s'] * 1000:.1f} ms/step = "
@@ -253,12 +291,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(result: dict) -> None:
     print(f"\n{result['device']}")
-    print("| task | points/step | GFLOP/step | matmul ceiling (GFLOP/s) | ffrun step (ms) | efficiency | plain loop (ms) | speedup vs plain |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| task | points/step | GFLOP/step | matmul ceiling (GFLOP/s) | ffrun step (ms) | efficiency | plain loop (ms) "
+          "| speedup vs plain | peak memory (MB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in result["tasks"]:
         plain = (f"{r['plain_step_s'] * 1000:.1f} | {r['speedup_vs_plain']:.2f}x" if "plain_step_s" in r else "- | -")
         print(f"| {r['task']} | {r['points_per_step']} | {r['flops_per_step'] / 1e9:.1f} | {r['ceiling_gflops']:.0f} | "
-              f"{r['ffrun_step_s'] * 1000:.1f} | {r['efficiency']:.3f} | {plain} |")
+              f"{r['ffrun_step_s'] * 1000:.1f} | {r['efficiency']:.3f} | {plain} | {r['peak_memory_mb']:.0f} |")
     for v in result.get("vectorized", []):
         print(f"vectorized sweep, {v['label']}: K={v['k']} jobs x {v['steps']} steps: sequential {v['sequential_s']:.2f} s, "
               f"vectorized {v['vectorized_s']:.2f} s, speedup {v['speedup']:.2f}x")

@@ -61,7 +61,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         d = in_dim
         for _ in range(depth - 1):
-            layers += [linear(d, width), nn.ReLU(inplace=True)]  # in place: one less activation-sized pass
+            layers += [linear(d, width), nn.ReLU(inplace=True)]  # in place: one activation buffer less per layer
             d = width
         layers.append(linear(d, out_dim))
         self.net = nn.Sequential(*layers)

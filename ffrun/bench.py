@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from ffrun.allocator import tune_allocator
-    from ffrun.cli import resolve_device
+    from ffrun.cli import resolve_device  # (importing ffrun.cli also flushes subnormals, as a run does)
 
     device = resolve_device(args.device)
     if device.type == "cpu":

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun.allocator import tune_allocator
+from ffrun.allocator import flush_denormals, tune_allocator
 from ffrun.atomic import write_json, write_text
 from ffrun.checkpoint import CHECKPOINT
 from ffrun.config import flatten, register_configs, validate
@@ -203,6 +203,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 register_configs()
+# Before torch starts its thread pool, which inherits the setting (see flush_denormals).
+flush_denormals()
 
 
 def register_launcher() -> None:

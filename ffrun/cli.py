@@ -166,6 +166,7 @@ def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         tune_allocator()
+        flush_denormals()  # before the task's first tensor work starts torch's thread pool, which inherits it
     seed_everything(cfg.seed)
     config = OmegaConf.to_container(cfg, resolve=True)
     resume_from = find_resume_checkpoint(cfg.trainer.resume, config, run_dir) if cfg.trainer.resume else None
@@ -203,8 +204,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 register_configs()
-# Before torch starts its thread pool, which inherits the setting (see flush_denormals).
-flush_denormals()
 
 
 def register_launcher() -> None:

@@ -37,7 +37,8 @@ def rays_per_second(overrides: list[str], encodings: list[str]) -> dict[str, flo
     from hydra import compose, initialize_config_module
 
     from ffrun.allocator import tune_allocator
-    from ffrun.cli import resolve_device  # importing ffrun.cli flushes subnormals, as a run does
+    from ffrun.allocator import flush_denormals
+    from ffrun.cli import resolve_device
     from ffrun.config import register_configs
     from ffrun.models.field import build_field
     from ffrun.tasks import build_task
@@ -50,6 +51,7 @@ def rays_per_second(overrides: list[str], encodings: list[str]) -> dict[str, flo
         device = resolve_device(cfg.device)
         if device.type == "cpu":
             tune_allocator()
+            flush_denormals()
         task = build_task(cfg.task, device, cfg.trainer.batch_size, 0)
         field = build_field(cfg.encoding, cfg.model, 3, 4, "none", 0).to(device)
         opt = torch.optim.Adam(field.parameters(), lr=float(cfg.trainer.lr))

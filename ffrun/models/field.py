@@ -38,12 +38,16 @@ class Field(nn.Module):
         key = (v.data_ptr(), tuple(v.shape), v.device, None if B is None else (B.data_ptr(), B._version))
         cached = self.__dict__.get("_static")
         if cached is None or cached[0] != key:
-            if v.numel() // v.shape[-1] * self.encoding.out_dim * 4 > self.STATIC_CACHE_BYTES:
+            if v.numel() // v.shape[-1] * (self.encoding.out_dim + 1) * 4 > self.STATIC_CACHE_BYTES:
                 return self(v)
             with torch.no_grad():
-                cached = (key, self.encoding(v))
+                g = self.encoding(v)
+                # kept as [gamma(v), 1] so the first layer's bias joins its matrix product
+                cached = (key, torch.cat([g, torch.ones_like(g[..., :1])], dim=-1))
             self.__dict__["_static"] = cached
-        return self.from_features(cached[1])
+        if type(self).from_features is not Field.from_features:  # a subclass changes the head
+            return self.from_features(cached[1][..., :-1])
+        return self.mlp.forward_augmented(cached[1])
 
     @torch.no_grad()
     def predict(self, v: Tensor, chunk: int = 65536) -> Tensor:

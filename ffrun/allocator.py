@@ -47,3 +47,10 @@ def flush_denormals() -> bool:
     import torch
 
     return bool(torch.set_flush_denormal(True))
+
+
+def tune_cpu() -> None:
+    """Everything a CPU run sets before its first tensor work: the malloc thresholds and subnormal
+    flushing (which torch's thread pool inherits when it starts)."""
+    tune_allocator()
+    flush_denormals()

@@ -244,13 +244,12 @@ def main(argv: list[str] | None = None) -> int:
                    "(task.resolution=256), or for one task (nerf:trainer.batch_size=256)")
     args = p.parse_args(argv)
 
-    from ffrun.allocator import flush_denormals, tune_allocator
+    from ffrun.allocator import tune_cpu
     from ffrun.cli import resolve_device
 
     device = resolve_device(args.device)
     if device.type == "cpu":
-        tune_allocator()
-        flush_denormals()  # as a run does
+        tune_cpu()  # as a run does
     print(f"device: {describe_device(device)}", flush=True)
     rows = []
     for name in args.tasks.split(","):

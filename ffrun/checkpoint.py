@@ -52,6 +52,18 @@ def save_checkpoint(path: Path, *, field, optimizer, schedule, task, step: int, 
     })
 
 
+def find_checkpoint(spec: str | Path, where: str) -> Path:
+    """The checkpoint named by `spec`: the file itself or the one in a run directory. `where` names the
+    setting in the error (e.g. `trainer.resume=...`)."""
+    path = Path(spec).expanduser()
+    ckpt = path if path.is_file() else path / CHECKPOINT
+    if not ckpt.is_file():
+        from ffrun.errors import FfrunError
+
+        raise FfrunError(f"{where}: no {CHECKPOINT} there; give the directory of an ffrun run that holds one")
+    return ckpt
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     # weights_only=False: the checkpoint holds NumPy and Python RNG states; it is our own file.
     return torch.load(path, map_location="cpu", weights_only=False)

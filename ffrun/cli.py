@@ -23,9 +23,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun.allocator import flush_denormals, tune_allocator
+from ffrun.allocator import tune_cpu
 from ffrun.atomic import write_json, write_text
-from ffrun.checkpoint import CHECKPOINT
+from ffrun.checkpoint import CHECKPOINT, find_checkpoint
 from ffrun.config import flatten, register_configs, validate
 from ffrun.errors import FfrunError
 from ffrun.loggers import RunLogger
@@ -88,11 +88,7 @@ def find_resume_checkpoint(resume: bool | str, config: dict, run_dir: Path) -> P
     """The checkpoint to continue from: that of the given run directory, or (resume=true) of the newest
     unfinished run of the same experiment under ./outputs."""
     if isinstance(resume, str):
-        path = Path(resume).expanduser()
-        ckpt = path if path.is_file() else path / CHECKPOINT
-        if not ckpt.is_file():
-            raise FfrunError(f"trainer.resume={resume}: no {CHECKPOINT} there; give a run directory that holds one")
-        return ckpt
+        return find_checkpoint(resume, f"trainer.resume={resume}")
     candidates = []
     for ckpt in Path("outputs").rglob(CHECKPOINT):
         other = ckpt.parent
@@ -165,8 +161,7 @@ def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
     validate(cfg)
     device = resolve_device(cfg.device)
     if device.type == "cpu":
-        tune_allocator()
-        flush_denormals()  # before the task's first tensor work starts torch's thread pool, which inherits it
+        tune_cpu()
     seed_everything(cfg.seed)
     config = OmegaConf.to_container(cfg, resolve=True)
     resume_from = find_resume_checkpoint(cfg.trainer.resume, config, run_dir) if cfg.trainer.resume else None

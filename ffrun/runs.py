@@ -15,17 +15,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun.checkpoint import CHECKPOINT, load_checkpoint
+from ffrun.checkpoint import find_checkpoint, load_checkpoint
 from ffrun.config import TASK_SCHEMAS, EncodingConfig, ModelConfig
-from ffrun.errors import FfrunError
 
 
 def _checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir).expanduser()
-    ckpt = path if path.is_file() else path / CHECKPOINT
-    if not ckpt.is_file():
-        raise FfrunError(f"{run_dir}: no {CHECKPOINT} there; give the directory of an ffrun run")
-    return load_checkpoint(ckpt)
+    return load_checkpoint(find_checkpoint(run_dir, str(run_dir)))
 
 
 def run_config(run_dir: str | Path) -> DictConfig:

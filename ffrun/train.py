@@ -157,7 +157,7 @@ def train(
             on_evaluate(result)
 
     device = next(field.parameters()).device
-    precision = getattr(trainer_cfg, "precision", "fp32")
+    precision = trainer_cfg.precision
     # Reading the loss synchronises a GPU with the host, so there it is read only at evaluations and
     # checkpoints; a non-finite loss in between is remembered on the device and reported then.
     check_every = 1 if device.type == "cpu" else 0

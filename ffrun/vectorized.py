@@ -96,12 +96,13 @@ def group_key(config: dict) -> tuple:
                         if not any(k == m or (m.endswith(".") and k.startswith(m)) for m in MEMBER_KEYS)))
 
 
-def why_not_vectorizable(job) -> str | None:
-    """None when the job can join a vectorized group, else the reason."""
+def why_not_vectorizable(cfg) -> str | None:
+    """None when a job with this config can join a vectorized group, else the reason; decided from the
+    config alone, before any data is loaded."""
+    from ffrun.tasks import task_class
     from ffrun.tasks.base import PointRegressionTask
 
-    cfg = job.cfg
-    if not isinstance(job.task, PointRegressionTask):
+    if not issubclass(task_class(cfg.task.name), PointRegressionTask):
         return f"task={cfg.task.name} is not a full-batch point-regression task (image, toy1d)"
     if cfg.trainer.batch_size is not None:
         return "trainer.batch_size is set (members would draw different minibatches)"
@@ -120,6 +121,33 @@ class Member:
     done: bool = False  # diverged: excluded from further evaluation and checkpoints
 
 
+class BatchedTraining:
+    """The batched network of a group of jobs sharing one point-regression task, its static features
+    (each member's own gamma(v), computed once) and one optimizer over the stacked weights."""
+
+    def __init__(self, jobs: list):
+        first, tr = jobs[0], jobs[0].cfg.trainer
+        coords, self.values = first.task.train
+        with torch.no_grad():
+            self.features = torch.stack([job.field.encoding(coords) for job in jobs])  # (K, N, F)
+        self.batched = BatchedMLP([job.field.mlp for job in jobs]).to(first.device)
+        self.params = self.batched.ordered_parameters()
+        holder = nn.Module()
+        holder.params = nn.ParameterList(self.params)
+        self.optimizer, self.schedule = make_optimizer(holder, first.lr, tr.lr_decay, tr.lr_decay_steps, tr.optimizer)
+
+    def step(self) -> Tensor:
+        """One optimisation step of every member; returns the members' losses, shape (K,)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        pred = self.batched(self.features)
+        per_member = 0.5 * torch.mean((pred - self.values) ** 2, dim=(1, 2))  # each member's own loss
+        per_member.sum().backward()  # members share no parameters: each gets its own gradient
+        self.optimizer.step()
+        if self.schedule is not None:
+            self.schedule.step()
+        return per_member
+
+
 def train_vectorized(jobs: list, progress: bool = True) -> list[TrainResult]:
     """Train jobs that share a task object (see `group_key`) as one batched network; each job's run
     directory gets what its separate run would write. Returns one TrainResult per job."""
@@ -129,15 +157,9 @@ def train_vectorized(jobs: list, progress: bool = True) -> list[TrainResult]:
 
     first = jobs[0]
     task, device, tr = first.task, first.device, first.cfg.trainer
-    coords, values = task.train
     steps, eval_every, ckpt_every = tr.steps, tr.eval_every, tr.ckpt_every
-    with torch.no_grad():
-        features = torch.stack([job.field.encoding(coords) for job in jobs])  # (K, N, F): static, once
-    batched = BatchedMLP([job.field.mlp for job in jobs]).to(device)
-    params = batched.ordered_parameters()
-    holder = nn.Module()
-    holder.params = nn.ParameterList(params)
-    optimizer, schedule = make_optimizer(holder, first.lr, tr.lr_decay, tr.lr_decay_steps, tr.optimizer)
+    group = BatchedTraining(jobs)
+    batched, params, optimizer, schedule = group.batched, group.params, group.optimizer, group.schedule
     members = [Member(job, TrainResult(), RunLogger(job.run_dir, job.cfg.logger.name, job.cfg.logger.images))
                for job in jobs]
 
@@ -176,14 +198,8 @@ def train_vectorized(jobs: list, progress: bool = True) -> list[TrainResult]:
                         m.result.status = "interrupted"
                         m.result.reason = f"stopped by signal {stop.signum} at step {step}"
                 break
-            optimizer.zero_grad(set_to_none=True)
             with precision_context(tr.precision, device):
-                pred = batched(features)
-                per_member = 0.5 * torch.mean((pred - values) ** 2, dim=(1, 2))  # each member's own loss
-                per_member.sum().backward()  # members share no parameters: each gets its own gradient
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
+                per_member = group.step()
             step += 1
             bar.update(1)
             is_eval = step % eval_every == 0 or step == steps
@@ -243,17 +259,10 @@ def bench_vectorized(k: int, steps: int, device: torch.device, overrides: list[s
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         sequential = time.perf_counter() - t
-        task = jobs[0].task
-        coords, values = task.train
-        batched = BatchedMLP([job.field.mlp for job in jobs]).to(device)
-        optimizer = torch.optim.Adam(batched.ordered_parameters(), lr=jobs[0].lr, foreach=True)
         t = time.perf_counter()
-        with torch.no_grad():
-            features = torch.stack([job.field.encoding(coords) for job in jobs])
+        group = BatchedTraining(jobs)  # the static features are computed inside the timing, once
         for i in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            (0.5 * torch.mean((batched(features) - values) ** 2, dim=(1, 2))).sum().backward()
-            optimizer.step()
+            group.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         vectorized = time.perf_counter() - t

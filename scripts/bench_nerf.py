@@ -5,8 +5,9 @@
     python scripts/bench_nerf.py --paper                # the paper's protocol: 400x400, 50,000 steps (GPU)
     python scripts/bench_nerf.py -- trainer.steps=500   # extra ffrun overrides after `--`
 
-1. Throughput: for each encoding, training rays per second (sample + forward + backward + Adam step,
-   median of 10 timed steps after 3 warm-up steps) in this process.
+1. Throughput: for each encoding, training rays per second of ffrun's own training step
+   (`ffrun.train.train_step`: sample + forward + backward + Adam), median of 10 timed steps after 3
+   warm-up steps, in this process.
 2. Quality: `ffrun -m experiment=paper_nerf task.data=<lego_400> encoding=none,basic,posenc,gauss`.
    The CPU schedule keeps the paper's network (4x256, 4 outputs), mapping (no 2*pi, sigma 26, posenc
    2^0..2^8), per-encoding learning rates, 1,024 rays per step and near/far, but downscales the
@@ -17,9 +18,7 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 from sweep import run_sweep
@@ -33,43 +32,23 @@ ENCODINGS = ("none", "basic", "posenc", "gauss")
 
 
 def rays_per_second(overrides: list[str], encodings: list[str]) -> dict[str, float]:
-    import torch
-    from hydra import compose, initialize_config_module
-
-    from ffrun.allocator import tune_allocator
-    from ffrun.allocator import flush_denormals
+    from ffrun.allocator import tune_cpu
+    from ffrun.bench import build, compose, median_time
     from ffrun.cli import resolve_device
-    from ffrun.config import register_configs
-    from ffrun.models.field import build_field
-    from ffrun.tasks import build_task
+    from ffrun.train import train_step
 
-    register_configs()
     out = {}
     for name in encodings:
-        with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[*overrides, f"encoding={name}"])
+        cfg = compose([*overrides, f"encoding={name}"])
         device = resolve_device(cfg.device)
         if device.type == "cpu":
-            tune_allocator()
-            flush_denormals()
-        task = build_task(cfg.task, device, cfg.trainer.batch_size, 0)
-        field = build_field(cfg.encoding, cfg.model, 3, 4, "none", 0).to(device)
-        opt = torch.optim.Adam(field.parameters(), lr=float(cfg.trainer.lr))
-        times = []
-        for i in range(13):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            task.backward(field, task.sample(i))
-            opt.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= 3:
-                times.append(time.perf_counter() - t)
-        out[name] = task.batch_size / statistics.median(times)
-        print(f"{name}: {out[name]:.0f} rays/s ({statistics.median(times) * 1000:.0f} ms per step of "
-              f"{task.batch_size} rays x {task.n_samples} samples) on {device}", flush=True)
+            tune_cpu()
+        task, field, optimizer, schedule = build(cfg, device)
+        counter = iter(range(10**9))
+        step_s = median_time(lambda: train_step(task, field, optimizer, schedule, next(counter)), device, 10, warmup=3)
+        out[name] = task.batch_size / step_s
+        print(f"{name}: {out[name]:.0f} rays/s ({step_s * 1000:.0f} ms per step of {task.batch_size} rays x "
+              f"{task.n_samples} samples) on {device}", flush=True)
     return out
 
 

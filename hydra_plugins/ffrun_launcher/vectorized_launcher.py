@@ -86,17 +86,15 @@ class VectorizedLauncher(Launcher):
 
         sequential = {idx: cfg for idx, cfg in members}
         prepared = []
-        if len(members) > 1:
+        reasons = [] if len(members) < 2 else [r for _, c in members if (r := why_not_vectorizable(_job_config(c)))]
+        if reasons:
+            log.info(f"not vectorized: {reasons[0]}; running the jobs one after another")
+        elif len(members) > 1:
             try:
                 task = None
                 for idx, sweep_config in members:
                     job = prepare(_job_config(sweep_config), _run_dir(sweep_config), task=task)
                     task = job.task
-                    reason = why_not_vectorizable(job)
-                    if reason is not None:
-                        log.info(f"not vectorized: {reason}; running the jobs one after another")
-                        prepared = []
-                        break
                     prepared.append((idx, sweep_config, job))
             except FfrunError:
                 prepared = []  # the basic path reports the error of the job that raised it

@@ -28,6 +28,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ffrun.data.location import data_dir
+
 TASK_PRESETS = {
     "image": ["experiment=paper_image"],
     "shape": ["experiment=paper_shape"],
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         overrides = list(args.overrides)
         if name == "nerf" and not any(o.startswith("task.data=") for o in overrides):
-            lego = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerf" / "lego_400"
+            lego = data_dir() / "nerf" / "lego_400"
             if (lego / "transforms_train.json").is_file():
                 overrides.append(f"task.data={lego}")
         if args.memory:

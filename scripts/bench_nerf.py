@@ -23,8 +23,10 @@ from pathlib import Path
 
 from sweep import run_sweep
 
+from ffrun.data.location import data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-LEGO = ROOT.parent / "shared" / "data" / "nerf" / "lego_400"
+LEGO = data_dir() / "nerf" / "lego_400"
 CPU_SCHEDULE = ["task.downscale=8", "task.n_samples=64", "trainer.steps=2000", "trainer.eval_every=1000",
                 "trainer.ckpt_every=1000", "task.turntable_frames=24"]
 PAPER_PSNR = {"none": "22.41 +- 0.92", "basic": "23.16 +- 0.90", "posenc": "25.60 +- 0.76", "gauss": "25.48 +- 0.89"}
@@ -62,7 +64,7 @@ def main() -> int:
     args = p.parse_args()
     if not (Path(args.data) / "transforms_train.json").is_file():
         print(f"bench_nerf: no Blender-format scene at {args.data}; the Lego scene lives in "
-              "../shared/data/nerf/lego_400 (or pass --data)", file=sys.stderr)
+              "$FFRUN_DATA/nerf/lego_400 (or pass --data)", file=sys.stderr)
         return 2
     overrides = ["experiment=paper_nerf", f"task.data={args.data}", *([] if args.paper else CPU_SCHEDULE),
                  *args.overrides]

@@ -22,10 +22,12 @@ from pathlib import Path
 
 from sweep import run_sweep
 
+from ffrun.data.location import data_dir
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(ROOT.parent / "shared" / "data" / "meshes")
+DATA = data_dir() / "meshes"
 CPU_SCHEDULE = ["trainer.steps=600", "trainer.batch_size=8192", "trainer.lr=2e-3", "trainer.lr_decay_steps=600",
                 "trainer.eval_every=300", "trainer.ckpt_every=300", "task.mesh_resolution=96"]
 PAPER_IOU = {"none": 0.864, "basic": 0.892, "posenc": 0.960, "gauss": 0.973}
@@ -63,7 +65,7 @@ def main() -> int:
     meshes = [Path(m) for m in args.meshes.split(",")]
     missing = [m for m in meshes if not m.is_file()]
     if missing:
-        print(f"bench_shape: missing meshes {missing}; they live in ../shared/data/meshes", file=sys.stderr)
+        print(f"bench_shape: missing meshes {missing}; they live in $FFRUN_DATA/meshes", file=sys.stderr)
         return 2
     labelling(meshes, args.contains)
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ffrun.data.location import data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("FFRUN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_DATA = data_dir()  # $FFRUN_DATA, else ../shared/data beside the checkout
 BIN = Path(sys.executable).parent
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import trimesh
 
 from ffrun.atomic import write_bytes
-from ffrun.data.cache import cache_dir
+from ffrun.data.location import cache_dir
 from ffrun.errors import FfrunError
 
 log = logging.getLogger("ffrun.meshes")

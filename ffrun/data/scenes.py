@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from ffrun.atomic import write_bytes, write_json
-from ffrun.data.cache import cache_dir
+from ffrun.data.location import cache_dir
 from ffrun.errors import FfrunError
 
 log = logging.getLogger("ffrun.scenes")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CUDA check, one short script (about 3-5 minutes on an H100): run it whenever a GPU is lent and put
-# its final table in the closing note.
+# The CUDA check, one short script (about 3-5 minutes on an H100): run it on a CUDA machine; its final
+# table is the GPU row of docs/performance.md.
 #   1. ffrun-bench on every task's paper step: efficiency against the matmul ceiling, speedup against a
 #      plain loop (image), vectorized 8-job sweep against sequential; then the image step in tf32 and bf16;
 #   2. the paper image protocol (astronaut, 512x512, 2000 full-batch steps) for the four encodings in fp32,

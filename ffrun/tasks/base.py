@@ -64,6 +64,19 @@ class Task(ABC):
         """PSNR implied by the training loss, shown on the progress bar; None where it has no meaning."""
         return None
 
+    @classmethod
+    def gallery_pictures(cls, run_dir: Path) -> tuple[np.ndarray | None, np.ndarray] | None:
+        """(ground truth or None, reconstruction) as float images in [0, 1], read back from a completed
+        run's outputs, for side-by-side galleries (`ffrun-reproduce`); None when the files are absent.
+        Default: `ground_truth.png` and `reconstruction.png`."""
+        from ffrun.pictures import read_png
+
+        rec = run_dir / "reconstruction.png"
+        if not rec.is_file():
+            return None
+        truth = run_dir / "ground_truth.png"
+        return (read_png(truth) if truth.is_file() else None), read_png(rec)
+
     def state_dict(self) -> dict[str, Any]:
         """The task's own sampling state (its minibatch generator), saved in checkpoints."""
         gen = getattr(self, "generator", None)

@@ -29,13 +29,18 @@ class EncodingConfig:
     two_pi: bool = True  # the 2*pi factor inside sin/cos (the paper's NeRF mapping has none)
     normalize: bool = False  # divide the features by sqrt(m) (the paper's shape task)
     center: bool = False  # none only: feed 2v - 1 instead of v (the paper's shape task)
+    # grid only: the values are logits through the task's output activation (sigmoid for CT and MRI) and
+    # start at 0, as the notebooks' train_gridopt (grid.yaml sets true); false = the values are the image.
+    logits: bool = False
 
 
 @dataclass
 class ModelConfig:
     depth: int = 4  # number of Linear layers: (depth - 1) x [Linear(width) + ReLU], then Linear
     width: int = 256
-    init: str = "glorot"  # glorot = the notebooks' stax init (Glorot-normal W, N(0, 1e-6) b); torch = nn.Linear default
+    # glorot = the notebooks' stax.Dense: truncated-normal Glorot W (variance 2 / (fan_in + fan_out)),
+    # b ~ N(0, 1e-2^2); torch = nn.Linear's default
+    init: str = "glorot"
     parametrization: str = "standard"  # standard | ntk (W, b ~ N(0,1), scaled by w_std/sqrt(fan_in) and b_std)
     w_std: float = 1.4142135623730951  # ntk parametrization only
     b_std: float = 0.1  # ntk parametrization only

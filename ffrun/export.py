@@ -65,7 +65,7 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if "encoding.B" in tensors:
         meta["encoding"]["B"] = tensors["encoding.B"].tolist()
     if enc["name"] == "grid":
-        meta["grid"] = {"shape": list(field.shape), "values": "values"}
+        meta["grid"] = {"shape": list(field.shape), "values": "values", "out_activation": field.out_activation}
     else:
         mlp = cfg["model"]
         meta["mlp"] = {"depth": mlp["depth"], "width": mlp["width"], "hidden_activation": "relu",
@@ -98,7 +98,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> torch
     tensors = load_file(str(folder / "field.safetensors"))
     enc = meta["encoding"]
     if enc["name"] == "grid":
-        field = GridField(tuple(meta["grid"]["shape"]), meta["out_dim"], "none")
+        field = GridField(tuple(meta["grid"]["shape"]), meta["out_dim"], meta["grid"].get("out_activation", "none"))
     else:
         if enc["name"] == "none":
             encoding = IdentityEncoding(meta["in_dim"], enc["center"])

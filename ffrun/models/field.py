@@ -77,7 +77,7 @@ def build_field(
 
             raise FfrunError("encoding=grid is the pixel/voxel baseline of the ct and mri tasks; this task has no "
                              "grid to optimise, choose none, basic, posenc or gauss")
-        return GridField(grid_shape, out_dim, "none")
+        return GridField(grid_shape, out_dim, out_activation if encoding_cfg.logits else "none")
     generator = torch.Generator().manual_seed(seed)
     encoding = build_encoding(
         encoding_cfg.name,

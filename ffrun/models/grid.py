@@ -1,8 +1,10 @@
 """The `grid` baseline: the pixel or voxel values themselves are the parameters (no network).
 
 The paper optimises such a grid through the same forward model (CT projections, masked FFT) to show
-what the coordinate MLP adds. Coordinates in [0, 1)^d are mapped to the nearest grid cell, so on the
-task's own pixel/voxel grid the field returns exactly the stored values.
+what the coordinate MLP adds. As in the notebooks (`train_gridopt`), the parameters are logits: the
+image is act(values) with the task's output activation (sigmoid for CT and MRI), and the logits start
+at zero, so the first image is sigmoid(0) = 0.5 everywhere. Coordinates in [0, 1)^d are mapped to the
+nearest grid cell, so on the task's own pixel/voxel grid the field returns exactly act(stored values).
 """
 
 from __future__ import annotations

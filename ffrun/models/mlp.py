@@ -1,7 +1,7 @@
 """The coordinate MLP of the paper: (depth - 1) x [Linear(width) + ReLU], then Linear + output activation.
 
 Two parametrizations of the same function family:
-- standard: nn.Linear, y = W x + b, initialised as the notebooks (Glorot) or as PyTorch does;
+- standard: nn.Linear, y = W x + b, initialised as the notebooks' stax.Dense (`glorot`) or as PyTorch does;
 - ntk:      y = (w_std / sqrt(fan_in)) W x + b_std b with W, b ~ N(0, 1) (Jacot et al. 2018; the
             default of neural_tangents' stax, which the paper's NTK notebooks use). Its empirical NTK
             converges to the closed-form kernel in `ffrun.ntk` as the width grows.
@@ -16,6 +16,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 OUT_ACTIVATIONS = ("sigmoid", "none")
+
+
+# Standard deviation of N(0, 1) truncated to [-2, 2]; JAX's variance_scaling divides by it so that the
+# truncated draw keeps the requested variance.
+TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
+@torch.no_grad()
+def stax_dense_init_(layer: nn.Linear) -> None:
+    """The init of jax.example_libraries.stax.Dense: weights glorot_normal, i.e. variance_scaling(1.0,
+    "fan_avg", "truncated_normal"): N(0, s^2) truncated to [-2 s, 2 s] with s = sqrt(2 / (fan_in + fan_out))
+    / 0.8796..., so the weights' variance is 2 / (fan_in + fan_out); biases normal() = N(0, 1e-2^2)."""
+    fan_out, fan_in = layer.weight.shape
+    s = math.sqrt(2.0 / (fan_in + fan_out)) / TRUNCATED_NORMAL_STD
+    nn.init.trunc_normal_(layer.weight, mean=0.0, std=s, a=-2.0 * s, b=2.0 * s)
+    nn.init.normal_(layer.bias, mean=0.0, std=1e-2)
 
 
 class NTKLinear(nn.Module):
@@ -70,12 +86,10 @@ class MLP(nn.Module):
         if parametrization == "ntk":
             pass  # N(0, 1) weights and biases, scaled in forward
         elif init == "glorot":
-            # jax.example_libraries.stax.Dense, which the authors' notebooks use: Glorot-normal weights
-            # and N(0, 1e-6^2) biases. PyTorch's default init trains measurably differently.
+            # stax.Dense, which the authors' notebooks use; PyTorch's default init trains measurably differently.
             for layer in self.net:
                 if isinstance(layer, nn.Linear):
-                    nn.init.xavier_normal_(layer.weight)
-                    nn.init.normal_(layer.bias, std=1e-6)
+                    stax_dense_init_(layer)
         elif init != "torch":
             raise ValueError(f"unknown init {init!r}; choose glorot or torch")
 

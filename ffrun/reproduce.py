@@ -77,7 +77,7 @@ class TaskPlan:
     overrides: list[str]
     items: dict[str, list[str]]
     encodings: tuple[str, ...] = ENCODINGS
-    note: str = ""
+    note: str = ""  # what stands in for the paper's data, when it is absent
 
 
 PHOTOS = ("camera", "coffee", "chelsea", "rocket", "grace_hopper", "immunohistochemistry")
@@ -92,9 +92,14 @@ def plans(scale: str, data: Path) -> dict[str, TaskPlan]:
     mesh_items = {p.stem: [f"task.mesh={p}"] for p in meshes} or {"builtin": []}
     brain_item = {"colin27": [f"task.volume={brain}"]} if brain.is_file() else {"phantom": []}
     nerf_item = {"lego": [f"task.data={lego}"]} if has_lego else {"builtin": []}
+    missing = f"not found under {data}, so ffrun's built-in stand-in is used"
+    notes = {"shape": "" if meshes else f"Stanford meshes {missing} (a ridged sphere)",
+             "mri": "" if brain.is_file() else f"a brain volume {missing} (a 3D Shepp-Logan phantom)",
+             "nerf": "" if has_lego else f"the Lego scene {missing} (a ray-traced still life)"}
     fast = ["trainer.progress=false"]
     if scale == "smoke":
         tiny = ["model.width=32", "trainer.eval_every=1000", "trainer.ckpt_every=0"]
+        builtin = "smoke scale: ffrun's built-in stand-in"
         return {
             "image": TaskPlan("paper_image", [*fast, *tiny, "task.resolution=32", "trainer.steps=30"],
                               {"astronaut": ["task.image=astronaut"]}),
@@ -102,14 +107,14 @@ def plans(scale: str, data: Path) -> dict[str, TaskPlan]:
                              {"text0": ["task.data_seed=0"]}),
             "shape": TaskPlan("paper_shape", [*fast, *tiny, "model.depth=3", "trainer.steps=10",
                                               "trainer.batch_size=1024", "task.test_points=4096",
-                                              "task.mesh_resolution=24"], {"builtin": []}),
+                                              "task.mesh_resolution=24"], {"builtin": []}, note=builtin),
             "ct": TaskPlan("paper_ct", [*fast, *tiny, "task.resolution=32", "trainer.steps=30"],
                            {"phantom0": ["task.data_seed=0"]}, (*ENCODINGS, "grid")),
             "mri": TaskPlan("paper_mri", [*fast, *tiny, "task.resolution=16", "trainer.steps=10"],
-                            {"phantom": []}, (*ENCODINGS, "grid")),
+                            {"phantom": []}, (*ENCODINGS, "grid"), note=builtin),
             "nerf": TaskPlan("paper_nerf", [*fast, *tiny, "task.builtin_resolution=16", "task.n_samples=16",
                                             "trainer.steps=10", "trainer.batch_size=256", "task.test_views=1",
-                                            "task.turntable_frames=0"], {"builtin": []}),
+                                            "task.turntable_frames=0"], {"builtin": []}, note=builtin),
         }
     if scale == "cpu":
         return {
@@ -123,24 +128,25 @@ def plans(scale: str, data: Path) -> dict[str, TaskPlan]:
                                               "trainer.lr=2e-3", "trainer.lr_decay_steps=600",
                                               "trainer.eval_every=600", "trainer.ckpt_every=300",
                                               "task.mesh_resolution=96"],
-                              dict(list(mesh_items.items())[:1])),
+                              dict(list(mesh_items.items())[:1]), note=notes["shape"]),
             "ct": TaskPlan("paper_ct", [*fast, "task.resolution=128", "trainer.eval_every=1000"],
                            {f"phantom{s}": [f"task.data_seed={s}"] for s in range(2)}, (*ENCODINGS, "grid")),
             "mri": TaskPlan("paper_mri", [*fast, "task.resolution=32", "trainer.steps=500",
-                                          "trainer.eval_every=500"], brain_item, (*ENCODINGS, "grid")),
+                                          "trainer.eval_every=500"], brain_item, (*ENCODINGS, "grid"),
+                            note=notes["mri"]),
             "nerf": TaskPlan("paper_nerf", [*fast, "task.downscale=8", "task.n_samples=64", "trainer.steps=1000",
                                             "trainer.eval_every=1000", "trainer.ckpt_every=500",
-                                            "task.turntable_frames=0"], nerf_item),
+                                            "task.turntable_frames=0"], nerf_item, note=notes["nerf"]),
         }
     if scale == "paper":
         return {
             "image": TaskPlan("paper_image", fast, {p: [f"task.image={p}"] for p in PHOTOS}),
             "text": TaskPlan("paper_text", fast, {f"text{s}": [f"task.data_seed={s}"] for s in range(6)}),
-            "shape": TaskPlan("paper_shape", fast, mesh_items),
+            "shape": TaskPlan("paper_shape", fast, mesh_items, note=notes["shape"]),
             "ct": TaskPlan("paper_ct", fast, {f"phantom{s}": [f"task.data_seed={s}"] for s in range(4)},
                            (*ENCODINGS, "grid")),
-            "mri": TaskPlan("paper_mri", fast, brain_item, (*ENCODINGS, "grid")),
-            "nerf": TaskPlan("paper_nerf", fast, nerf_item),
+            "mri": TaskPlan("paper_mri", fast, brain_item, (*ENCODINGS, "grid"), note=notes["mri"]),
+            "nerf": TaskPlan("paper_nerf", fast, nerf_item, note=notes["nerf"]),
         }
     raise ValueError(scale)
 
@@ -182,14 +188,24 @@ def launch(task: str, plan: TaskPlan, item: str, encodings: list[str], sweep_dir
             f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${encoding.name}"]
     if LAUNCHERS[launcher]:
         args.append(f"hydra/launcher={LAUNCHERS[launcher]}")
-    return subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True).returncode
+    return _call(args, f"{task} [{item}]")
+
+
+def _call(args: list[str], what: str) -> int:
+    """Run one ffrun process; its log goes to each run's cli.log, its error lines are shown here."""
+    proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffrun") or "Error" in ln][-5:]
+        print(f"ffrun-reproduce: {what} exited {proc.returncode}" + "".join(f"\n  {ln}" for ln in lines),
+              file=sys.stderr, flush=True)
+    return proc.returncode
 
 
 def resume(run: Run, plan: TaskPlan, launcher: str, extra: list[str]) -> int:
     """Continue an interrupted run from its own checkpoint, in its own directory."""
     args = [*ffrun_command(), f"experiment={plan.preset}", f"encoding={run.encoding}", *plan.overrides,
             *plan.items[run.item], *extra, f"trainer.resume={run.dir}", f"hydra.run.dir={run.dir}"]
-    return subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True).returncode
+    return _call(args, f"resuming {run.label}")
 
 
 class Progress:
@@ -464,12 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.poll()
     wall = time.perf_counter() - start
 
-    data_notes = {}
-    for task in tasks:
-        items = list(all_plans[task].items)
-        stand_in = items in (["builtin"], ["phantom"]) and task in ("shape", "mri", "nerf")
-        data_notes[task] = ("built-in stand-in (the paper's data is not in the data directory): " if stand_in
-                            else "") + PAPER_DATA[task] + f"; items: {', '.join(items)}"
+    data_notes = {t: all_plans[t].note or f"{PAPER_DATA[t]}; items: {', '.join(all_plans[t].items)}" for t in tasks}
     table = collect(runs)
     text = write_table(out, table, args.scale, all_plans, data_notes, wall)
     for task in tasks:

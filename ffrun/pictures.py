@@ -58,14 +58,15 @@ def upscale(img: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
 
 
 def error_map(truth: np.ndarray, pred: np.ndarray, gain: float = 4.0) -> np.ndarray:
-    """|pred - truth| * gain, averaged over colour channels, clipped to [0, 1] (white = large error)."""
+    """|pred - truth| * gain, averaged over colour channels, clipped to [0, 1] (black = exact, white =
+    an error of 1/gain or more)."""
     diff = np.abs(as_rgb(pred) - as_rgb(truth)).mean(axis=2)
     return np.clip(diff * gain, 0.0, 1.0)
 
 
 def labelled_row(panels: list[tuple[str, np.ndarray]], min_side: int = MIN_SIDE, title: str | None = None) -> np.ndarray:
-    """Panels (label, image in [0, 1]) side by side on white, each upscaled and labelled above; an
-    optional title line above the row. Panels of different heights are top-aligned. Returns
+    """Panels (label, image in [0, 1]) side by side on white, each upscaled and labelled above (a label
+    may have several lines, split at "\\n"); an optional title line above the row. Panels of different heights are top-aligned. Returns
     (H, W, 3) floats in [0, 1], ready for `ffrun.atomic.write_png`."""
     from PIL import Image, ImageDraw
 
@@ -74,18 +75,20 @@ def labelled_row(panels: list[tuple[str, np.ndarray]], min_side: int = MIN_SIDE,
     imgs = [upscale(as_rgb(img), min_side) for _, img in panels]
     side = min(min(i.shape[:2]) for i in imgs)
     font = _font(max(12, min(28, side // 16)))
-    line = font.getbbox("Ag")[3] + 8
-    title_h = line if title else 0
+    line = font.getbbox("Ag")[3] + 6
+    title_h = line + 4 if title else 0
+    label_h = line * max(len(label.split("\n")) for label, _ in panels) + 4
     width = sum(i.shape[1] for i in imgs) + GAP * (len(imgs) + 1)
-    height = title_h + line + max(i.shape[0] for i in imgs) + GAP
+    height = title_h + label_h + max(i.shape[0] for i in imgs) + GAP
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
     if title:
-        draw.text((GAP, 4), title, fill="black", font=font)
+        draw.text((GAP, 4), _fit(title, font, width - 2 * GAP), fill="black", font=font)
     x = GAP
     for (label, _), img in zip(panels, imgs):
-        draw.text((x, title_h + 4), _fit(label, font, img.shape[1]), fill="black", font=font)
-        sheet.paste(Image.fromarray((img * 255.0 + 0.5).astype(np.uint8)), (x, title_h + line))
+        for i, text in enumerate(label.split("\n")):  # a label may hold a second line (the metric)
+            draw.text((x, title_h + 2 + i * line), _fit(text, font, img.shape[1]), fill="black", font=font)
+        sheet.paste(Image.fromarray((img * 255.0 + 0.5).astype(np.uint8)), (x, title_h + label_h))
         x += img.shape[1] + GAP
     return np.asarray(sheet, dtype=np.float64) / 255.0
 

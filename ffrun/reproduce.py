@@ -382,7 +382,7 @@ def gallery(out: Path, task: str, runs: list[Run]) -> Path | None:
         if truth is None and t is not None:
             truth = t
         metric = PAPER[run.task][0]
-        panels.append((f"{run.encoding}: {metric_label(metric, (rec.get('metrics') or {}).get(metric))}", pred))
+        panels.append((f"{run.encoding}\n{metric_label(metric, (rec.get('metrics') or {}).get(metric))}", pred))
     if not panels:
         return None
     if truth is not None:

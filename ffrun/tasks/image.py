@@ -18,6 +18,7 @@ from ffrun.data.images import load_image, pixel_coords
 from ffrun.errors import FfrunError
 from ffrun.metrics import psnr
 from ffrun.models.field import Field
+from ffrun.pictures import error_map, labelled_row, metric_label
 from ffrun.tasks.base import PointRegressionTask
 
 
@@ -61,5 +62,9 @@ class ImageTask(PointRegressionTask):
         pred = self._predict(field).cpu().numpy()
         write_png(run_dir / "reconstruction.png", pred)
         write_png(run_dir / "ground_truth.png", self.image)
-        gap = np.ones((self.image.shape[0], 8, 3), dtype=np.float32)
-        write_png(run_dir / "comparison.png", np.concatenate([self.image, gap, pred], axis=1))
+        m = self.evaluate(field)
+        write_png(run_dir / "comparison.png", labelled_row([
+            ("ground truth\n(even pixels train, odd test)", self.image),
+            (f"reconstruction\n{metric_label('test_psnr', m['test_psnr'])}", pred),
+            (f"|error| x 4\n{metric_label('full_psnr', m['full_psnr'])}", error_map(self.image, pred)),
+        ]))

@@ -1,10 +1,17 @@
 """Atomic file writes: a temporary file in the same folder, fsync'd, then renamed over the target, so a
-crash leaves either the previous file or the new one, never a truncated one."""
+crash leaves either the previous file or the new one, never a truncated one. A full disk (or quota) is
+reported as one line naming the file, with the temporary file removed and the previous file intact.
+
+JSON is written as strict JSON: a non-finite float (a nan loss, an inf PSNR) is written as null, since
+NaN and Infinity are not JSON and most readers other than Python's refuse them.
+"""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -12,22 +19,42 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ffrun.errors import FfrunError
+
+# The errors that mean "the disk is full": no space left, or the user's quota is used up.
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if _disk_full(e):
+            raise FfrunError(f"no space left on device: {path} (the previous file, if any, is unchanged); "
+                             "free some space and run again") from None
         raise
     return path
+
+
+def _disk_full(e: BaseException) -> bool:
+    # torch.save and Pillow wrap the OSError of a failed write in their own RuntimeError / OSError.
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno in _FULL) or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def write_bytes(path, data: bytes) -> Path:
@@ -38,8 +65,19 @@ def write_text(path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def finite_json(obj: Any) -> Any:
+    """`obj` with every non-finite float replaced by None, so that json.dumps writes strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_json(path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+    return write_text(path, json.dumps(finite_json(obj), indent=2, allow_nan=False) + "\n")
 
 
 def write_png(path, img: np.ndarray) -> Path:

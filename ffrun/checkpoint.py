@@ -4,11 +4,18 @@ A checkpoint holds the field's weights (the Fourier matrix B included, as the bu
 optimizer and lr-schedule state, the step, the evaluation history, the elapsed training time, every
 random-generator state (Python, NumPy, torch CPU and CUDA, the task's own sampler) and the resolved
 config. It is written atomically, so a kill at any moment leaves the previous checkpoint or the new one.
+
+Run directories are shared and downloaded, so a checkpoint is read with `torch.load(weights_only=True)`:
+only tensors and plain Python values (dict, list, tuple, str, int, float, bool, None) come out of it, and
+a file that asks the unpickler for anything else (a function to call, a class to build) is refused
+before any of it runs. Everything ffrun saves is therefore kept in those types, the random states
+included.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +24,39 @@ import torch
 
 from ffrun import __version__
 from ffrun.atomic import save_torch
+from ffrun.errors import FfrunError
 
 CHECKPOINT = "checkpoint.pt"
+# What every ffrun checkpoint holds; a file without these is not one.
+REQUIRED_KEYS = ("field", "optimizer", "task", "step", "history", "wall_s", "rng", "config")
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global random state, as plain values and tensors that round-trip exactly."""
+    version, internal, gauss_next = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "numpy": {"bit_generator": name, "keys": [int(k) for k in keys], "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    if isinstance(py, dict):
+        random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    else:  # checkpoints written before ffrun kept random states as plain values: random.getstate()'s tuple
+        random.setstate((py[0], tuple(py[1]), py[2]))
+    if isinstance(npy, dict):
+        np.random.set_state((npy["bit_generator"], np.asarray(npy["keys"], dtype=np.uint32), npy["pos"],
+                             npy["has_gauss"], npy["cached_gaussian"]))
+    else:
+        np.random.set_state(tuple(npy))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -58,12 +84,49 @@ def find_checkpoint(spec: str | Path, where: str) -> Path:
     path = Path(spec).expanduser()
     ckpt = path if path.is_file() else path / CHECKPOINT
     if not ckpt.is_file():
-        from ffrun.errors import FfrunError
-
         raise FfrunError(f"{where}: no {CHECKPOINT} there; give the directory of an ffrun run that holds one")
     return ckpt
 
 
+def _legacy_numpy_globals() -> list:
+    """What a checkpoint of an earlier ffrun needs beyond plain values: the uint32 array of NumPy's
+    MT19937 state. Raw-byte arrays of that one dtype build no other object and call nothing."""
+    core = getattr(np, "_core", None) or np.core
+    allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed.append(dtypes.UInt32DType)
+    return allowed
+
+
+def _reason(e: BaseException) -> str:
+    """One line out of torch's multi-paragraph load errors: the unpickler's own complaint when there is one."""
+    text = str(e)
+    m = re.search(r"WeightsUnpickler error: (.*)", text)
+    line = m.group(1) if m else (text.strip().splitlines() or [type(e).__name__])[0]
+    line = re.sub(r"\s+", " ", line).strip()
+    line = re.sub(r" Please use `torch\.serialization.*", "", line)
+    return (line[:300] + "...") if len(line) > 300 else line
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    # weights_only=False: the checkpoint holds NumPy and Python RNG states; it is our own file.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint's content, loaded without running any code the file may carry; FfrunError (one line
+    naming the file) for a file that is not an ffrun checkpoint, is damaged, or asks for more than data."""
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    try:
+        if safe_globals is not None:
+            with safe_globals(_legacy_numpy_globals()):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        unsafe = "WeightsUnpickler" in str(e) or "Unsupported global" in str(e)
+        what = ("refused: it asks the unpickler for more than tensors and plain values, which could run code"
+                if unsafe else "cannot be read (damaged, truncated or not a torch file)")
+        raise FfrunError(f"{path}: not a loadable ffrun checkpoint: {what} ({_reason(e)}); "
+                         "use a checkpoint.pt written by ffrun") from None
+    missing = [k for k in REQUIRED_KEYS if k not in state] if isinstance(state, dict) else list(REQUIRED_KEYS)
+    if missing or not isinstance(state.get("config"), dict):
+        raise FfrunError(f"{path}: not an ffrun checkpoint (it lacks {', '.join(missing) or 'a config'}); "
+                         "use a checkpoint.pt written by ffrun")
+    return state

@@ -205,6 +205,28 @@ def validate(cfg: DictConfig) -> None:
         if not ok:
             raise FfrunError(f"config: {key}={value!r} is out of range: {rule}")
 
+    # The range checks below let inf through (and would name nan merely "out of range"); no setting
+    # means anything at either, so they are refused wherever they appear, lists included.
+    import math
+
+    from omegaconf import OmegaConf
+
+    def non_finite(node: Any, key: str):
+        if isinstance(node, float) and not math.isfinite(node):
+            return key, node
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        # A level's own values before its sub-configs: `sigma=inf` is named as typed, not as the
+        # encoding.sigma that interpolates it.
+        for k, v in sorted(children, key=lambda kv: isinstance(kv[1], (dict, list))):
+            found = non_finite(v, f"{key}.{k}" if key and isinstance(k, str) else f"{key}[{k}]" if key else str(k))
+            if found:
+                return found
+        return None
+
+    found = non_finite(OmegaConf.to_container(cfg, resolve=True), "")
+    if found:
+        raise FfrunError(f"config: {found[0]}={found[1]!r} is not a finite number; give a finite value")
+
     enc = cfg.encoding
     check(enc.name in ENCODINGS, "encoding.name", enc.name, f"choose one of {', '.join(ENCODINGS)}")
     check(cfg.sigma >= 0, "sigma", cfg.sigma, "use sigma >= 0")

@@ -7,15 +7,21 @@ encoding and sigma appear only for config keys that actually vary across the run
 Writes, into DIR (or --out): summary.md, summary.csv (one row per setting), runs.csv (one row per run),
 and summary_<metric>.png (each metric against sigma, one line per encoding; encodings without a sigma
 are drawn as horizontal lines).
+
+The metrics.json files may come from anywhere: a file that is not a run record is skipped with a
+warning, a null metric (what ffrun writes for nan or inf) is left out of its mean, and a metric name
+becomes a file name only through `safe_filename`, so no name writes outside the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import math
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -32,15 +38,63 @@ AVERAGED_KEYS = {"seed", "task.image", "task.data_seed"}
 IGNORED_KEYS = {"device", "trainer.progress", "trainer.eval_every"}
 # Encoding parameters that only mean something for some encodings.
 ENCODING_ONLY = {"sigma": "gauss", "encoding.sigma": "gauss", "encoding.scale": "posenc"}
+# A metrics.json larger than this is not one ffrun wrote (a long run's is well under 1 MB).
+MAX_METRICS_BYTES = 64 * 2**20
+# One plot per metric: a file naming thousands of metrics must not produce thousands of files.
+MAX_PLOTS = 64
+MAX_NAME = 80
+
+
+def safe_filename(name: str) -> str:
+    """`name` as one harmless file-name component: letters, digits and `._+-` kept, anything else
+    (path separators, `..`, NUL, spaces) replaced by `_`, at most MAX_NAME characters. A name that had
+    to change gets a short hash of the original, so two different names never share a file."""
+    clean = re.sub(r"[^A-Za-z0-9._+-]+|\.\.+", "_", name).strip("._-")[:MAX_NAME] or "metric"
+    if clean != name:
+        clean += "-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return clean
+
+
+def _number(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def record_problem(rec: Any) -> str | None:
+    """Why a parsed metrics.json cannot be summarised, or None when it can."""
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    metrics = rec.get("metrics", {})
+    if not isinstance(metrics, dict):
+        return "`metrics` is not an object"
+    bad = [k for k, v in metrics.items() if not _number(v)]
+    if bad:
+        return f"metric {bad[0]!r} is not a number"
+    for key in ("sigma", "seed", "wall_s", "steps"):
+        if not _number(rec.get(key)):
+            return f"`{key}` is not a number"
+    for key in ("status", "task", "encoding", "reason"):
+        if rec.get(key) is not None and not isinstance(rec[key], str):
+            return f"`{key}` is not a string"
+    if not isinstance(rec.get("config", {}), dict):
+        return "`config` is not an object"
+    return None
 
 
 def load_runs(root: Path) -> list[dict]:
     runs = []
     for path in sorted(root.rglob("metrics.json")):
         try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            if not path.is_file():
+                raise OSError("not a regular file")
+            if path.stat().st_size > MAX_METRICS_BYTES:
+                raise OSError(f"larger than {MAX_METRICS_BYTES // 2**20} MB")
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
             print(f"ffrun-summary: skipping {path}: unreadable ({e})", file=sys.stderr)
+            continue
+        problem = record_problem(rec)
+        if problem:
+            print(f"ffrun-summary: skipping {path}: not an ffrun run record ({problem})", file=sys.stderr)
             continue
         rec["run_dir"] = str(path.parent.relative_to(root)) or "."
         runs.append(rec)
@@ -96,9 +150,11 @@ def summarise(runs: list[dict]) -> tuple[list[str], list[dict]]:
         row["n"] = len(members)
         names = sorted({m for r in members for m in r.get("metrics", {})})
         for name in names:
-            vals = np.array([r["metrics"][name] for r in members if name in r.get("metrics", {})], float)
-            row[name] = (float(vals.mean()), float(vals.std()), len(vals))
-        walls = [r["wall_s"] for r in members if "wall_s" in r]
+            # null is a metric that was nan or inf: it has no value to average.
+            vals = np.array([r["metrics"][name] for r in members if r.get("metrics", {}).get(name) is not None],
+                            float)
+            row[name] = (float(vals.mean()), float(vals.std()), len(vals)) if len(vals) else None
+        walls = [r["wall_s"] for r in members if r.get("wall_s") is not None]
         row["wall_s"] = (float(np.mean(walls)), float(np.std(walls)), len(walls)) if walls else None
         rows.append(row)
     order = {"none": 0, "basic": 1, "posenc": 2, "gauss": 3}
@@ -114,12 +170,18 @@ def metric_names(rows: list[dict], varying: list[str]) -> list[str]:
     return sorted(names, key=lambda k: (not k.startswith("test"), k))
 
 
+def _cell(text: str) -> str:
+    """Text that stays inside its Markdown table cell."""
+    return re.sub(r"[\r\n\x00]+", " ", text).replace("|", "\\|")
+
+
 def to_markdown(rows: list[dict], varying: list[str], runs: list[dict]) -> str:
     names = metric_names(rows, varying)
-    header = ["task", "encoding", "sigma", *varying, "n", *names, "wall_s"]
+    header = [_cell(h) for h in ["task", "encoding", "sigma", *varying, "n", *names, "wall_s"]]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in rows:
-        cells = [_fmt(r["task"]), _fmt(r["encoding"]), _fmt(r["sigma"]), *(_fmt(r.get(k)) for k in varying), str(r["n"])]
+        cells = [_cell(_fmt(v)) for v in (r["task"], r["encoding"], r["sigma"], *(r.get(k) for k in varying))]
+        cells.append(str(r["n"]))
         for name in names + ["wall_s"]:
             v = r.get(name)
             if v is None:
@@ -134,7 +196,7 @@ def to_markdown(rows: list[dict], varying: list[str], runs: list[dict]) -> str:
     if bad:
         text += "\nRuns not completed:\n\n| run | status | reason |\n| --- | --- | --- |\n"
         for r in bad:
-            text += f"| {r['run_dir']} | {r.get('status')} | {r.get('reason', '')} |\n"
+            text += f"| {_cell(r['run_dir'])} | {_cell(str(r.get('status')))} | {_cell(r.get('reason') or '')} |\n"
     return text
 
 
@@ -168,6 +230,10 @@ def runs_csv(runs: list[dict]) -> str:
     return _csv(header, body)
 
 
+def _printable(text: str) -> str:
+    return re.sub(r"[\x00-\x1f\x7f]", "?", text)
+
+
 def plot(rows: list[dict], varying: list[str], metric: str, path: Path) -> None:
     import matplotlib
 
@@ -179,7 +245,7 @@ def plot(rows: list[dict], varying: list[str], metric: str, path: Path) -> None:
     for r in rows:
         if r.get(metric) is None:
             continue
-        label = r["encoding"] + "".join(f", {k.split('.')[-1]}={_fmt(r.get(k))}" for k in varying)
+        label = _printable(_fmt(r["encoding"]) + "".join(f", {k.split('.')[-1]}={_fmt(r.get(k))}" for k in varying))
         lines[label].append(r)
     sigmas = [r["sigma"] for r in rows if r["sigma"] is not None]
     colours = plt.get_cmap("tab10").colors
@@ -199,10 +265,12 @@ def plot(rows: list[dict], varying: list[str], metric: str, path: Path) -> None:
     if sigmas and min(sigmas) > 0 and max(sigmas) / min(sigmas) >= 10:
         ax.set_xscale("log")
     ax.set_xlabel("sigma (gauss)")
-    ax.set_ylabel(metric + (" (dB)" if "psnr" in metric else ""))
-    ax.set_title(f"{metric} vs sigma")
+    ax.set_ylabel(_printable(metric) + (" (dB)" if "psnr" in metric else ""))
+    ax.set_title(f"{_printable(metric)} vs sigma")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for text in [ax.title, ax.xaxis.label, ax.yaxis.label, *(ax.legend(fontsize=8).get_texts())]:
+        text.set_usetex(False)
+        text.set_parse_math(False)  # a `$` in a name from metrics.json is text, not mathtext to parse
     save_figure(path, fig)
     plt.close(fig)
 
@@ -226,9 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     write_text(out / "summary.md", md)
     write_text(out / "summary.csv", to_csv(rows, varying))
     write_text(out / "runs.csv", runs_csv(runs))
-    for metric in metric_names(rows, varying):
-        if any(r.get(metric) and math.isfinite(r[metric][0]) for r in rows):
-            plot(rows, varying, metric, out / f"summary_{metric}.png")
+    plotted = [m for m in metric_names(rows, varying) if any(r.get(m) and math.isfinite(r[m][0]) for r in rows)]
+    if len(plotted) > MAX_PLOTS:
+        print(f"ffrun-summary: {len(plotted)} metrics; plotting the first {MAX_PLOTS}", file=sys.stderr)
+    for metric in plotted[:MAX_PLOTS]:
+        plot(rows, varying, metric, out / f"summary_{safe_filename(metric)}.png")
     print(md, end="")
     print(f"\n{len(runs)} runs; wrote summary.md, summary.csv, runs.csv and plots to {out}")
     return 0

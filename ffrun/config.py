@@ -7,15 +7,38 @@ config is composed, before any work starts. Value ranges are checked in `validat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ffrun.errors import FfrunError
 
 ENCODINGS = ("none", "basic", "posenc", "gauss", "grid")
+
+
+def per_sample(value: Any, size: Any, reference: Any) -> float:
+    """value * size / reference: a frequency (sigma) chosen at the paper's sampling density `reference`
+    (pixels or voxels per unit length), carried to `size`, so it stays the same fraction of the Nyquist
+    frequency. YAML: ${ffrun.per_sample:4.0,${task.resolution},512}."""
+    return float(value) * float(size) / float(reference)
+
+
+def per_sample_count(value: Any, size: Any, reference: Any) -> int:
+    """round(value * size / reference), at least 1: a count of measurements (CT angles) that keeps the
+    ratio of measurements to unknowns when the grid shrinks. YAML: ${ffrun.count:20,${.resolution},512}."""
+    return max(1, math.floor(float(value) * float(size) / float(reference) + 0.5))
+
+
+def register_resolvers() -> None:
+    for name, fn in (("ffrun.per_sample", per_sample), ("ffrun.count", per_sample_count)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()  # at import: any code that composes or loads an ffrun config has them
 
 
 @dataclass
@@ -29,6 +52,9 @@ class EncodingConfig:
     two_pi: bool = True  # the 2*pi factor inside sin/cos (the paper's NeRF mapping has none)
     normalize: bool = False  # divide the features by sqrt(m) (the paper's shape task)
     center: bool = False  # none only: feed 2v - 1 instead of v (the paper's shape task)
+    # grid only: the values are logits through the task's output activation (sigmoid for CT and MRI) and
+    # start at 0, as the notebooks' train_gridopt (grid.yaml sets true); false = the values are the image.
+    logits: bool = False
     # grid only: the values are logits through the task's output activation (sigmoid for CT and MRI) and
     # start at 0, as the notebooks' train_gridopt (grid.yaml sets true); false = the values are the image.
     logits: bool = False
@@ -74,6 +100,9 @@ class LoggerConfig:
 @dataclass
 class TaskConfig:
     name: str = MISSING
+    # The top-level `sigma` defaults to this: the paper's sigma for the task, scaled to the task's size
+    # by samples per unit length (each task's yaml holds the formula; docs/protocol.md, "Reduced sizes").
+    default_sigma: float = 10.0
 
 
 @dataclass
@@ -101,6 +130,8 @@ class CTTaskConfig(TaskConfig):
     num_angles: int = 20  # theta = linspace(0, pi, num_angles + 1)[:-1]
     interpolation: str = "nearest"  # rotation sampling: nearest (the paper) | bilinear
     data_seed: int = 0  # seeds the phantom's perturbation
+    perturbation: str = "ffrun"  # ffrun (bounded, the skull stays a ring) | notebook (every parameter + N(0, 1)/20)
+    split: str = "test"  # test | tune: disjoint phantom sets (choose sigma on tune, report on test)
 
 
 @dataclass
@@ -120,6 +151,7 @@ class ShapeTaskConfig(TaskConfig):
     mesh: Optional[str] = None  # OBJ/PLY/STL/OFF/GLB; None = ffrun's built-in ridged sphere
     test_points: int = 262144  # 2^18 uniform + 2^18 near-surface test points, cached per mesh
     surface_std: float = 0.01  # noise of the near-surface samples (normalised units)
+    box: str = "tight"  # training and uniform test points: tight (bounding box + 1e-3, the paper) | unit ([0, 1]^3)
     mesh_resolution: int = 128  # marching-cubes grid for the exported surface
     chunk: int = 65536  # points per evaluation chunk
     data_seed: int = 0  # seeds the test sets
@@ -134,7 +166,10 @@ class NeRFTaskConfig(TaskConfig):
     near: float = 2.0
     far: float = 6.0
     n_samples: int = 128  # stratified samples per ray (jittered while training, the grid at evaluation)
-    white_background: bool = True  # composite the render on white, as the images are
+    white_background: bool = True  # composite the render on white, as the images are (the notebook: false)
+    pixel_centers: bool = True  # rays through pixel centres; false = through their corners (the notebook)
+    world_distances: bool = True  # alpha from the sample spacing times |d|; false = the spacing alone (the notebook)
+    ray_order: str = "random"  # random (each batch drawn anew) | shuffled_once (one shuffle walked in order: the notebook)
     test_views: Optional[int] = None  # evaluate on the first N test views; None = all
     chunk: int = 131072  # points (rays x samples) per chunk when rendering whole views
     turntable_frames: int = 40  # frames of the turntable GIF of novel views; 0 = none

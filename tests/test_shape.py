@@ -115,7 +115,7 @@ def test_extracted_mesh_is_watertight_and_on_the_surface(tmp_path):
     path = tmp_path / "sphere.ply"
     mesh.export(path)
     cfg = OmegaConf.create({"name": "shape", "mesh": str(path), "test_points": 1000, "surface_std": 0.01,
-                            "mesh_resolution": 64, "chunk": 10000, "data_seed": 0})
+                            "mesh_resolution": 64, "chunk": 10000, "data_seed": 0, "box": "tight"})
     task = ShapeTask(cfg, torch.device("cpu"))
     out = task.extract_mesh(SphereLogits(), 64)
     assert out.is_watertight

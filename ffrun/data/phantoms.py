@@ -1,8 +1,13 @@
-"""Modified Shepp-Logan phantoms in 2D and 3D, with the random perturbation the paper's CT data uses.
+"""Modified Shepp-Logan phantoms in 2D and 3D, with random perturbations for the CT task.
 
 Ellipse tables: Shepp & Logan (1974) geometry with the "modified" grey levels of Toft (1996, table B.1);
 3D ellipsoids from Koay et al. (2007) with the same grey levels. Coordinates span [-1, 1] per axis; image
 row 0 is the top (y = +1).
+
+Two perturbations: `notebook`, the paper's CT data (`get_shepp_dataset` in 2d_CT.ipynb: every entry of
+phantominator's table, angles in radians, plus N(0, 1)/20), and `ffrun`, bounded changes that keep the
+skull a thin ring (`perturb_2d`). Two disjoint phantom sets: `test` and `tune` (for choosing sigma),
+as the notebook draws its grid-search and test phantoms separately.
 """
 
 from __future__ import annotations
@@ -38,6 +43,26 @@ MODIFIED_SHEPP_LOGAN_3D = np.array([
 ])
 
 
+PERTURBATIONS = ("ffrun", "notebook")
+PHANTOM_SPLITS = ("test", "tune")
+
+
+def phantom_rng(seed: int, split: str = "test") -> np.random.Generator:
+    """The generator of phantom `seed` of a split; the splits are independent streams (spawn keys), so no
+    tuning phantom is ever a test phantom."""
+    key = () if split == "test" else (PHANTOM_SPLITS.index(split),)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def perturb_notebook(table: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The notebook's perturbation, `ct_params + random.normal(...) / 20.0`: every entry of the table
+    (grey level, semi-axes, centre, angle) plus N(0, 1)/20, independently. The notebook's angles are in
+    radians (phantominator), so the angle moves by N(0, 1)/20 rad; this table keeps degrees."""
+    noise = rng.standard_normal(table.shape) / 20.0
+    noise[:, 5] = np.rad2deg(noise[:, 5])
+    return table + noise
+
+
 def perturb_2d(table: np.ndarray, rng: np.random.Generator, amount: float = 1.0) -> np.ndarray:
     """Random phantom variations, as the paper's CT data: every ellipse's semi-axes scaled by
     U(1 - 0.1a, 1 + 0.1a), centre moved by U(-0.05a, 0.05a), angle turned by U(-10a, 10a) degrees, and the
@@ -69,11 +94,16 @@ def rasterize_2d(table: np.ndarray, n: int) -> np.ndarray:
     return np.clip(img, 0, 1).astype(np.float32)
 
 
-def shepp_logan_2d(n: int, seed: int | None = None, amount: float = 1.0) -> np.ndarray:
-    """The modified Shepp-Logan phantom, randomly perturbed when `seed` is given."""
-    table = MODIFIED_SHEPP_LOGAN_2D if seed is None else perturb_2d(MODIFIED_SHEPP_LOGAN_2D,
-                                                                     np.random.default_rng(seed), amount)
-    return rasterize_2d(table, n)
+def shepp_logan_2d(n: int, seed: int | None = None, amount: float = 1.0, perturbation: str = "ffrun",
+                   split: str = "test") -> np.ndarray:
+    """The modified Shepp-Logan phantom, randomly perturbed (`perturbation`, phantom `seed` of `split`)
+    when `seed` is given."""
+    if seed is None:
+        return rasterize_2d(MODIFIED_SHEPP_LOGAN_2D, n)
+    rng = phantom_rng(seed, split)
+    if perturbation == "notebook":
+        return rasterize_2d(perturb_notebook(MODIFIED_SHEPP_LOGAN_2D, rng), n)
+    return rasterize_2d(perturb_2d(MODIFIED_SHEPP_LOGAN_2D, rng, amount), n)
 
 
 def shepp_logan_3d(n: int) -> np.ndarray:

@@ -60,12 +60,15 @@ def load_blender(folder: str | Path, split: str, downscale: int = 1, limit: int 
         raise FfrunError(f"{where}: {meta_path.name} is missing; a Blender-format scene has "
                          f"transforms_{{{','.join(SPLITS)}}}.json beside its image folders")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_bytes())
         fov = float(meta["camera_angle_x"])
         frames = list(meta["frames"])
     except (ValueError, KeyError, TypeError) as e:
         raise FfrunError(f"{meta_path}: not a Blender transforms file ({type(e).__name__}: {e}); it needs "
                          "`camera_angle_x` and `frames` with `file_path` and `transform_matrix`") from None
+    if not 0 < fov < math.pi:  # also false for NaN
+        raise FfrunError(f"{meta_path}: camera_angle_x={meta['camera_angle_x']!r} is not a field of view; it must "
+                         "be the horizontal angle in radians, between 0 and pi (the Lego scene has 0.6911)")
     if not frames:
         raise FfrunError(f"{meta_path}: `frames` is empty; the split needs at least one posed image")
     if limit is not None:
@@ -79,9 +82,7 @@ def load_blender(folder: str | Path, split: str, downscale: int = 1, limit: int 
             raise FfrunError(f"{meta_path}: frame {i} lacks a file_path or a numeric transform_matrix ({e})") from None
         if pose.shape != (4, 4) or not np.isfinite(pose).all():
             raise FfrunError(f"{meta_path}: frame {i} ({rel}): transform_matrix must be a finite 4x4 matrix")
-        path = root / rel
-        if not path.suffix:
-            path = path.with_suffix(".png")
+        path = _inside(root, rel, meta_path, i)
         images.append(_read_rgb_on_white(path, downscale))
         poses.append(pose)
         names.append(Path(rel).stem)
@@ -91,6 +92,23 @@ def load_blender(folder: str | Path, split: str, downscale: int = 1, limit: int 
     width = images[0].shape[1]
     focal = 0.5 * width / math.tan(0.5 * fov)  # of the downscaled image
     return Views(np.stack(images), np.stack(poses).astype(np.float32), float(focal), names)
+
+
+def _inside(root: Path, rel: str, meta_path: Path, i: int) -> Path:
+    """The image file of a frame, which must lie inside the scene folder: a `file_path` like ../../x,
+    /abs/path or a link leading out would read (and copy into the outputs) files the scene does not own."""
+    path = root / rel
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    base = root.resolve()
+    try:
+        inside = path.resolve().is_relative_to(base)
+    except (OSError, ValueError) as e:  # a NUL byte, a link loop
+        raise FfrunError(f"{meta_path}: frame {i} has an unusable file_path {rel!r} ({e})") from None
+    if not inside:
+        raise FfrunError(f"{meta_path}: frame {i} has file_path {rel!r}, which leads outside the scene folder "
+                         f"{base}; image paths must stay inside it (e.g. ./train/r_0)")
+    return path
 
 
 def _read_rgb_on_white(path: Path, downscale: int) -> np.ndarray:
@@ -114,15 +132,19 @@ def _read_rgb_on_white(path: Path, downscale: int) -> np.ndarray:
     return np.ascontiguousarray(rgb, dtype=np.float32)
 
 
-def camera_rays(height: int, width: int, focal: float, c2w: Tensor) -> tuple[Tensor, Tensor]:
-    """Rays through the pixel centres of a pinhole camera: origins and directions, each (H, W, 3).
+def camera_rays(height: int, width: int, focal: float, c2w: Tensor, pixel_centers: bool = True
+                ) -> tuple[Tensor, Tensor]:
+    """Rays of a pinhole camera, one per pixel: origins and directions, each (H, W, 3).
 
-    Pixel (row r, column c) looks along d_cam = ((c + 0.5 - W/2) / f, -(r + 0.5 - H/2) / f, -1) in camera
+    Pixel (row r, column c) looks along d_cam = ((c + o - W/2) / f, -(r + o - H/2) / f, -1) in camera
     coordinates, rotated to the world by c2w[:3, :3]; every ray starts at the camera centre c2w[:3, 3].
+    o = 0.5 puts the ray through the pixel's centre, where the photograph's pixel value was integrated;
+    `pixel_centers=False` gives o = 0, the pixel's corner, as the paper's notebooks (`get_rays`) do.
     Directions are not normalised: a ray's parameter t is depth along the optical axis."""
     dev, dt = c2w.device, c2w.dtype
-    rows = torch.arange(height, device=dev, dtype=dt) + 0.5
-    cols = torch.arange(width, device=dev, dtype=dt) + 0.5
+    o = 0.5 if pixel_centers else 0.0
+    rows = torch.arange(height, device=dev, dtype=dt) + o
+    cols = torch.arange(width, device=dev, dtype=dt) + o
     r, c = torch.meshgrid(rows, cols, indexing="ij")
     d_cam = torch.stack([(c - 0.5 * width) / focal, -(r - 0.5 * height) / focal, -torch.ones_like(r)], -1)
     directions = d_cam @ c2w[:3, :3].T

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ffrun.atomic import write_png
 from ffrun.data.images import center_crop_resize, load_image, pixel_coords
-from ffrun.data.phantoms import shepp_logan_2d
+from ffrun.data.phantoms import PERTURBATIONS, PHANTOM_SPLITS, shepp_logan_2d
 from ffrun.errors import FfrunError
 from ffrun.metrics import psnr
 from ffrun.tasks.base import Task
@@ -51,10 +51,11 @@ class ParallelProjector:
         return rotated[:, 0].mean(dim=1)  # average along rows (over y): one value per column
 
 
-def load_ct_image(spec: str, n: int, seed: int) -> np.ndarray:
-    """`phantom` (the perturbed modified Shepp-Logan, seeded), a DICOM slice (.dcm), or an image file."""
+def load_ct_image(spec: str, n: int, seed: int, perturbation: str = "ffrun", split: str = "test") -> np.ndarray:
+    """`phantom` (the perturbed modified Shepp-Logan, phantom `seed` of `split`), a DICOM slice (.dcm),
+    or an image file."""
     if spec == "phantom":
-        return shepp_logan_2d(n, seed=seed)
+        return shepp_logan_2d(n, seed=seed, perturbation=perturbation, split=split)
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".dcm":
         if not path.is_file():
@@ -96,7 +97,11 @@ class CTTask(Task):
         if batch_size is not None:
             raise FfrunError("trainer.batch_size: a projection needs the whole image, so CT trains full batch; "
                              "use trainer.batch_size=null")
-        self.image = load_ct_image(cfg.image, n, cfg.data_seed)
+        if cfg.perturbation not in PERTURBATIONS:
+            raise FfrunError(f"task.perturbation={cfg.perturbation}: use notebook (the paper's data) or ffrun")
+        if cfg.split not in PHANTOM_SPLITS:
+            raise FfrunError(f"task.split={cfg.split}: use test, or tune for the phantoms that choose sigma")
+        self.image = load_ct_image(cfg.image, n, cfg.data_seed, cfg.perturbation, cfg.split)
         self.truth = torch.from_numpy(self.image).to(device)
         angles = torch.linspace(0, math.pi, cfg.num_angles + 1)[:-1]
         self.project = ParallelProjector(n, angles, device, cfg.interpolation)

@@ -5,8 +5,13 @@ Forward model (`render_rays`): `n_samples` depths t_i between near and far (stra
 training), raw = field(o + t_i d); density = ReLU(raw[3]), colour = sigmoid(raw[:3]);
 alpha_i = 1 - exp(-density_i * delta_i |d|) with delta_i = t_{i+1} - t_i (1e10 for the last sample);
 weights w_i = alpha_i * prod_{j<i}(1 - alpha_j); pixel = sum_i w_i c_i (+ (1 - sum_i w_i) on white).
-Loss: MSE of rendered against true pixel colours over `trainer.batch_size` rays drawn from all training
-rays (null = 1024).
+Loss: MSE of rendered against true pixel colours over `trainer.batch_size` rays (null = 1024), drawn at
+random from all training rays, or (`task.ray_order=shuffled_once`) walked in order through one shuffle.
+
+Where the paper's notebook differs, a switch selects its choice (experiment=paper_nerf sets all four;
+docs/protocol.md says why ffrun's defaults differ): `task.pixel_centers=false` (rays through pixel
+corners), `task.world_distances=false` (delta_i without |d|), `task.white_background=false`,
+`task.ray_order=shuffled_once`.
 
 Metrics: `test_psnr` (mean over the test views, each rendered in full) and `test_psnr_std`.
 Outputs: `test_views/<name>.png` (truth | render), `test_views/<name>_depth.png` (expected depth,
@@ -36,6 +41,8 @@ from ffrun.tasks.base import Task
 
 log = logging.getLogger("ffrun.nerf")
 
+RAY_ORDERS = ("random", "shuffled_once")
+
 
 def sample_depths(n_rays: int, near: float, far: float, n_samples: int, generator: torch.Generator | None,
                   device: torch.device) -> Tensor:
@@ -48,15 +55,18 @@ def sample_depths(n_rays: int, near: float, far: float, n_samples: int, generato
     return t + jitter * ((far - near) / n_samples)
 
 
-def composite(raw: Tensor, t: Tensor, directions: Tensor, white_background: bool = True
-              ) -> tuple[Tensor, Tensor, Tensor]:
+def composite(raw: Tensor, t: Tensor, directions: Tensor, white_background: bool = True,
+              world_distances: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Alpha compositing of raw field outputs (R, S, 4) at depths t (R, S) along rays with directions (R, 3).
 
+    `world_distances` multiplies the depth steps by |d|, so density is per unit of world distance and a
+    ray crossing a slab obliquely absorbs more; false uses the steps in t alone, as the notebook.
     Returns the pixel colours (R, 3), expected depths sum_i w_i t_i (R,) and opacities sum_i w_i (R,)."""
     rgb = torch.sigmoid(raw[..., :3])
     density = F.relu(raw[..., 3])
     deltas = torch.cat([t[..., 1:] - t[..., :-1], torch.full_like(t[..., :1], 1e10)], dim=-1)
-    deltas = deltas * directions.norm(dim=-1, keepdim=True)
+    if world_distances:
+        deltas = deltas * directions.norm(dim=-1, keepdim=True)
     alpha = 1.0 - torch.exp(-density * deltas)
     # transmittance before sample i: prod_{j<i} (1 - alpha_j); the 1e-10 keeps cumprod's gradient finite
     transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + 1e-10], -1), -1)[..., :-1]
@@ -69,10 +79,11 @@ def composite(raw: Tensor, t: Tensor, directions: Tensor, white_background: bool
     return colour, depth, opacity
 
 
-def render_rays(field, origins: Tensor, directions: Tensor, t: Tensor, white_background: bool = True):
+def render_rays(field, origins: Tensor, directions: Tensor, t: Tensor, white_background: bool = True,
+                world_distances: bool = True):
     """Colour, depth and opacity of rays (R, 3) sampled at depths t (R, S) through `field`."""
     points = origins[:, None, :] + t[..., None] * directions[:, None, :]
-    return composite(field(points), t, directions, white_background)
+    return composite(field(points), t, directions, white_background, world_distances)
 
 
 class NeRFTask(Task):
@@ -92,31 +103,46 @@ class NeRFTask(Task):
             raise FfrunError(f"task.chunk={cfg.chunk}: a chunk must hold one ray's {cfg.n_samples} samples")
         if cfg.turntable_frames < 0 or (cfg.test_views is not None and cfg.test_views < 1):
             raise FfrunError("task.turntable_frames must be >= 0 and task.test_views >= 1 (or null for all)")
+        if cfg.ray_order not in RAY_ORDERS:
+            raise FfrunError(f"task.ray_order={cfg.ray_order}: use {' or '.join(RAY_ORDERS)}")
         folder = builtin_scene(cfg.builtin_resolution) if cfg.data is None else cfg.data
         self.train_views = load_blender(folder, "train", cfg.downscale)
         self.test_views = load_blender(folder, "test", cfg.downscale, limit=cfg.test_views)
         self.device = device
         self.near, self.far, self.n_samples = float(cfg.near), float(cfg.far), int(cfg.n_samples)
         self.white = bool(cfg.white_background)
+        self.centers, self.world_distances = bool(cfg.pixel_centers), bool(cfg.world_distances)
+        self.ray_order = cfg.ray_order
         self.rays_per_chunk = max(1, cfg.chunk // self.n_samples)
         self.turntable_frames = cfg.turntable_frames
         self.batch_size = batch_size or 1024
         self.generator = torch.Generator().manual_seed(seed)
         # Every training ray, once: origins, directions and the pixel colours they must render.
         o, d = zip(*(camera_rays(self.train_views.height, self.train_views.width, self.train_views.focal,
-                                 torch.from_numpy(pose)) for pose in self.train_views.poses))
-        self.rays_o = torch.stack(o).reshape(-1, 3).to(device)
-        self.rays_d = torch.stack(d).reshape(-1, 3).to(device)
-        self.rays_rgb = torch.from_numpy(self.train_views.images).reshape(-1, 3).to(device)
+                                 torch.from_numpy(pose), self.centers) for pose in self.train_views.poses))
+        rays = [torch.stack(o).reshape(-1, 3), torch.stack(d).reshape(-1, 3),
+                torch.from_numpy(self.train_views.images).reshape(-1, 3)]
+        if self.ray_order == "shuffled_once":  # the notebook shuffles its ray table once, then walks it
+            order = torch.randperm(rays[0].shape[0], generator=self.generator)
+            rays = [r[order] for r in rays]
+        self.rays_o, self.rays_d, self.rays_rgb = (r.to(device) for r in rays)
 
     def sample(self, step: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if self.ray_order == "shuffled_once":
+            # Batch k of an epoch is rays [k B, (k + 1) B) of the shuffled table, the last one shorter when B
+            # does not divide the count; a function of the step alone, so a resumed run continues the walk.
+            n = self.rays_o.shape[0]
+            start = step % -(-n // self.batch_size) * self.batch_size
+            rays = slice(start, min(start + self.batch_size, n))
+            t = sample_depths(rays.stop - start, self.near, self.far, self.n_samples, self.generator, self.device)
+            return self.rays_o[rays], self.rays_d[rays], self.rays_rgb[rays], t
         idx = torch.randint(0, self.rays_o.shape[0], (self.batch_size,), generator=self.generator).to(self.device)
         t = sample_depths(self.batch_size, self.near, self.far, self.n_samples, self.generator, self.device)
         return self.rays_o[idx], self.rays_d[idx], self.rays_rgb[idx], t
 
     def loss(self, field, batch) -> Tensor:
         origins, directions, target, t = batch
-        colour, _, _ = render_rays(field, origins, directions, t, self.white)
+        colour, _, _ = render_rays(field, origins, directions, t, self.white, self.world_distances)
         return torch.mean((colour - target) ** 2)
 
     def train_psnr_from_loss(self, loss: float) -> float | None:
@@ -126,13 +152,13 @@ class NeRFTask(Task):
     def render_view(self, field, pose: np.ndarray, height: int, width: int, focal: float) -> tuple[Tensor, Tensor, Tensor]:
         """A whole image rendered in chunks of rays (bounded memory at any resolution): colour (H, W, 3),
         depth (H, W), opacity (H, W)."""
-        o, d = camera_rays(height, width, focal, torch.from_numpy(pose).to(self.device))
+        o, d = camera_rays(height, width, focal, torch.from_numpy(pose).to(self.device), self.centers)
         o, d = o.reshape(-1, 3), d.reshape(-1, 3)
         parts = []
         for i in range(0, o.shape[0], self.rays_per_chunk):
             oc, dc = o[i : i + self.rays_per_chunk], d[i : i + self.rays_per_chunk]
             t = sample_depths(oc.shape[0], self.near, self.far, self.n_samples, None, self.device)
-            parts.append(render_rays(field, oc, dc, t, self.white))
+            parts.append(render_rays(field, oc, dc, t, self.white, self.world_distances))
         colour, depth, opacity = (torch.cat(p) for p in zip(*parts))
         return colour.reshape(height, width, 3), depth.reshape(height, width), opacity.reshape(height, width)
 

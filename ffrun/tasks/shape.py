@@ -1,7 +1,9 @@
-"""3D shape occupancy: points in the unit cube -> inside (1) / outside (0) of a mesh, the paper's 3D
-shape experiment. The field outputs a logit; loss sigmoid cross-entropy on `trainer.batch_size` points
-drawn uniformly in the box every step (labelled on the fly by winding numbers). Metrics `iou_uniform`
-and `iou_surface` of (logit > 0) on cached test sets of uniform and near-surface points.
+"""3D shape occupancy: points -> inside (1) / outside (0) of a mesh normalised into [0, 1]^3, the paper's
+3D shape experiment. The field outputs a logit; loss sigmoid cross-entropy on `trainer.batch_size` points
+drawn uniformly in the sampling box every step (labelled on the fly by winding numbers). The box is the
+notebook's: the mesh's tight bounding box plus 1e-3 (`task.box=tight`), or [0, 1]^3 (`task.box=unit`).
+Metrics `iou_uniform` (points uniform in the box) and `iou_surface` (near-surface points) of (logit > 0)
+on cached test sets.
 
 Outputs: `reconstruction.ply` (marching cubes on the predicted occupancy at `task.mesh_resolution`,
 evaluated in chunks, in the input mesh's own coordinates), `ground_truth.ply` (the normalised input
@@ -21,7 +23,8 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from ffrun.atomic import save_figure, write_bytes
-from ffrun.data.meshes import builtin_shape, iou, load_mesh, normalise, occupancy, build_test_sets, uniform_points
+from ffrun.data.meshes import (BOXES, build_test_sets, builtin_shape, iou, load_mesh, normalise, occupancy,
+                               sampling_box, uniform_points)
 from ffrun.errors import FfrunError
 from ffrun.tasks.base import Task
 
@@ -39,12 +42,15 @@ class ShapeTask(Task):
             raise FfrunError(f"task.mesh_resolution={cfg.mesh_resolution}: use at least 8")
         if cfg.test_points < 1:
             raise FfrunError(f"task.test_points={cfg.test_points}: use at least 1")
+        if cfg.box not in BOXES:
+            raise FfrunError(f"task.box={cfg.box}: use tight (the mesh's bounding box + 1e-3, the paper) or unit")
         raw = builtin_shape() if cfg.mesh is None else load_mesh(cfg.mesh)
         self.mesh, self.centre, self.scale = normalise(raw)
+        self.box = sampling_box(self.mesh, cfg.box)
         self.device = device
         self.batch_size = batch_size or 32768
         self.rng = np.random.default_rng(seed)
-        sets = build_test_sets(self.mesh, cfg.test_points, cfg.surface_std, cfg.data_seed)
+        sets = build_test_sets(self.mesh, cfg.test_points, cfg.surface_std, cfg.data_seed, self.box)
         self.tests = {name: (torch.from_numpy(sets[name]).to(device), sets[f"{name}_labels"])
                       for name in ("uniform", "surface")}
         self.resolution = cfg.mesh_resolution
@@ -57,7 +63,7 @@ class ShapeTask(Task):
         self.rng.bit_generator.state = state["rng"]
 
     def sample(self, step: int) -> tuple[Tensor, Tensor]:
-        pts = uniform_points(self.batch_size, self.rng)
+        pts = uniform_points(self.batch_size, self.rng, self.box)
         labels = occupancy(self.mesh, pts)
         return (torch.from_numpy(pts.astype(np.float32)).to(self.device),
                 torch.from_numpy(labels.astype(np.float32)).to(self.device)[:, None])
@@ -74,11 +80,12 @@ class ShapeTask(Task):
         return out
 
     def preview(self, field) -> dict[str, np.ndarray]:
-        """Occupancy on the middle slice of the box (x = 0.5): truth | predicted probability."""
+        """Occupancy on the middle slice of the sampling box (x at its centre): truth | predicted probability."""
         n = 128
-        c = np.linspace(0, 1, n)
-        yz = np.stack(np.meshgrid(c, c, indexing="ij"), -1).reshape(-1, 2)
-        pts = np.concatenate([np.full((n * n, 1), 0.5), yz], 1)
+        lo, hi = self.box
+        y, z = np.linspace(lo[1], hi[1], n), np.linspace(lo[2], hi[2], n)
+        yz = np.stack(np.meshgrid(y, z, indexing="ij"), -1).reshape(-1, 2)
+        pts = np.concatenate([np.full((n * n, 1), 0.5 * (lo[0] + hi[0])), yz], 1)
         truth = occupancy(self.mesh, pts).reshape(n, n).astype(np.float32)
         logits = field.predict(torch.from_numpy(pts.astype(np.float32)).to(self.device), chunk=self.chunk)
         pred = torch.sigmoid(logits[:, 0]).reshape(n, n).cpu().numpy()
@@ -86,12 +93,13 @@ class ShapeTask(Task):
 
     @torch.no_grad()
     def occupancy_grid(self, field, n: int) -> np.ndarray:
-        """Predicted logits on an n^3 grid spanning [0, 1]^3 (inclusive), evaluated slab by slab."""
-        c = torch.linspace(0, 1, n, device=self.device)
+        """Predicted logits on an n^3 grid spanning the sampling box (inclusive), where the field was
+        trained, evaluated slab by slab."""
+        x, y, z = (torch.linspace(float(a), float(b), n, device=self.device) for a, b in zip(*self.box))
         grid = np.empty((n, n, n), dtype=np.float32)
-        yz = torch.stack(torch.meshgrid(c, c, indexing="ij"), -1).reshape(-1, 2)
+        yz = torch.stack(torch.meshgrid(y, z, indexing="ij"), -1).reshape(-1, 2)
         for i in range(n):
-            pts = torch.cat([c[i].expand(yz.shape[0], 1), yz], dim=1)
+            pts = torch.cat([x[i].expand(yz.shape[0], 1), yz], dim=1)
             grid[i] = field.predict(pts, chunk=self.chunk)[:, 0].reshape(n, n).cpu().numpy()
         return grid
 
@@ -105,7 +113,8 @@ class ShapeTask(Task):
             return trimesh.Trimesh()
         padded = np.pad(logits, 1, constant_values=-1.0)  # closed at the box's faces: watertight output
         verts, faces, _, _ = marching_cubes(padded, level=0.0)
-        verts = (verts - 1.0) / (n - 1)  # back to [0, 1]^3
+        lo, hi = self.box
+        verts = lo + (verts - 1.0) / (n - 1) * (hi - lo)  # grid indices back to the box
         return trimesh.Trimesh(self.to_input_frame(verts), faces[:, ::-1], process=True)
 
     def to_input_frame(self, v: np.ndarray) -> np.ndarray:

@@ -101,7 +101,8 @@ def test_vectorized_launcher_groups_by_width_and_runs_the_rest_alone(run_cli, tm
                   "hydra.sweep.dir=mixed", timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     # posenc (m 16 -> 8 per axis -> 32 features) and gauss (m 16 -> 32 features) share a network; none runs alone
-    assert "training 2 jobs as one batched network: image/posenc, image/gauss sigma=10" in res.stderr + res.stdout
+    # gauss at its default sigma: 10 at 512 pixels, per unit of resolution at 32
+    assert "training 2 jobs as one batched network: image/posenc, image/gauss sigma=0.625" in res.stderr + res.stdout
     runs = [json.loads((tmp_path / "mixed" / str(i) / "metrics.json").read_text()) for i in range(3)]
     assert [r["encoding"] for r in runs] == ["none", "posenc", "gauss"] and all(r["status"] == "completed" for r in runs)
     res = run_cli("-m", "hydra/launcher=vectorized", "task=ct", "task.resolution=16", "encoding.m=8", "model.width=16",

@@ -75,7 +75,11 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
                                   for i in range(mlp["depth"])]}
     metrics = Path(run_dir) / "metrics.json"
     if metrics.is_file():
-        meta["metrics"] = json.loads(metrics.read_text()).get("metrics", {})
+        try:
+            rec = json.loads(metrics.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise FfrunError(f"{metrics}: unreadable ({e}); remove it to export the field without its metrics")
+        meta["metrics"] = rec.get("metrics", {}) if isinstance(rec, dict) else {}
     write_bytes(out / "field.safetensors", save_safetensors(tensors, metadata={"format": FORMAT}))
     write_json(out / "field.json", meta)
     return out
@@ -85,17 +89,30 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> torch
     """The field written by `export`, from its folder or its field.json, on `device` in eval mode."""
     from safetensors.torch import load_file
 
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    try:
+        meta = json.loads((folder / "field.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FfrunError(f"{folder / 'field.json'}: unreadable ({e}); give the folder ffrun-export wrote") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise FfrunError(f"{folder / 'field.json'}: not an ffrun-export file (format {found!r})")
+    try:
+        return _build_exported(meta, load_file(str(folder / "field.safetensors"))).to(device).eval()
+    except FfrunError:
+        raise
+    except Exception as e:  # field.json and field.safetensors that do not describe one field
+        raise FfrunError(f"{folder}: not a loadable ffrun export ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:300]})") from None
+
+
+def _build_exported(meta: dict, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
     from ffrun.models.encodings import FourierEncoding, IdentityEncoding
     from ffrun.models.field import Field
     from ffrun.models.grid import GridField
     from ffrun.models.mlp import MLP
 
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    meta = json.loads((folder / "field.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise FfrunError(f"{folder / 'field.json'}: not an ffrun-export file (format {meta.get('format')!r})")
-    tensors = load_file(str(folder / "field.safetensors"))
     enc = meta["encoding"]
     if enc["name"] == "grid":
         field = GridField(tuple(meta["grid"]["shape"]), meta["out_dim"], meta["grid"].get("out_activation", "none"))
@@ -109,7 +126,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> torch
                   m["parametrization"], m["w_std"], m["b_std"])
         field = Field(encoding, mlp)
     field.load_state_dict(tensors)
-    return field.to(device).eval()
+    return field
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,6 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         out = export(args.run_dir, args.out)
     except FfrunError as e:
         print(f"ffrun-export: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # --out names a file, or a folder it may not write to
+        print(f"ffrun-export: error: cannot write {e.filename or args.out}: {e.strerror or e}; "
+              "give --out a folder you can write to", file=sys.stderr)
         sys.exit(2)
     print(f"wrote {out / 'field.safetensors'} and {out / 'field.json'}")
 

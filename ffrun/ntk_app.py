@@ -54,6 +54,20 @@ class CenteredField(Field):
         return self.mlp(g) - self.initial_mlp(g)
 
 
+def check_settings(ntk) -> None:
+    """Range checks of the ntk.* settings; FfrunError naming the key."""
+    rules = [("encodings", len(ntk.encodings) >= 1, "name at least one encoding"),
+             ("sigmas", all(s >= 0 for s in ntk.sigmas), "use sigmas >= 0"),
+             ("widths", len(ntk.widths) >= 1 and all(w >= 1 for w in ntk.widths), "use widths >= 1"),
+             ("seeds", ntk.seeds >= 1, "use seeds >= 1"),
+             ("convergence_points", ntk.convergence_points >= 2, "use at least 2 points"),
+             ("gd_lr_fraction", ntk.gd_lr_fraction > 0, "use a fraction > 0 (GD is stable below 2)"),
+             ("rows_at", all(0 <= x <= 1 for x in ntk.rows_at), "use points x in [0, 1]")]
+    for key, ok, rule in rules:
+        if not ok:
+            raise FfrunError(f"config: ntk.{key}={OmegaConf.to_container(ntk)[key]!r} is out of range: {rule}")
+
+
 def settings_of(cfg: DictConfig) -> list[tuple[str, float | None]]:
     out: list[tuple[str, float | None]] = []
     for name in cfg.ntk.encodings:
@@ -85,6 +99,7 @@ def ntk_model_cfg(cfg: DictConfig, width: int) -> DictConfig:
 
 def analyse(cfg: DictConfig, run_dir: Path) -> dict:
     validate(cfg)
+    check_settings(cfg.ntk)
     if cfg.task.name != "toy1d":
         raise FfrunError(f"task={cfg.task.name}: ffrun-ntk analyses the 1D task; use task=toy1d")
     seed_everything(cfg.seed)

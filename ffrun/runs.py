@@ -5,6 +5,9 @@
     rgb = field(coords)                                                 # (..., in_dim) -> (..., out_dim)
     task = ffrun.load_task("outputs/2026-11-27/10-00-00")               # its data, forward model, metrics
     task.evaluate(field)                                                # the metrics the run reported
+
+The checkpoint is read without running code (see ffrun.checkpoint), and a checkpoint whose config or
+weights do not make a field is reported as one line naming the file (FfrunError), never half-loaded.
 """
 
 from __future__ import annotations
@@ -17,25 +20,45 @@ from omegaconf import DictConfig, OmegaConf
 
 from ffrun.checkpoint import find_checkpoint, load_checkpoint
 from ffrun.config import TASK_SCHEMAS, EncodingConfig, ModelConfig
+from ffrun.errors import FfrunError
 
 
-def _checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    return load_checkpoint(find_checkpoint(run_dir, str(run_dir)))
+def _checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    path = find_checkpoint(run_dir, str(run_dir))
+    return path, load_checkpoint(path)
 
 
 def run_config(run_dir: str | Path) -> DictConfig:
     """The run's resolved config, completed with today's defaults for keys added since it was written."""
-    saved = _checkpoint(run_dir)["config"]
-    return _complete(saved)
+    path, state = _checkpoint(run_dir)
+    return _complete(state["config"], path)
 
 
-def _complete(saved: dict) -> DictConfig:
-    cfg = OmegaConf.create(saved)
-    cfg.encoding = OmegaConf.merge(OmegaConf.structured(EncodingConfig), saved["encoding"])
-    cfg.model = OmegaConf.merge(OmegaConf.structured(ModelConfig), saved["model"])
-    schema = TASK_SCHEMAS.get(saved["task"]["name"])
-    if schema is not None:
+def _interpolations(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node] if "${" in node else []
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    return [s for child in children for s in _interpolations(child)]
+
+
+def _complete(saved: dict, path: Path) -> DictConfig:
+    # ffrun saves the resolved config; an interpolation in it could only come from someone else's file,
+    # and resolving one (e.g. ${oc.env:...}) would copy this machine's values into field.config and exports.
+    found = _interpolations(saved)
+    if found:
+        raise FfrunError(f"{path}: its config holds an interpolation ({found[0][:80]!r}); ffrun saves resolved "
+                         "configs, so this checkpoint was not written by ffrun")
+    try:
+        cfg = OmegaConf.create(saved)
+        cfg.encoding = OmegaConf.merge(OmegaConf.structured(EncodingConfig), saved["encoding"])
+        cfg.model = OmegaConf.merge(OmegaConf.structured(ModelConfig), saved["model"])
+        schema = TASK_SCHEMAS.get(saved["task"]["name"])
+        if schema is None:
+            raise ValueError(f"task {saved['task']['name']!r} is not one of {', '.join(TASK_SCHEMAS)}")
         cfg.task = OmegaConf.merge(OmegaConf.structured(schema), saved["task"])
+    except Exception as e:  # a config from a file ffrun did not write: missing keys, wrong types
+        raise FfrunError(f"{path}: its config is not an ffrun config ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())})") from None
     return cfg
 
 
@@ -45,14 +68,18 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
     from ffrun.models.field import build_field
     from ffrun.tasks import task_class
 
-    state = _checkpoint(run_dir)
-    cfg = _complete(state["config"])
+    path, state = _checkpoint(run_dir)
+    cfg = _complete(state["config"], path)
     cls = task_class(cfg.task.name)
-    grid_shape = tuple(state["field"]["values"].shape[:-1]) if cfg.encoding.name == "grid" else None
-    with torch.random.fork_rng(devices=[]):  # building draws B and an init from the seed: keep the caller's RNG
-        field = build_field(cfg.encoding, cfg.model, cls.in_dim, cls.out_dim, cls.out_activation, cfg.seed,
-                            grid_shape=grid_shape)
-    field.load_state_dict(state["field"])
+    try:
+        grid_shape = tuple(state["field"]["values"].shape[:-1]) if cfg.encoding.name == "grid" else None
+        with torch.random.fork_rng(devices=[]):  # building draws B and an init from the seed: keep the caller's RNG
+            field = build_field(cfg.encoding, cfg.model, cls.in_dim, cls.out_dim, cls.out_activation, cfg.seed,
+                                grid_shape=grid_shape)
+        field.load_state_dict(state["field"])
+    except (KeyError, TypeError, AttributeError, RuntimeError) as e:
+        raise FfrunError(f"{path}: its weights do not fit the field its config describes "
+                         f"({' '.join(str(e).split())[:300]})") from None
     field.config = OmegaConf.to_container(cfg)
     field.step = state["step"]
     return field.to(device).eval()

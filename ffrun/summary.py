@@ -31,6 +31,7 @@ import numpy as np
 
 from ffrun.atomic import save_figure, write_text
 from ffrun.config import flatten
+from ffrun.errors import FfrunError
 
 # Keys that never define a setting: seeds and images are what a setting is averaged over.
 AVERAGED_KEYS = {"seed", "task.image", "task.data_seed"}
@@ -230,8 +231,10 @@ def runs_csv(runs: list[dict]) -> str:
     return _csv(header, body)
 
 
-def _printable(text: str) -> str:
-    return re.sub(r"[\x00-\x1f\x7f]", "?", text)
+def _printable(text: str, limit: int = 60) -> str:
+    """Plot text: control characters shown as `?`, and short (a tight bounding box grows with the text)."""
+    text = re.sub(r"[\x00-\x1f\x7f]", "?", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def plot(rows: list[dict], varying: list[str], metric: str, path: Path) -> None:
@@ -275,6 +278,17 @@ def plot(rows: list[dict], varying: list[str], metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+def write_outputs(out: Path, md: str, rows: list[dict], varying: list[str], runs: list[dict]) -> None:
+    write_text(out / "summary.md", md)
+    write_text(out / "summary.csv", to_csv(rows, varying))
+    write_text(out / "runs.csv", runs_csv(runs))
+    plotted = [m for m in metric_names(rows, varying) if any(r.get(m) and math.isfinite(r[m][0]) for r in rows)]
+    if len(plotted) > MAX_PLOTS:
+        print(f"ffrun-summary: {len(plotted)} metrics; plotting the first {MAX_PLOTS}", file=sys.stderr)
+    for metric in plotted[:MAX_PLOTS]:
+        plot(rows, varying, metric, out / f"summary_{safe_filename(metric)}.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ffrun-summary", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -291,14 +305,15 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.dir
     varying, rows = summarise(runs)
     md = to_markdown(rows, varying, runs)
-    write_text(out / "summary.md", md)
-    write_text(out / "summary.csv", to_csv(rows, varying))
-    write_text(out / "runs.csv", runs_csv(runs))
-    plotted = [m for m in metric_names(rows, varying) if any(r.get(m) and math.isfinite(r[m][0]) for r in rows)]
-    if len(plotted) > MAX_PLOTS:
-        print(f"ffrun-summary: {len(plotted)} metrics; plotting the first {MAX_PLOTS}", file=sys.stderr)
-    for metric in plotted[:MAX_PLOTS]:
-        plot(rows, varying, metric, out / f"summary_{safe_filename(metric)}.png")
+    try:
+        write_outputs(out, md, rows, varying, runs)
+    except FfrunError as e:  # a full disk
+        print(f"ffrun-summary: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # --out is a file, or a folder it may not write to
+        print(f"ffrun-summary: error: cannot write {e.filename or out}: {e.strerror or e}; give --out a folder you "
+              "can write to", file=sys.stderr)
+        return 2
     print(md, end="")
     print(f"\n{len(runs)} runs; wrote summary.md, summary.csv, runs.csv and plots to {out}")
     return 0

@@ -1,17 +1,33 @@
 """Images for the 2D regression task: built-in photographs, rendered text, or any PNG/JPEG file.
 
 All loaders return float32 arrays of shape (H, W, 3) in [0, 1].
+
+Image files may come from anyone, so their size is checked from the header before any decoding: an
+image of more than MAX_IMAGE_PIXELS pixels (Pillow's own decompression-bomb threshold, about 89.5
+million, 9459 x 9459) is refused with a one-line error. Below it, a JPEG is decoded directly at a
+reduced scale (`Image.draft`) and any large image is box-reduced by an integer factor (`Image.reduce`)
+right after decoding, so a 32 x 32 run of a 9000 x 9000 photo holds the decoded file once and never a
+float copy of it. Float images with NaN or infinite pixels are refused.
 """
 
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from ffrun.errors import FfrunError
+
+# Pixels an image file may have (Pillow's default Image.MAX_IMAGE_PIXELS, fixed here so another library
+# changing Pillow's global cannot raise it): a 3-channel image this size is 256 MiB decoded.
+MAX_IMAGE_PIXELS = 89_478_485
+# A large image is first reduced to no less than this many times the run's resolution: the final resize
+# still averages several pixels into one, and the edge pixels an integer reduction has to drop shift the
+# picture by at most 1 / (2 * OVERSAMPLE) of an output pixel.
+OVERSAMPLE = 4
 
 # Photographs that ship inside scikit-image (no download) and matplotlib.
 SAMPLE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry", "grace_hopper")
@@ -64,12 +80,14 @@ def render_text(resolution: int = 512, seed: int = 0) -> np.ndarray:
     return np.asarray(canvas, dtype=np.float32) / 255.0
 
 
-def to_rgb(img: Image.Image) -> np.ndarray:
+def to_rgb(img: Image.Image, peak: float | None = None) -> np.ndarray:
     """Any PIL image -> float32 (H, W, 3) in [0, 1]: grayscale is repeated, palettes expanded, 16-bit
-    and float data scaled by their range, alpha composited on white."""
+    and float data scaled by their range, alpha composited on white. `peak` overrides the full-scale
+    value of integer images (what `shrink` knows of an image it converted from 16-bit)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        if peak is None:
+            peak = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
         a = np.clip(a / peak, 0, 1)
         return np.repeat(a[..., None], 3, axis=-1).astype(np.float32)
     if img.mode == "F":
@@ -102,8 +120,68 @@ def center_crop_resize(img: np.ndarray, resolution: int) -> np.ndarray:
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
+def shrink(img: Image.Image, resolution: int) -> tuple[Image.Image, float | None]:
+    """A decoded image box-reduced by the largest integer factor k that keeps its short side at least
+    OVERSAMPLE * resolution, in a mode where averaging is right:
+    palettes expanded, alpha premultiplied. The reduced area is the centred multiple of k, so every
+    output pixel is a full k x k box. Returns the image and the peak for `to_rgb` (None: its own)."""
+    k = min(img.size) // (OVERSAMPLE * resolution)
+    if k < 2:
+        return img, None
+    w, h = img.size
+    left, top = (w % k) // 2, (h % k) // 2
+    box = (left, top, left + w - w % k, top + h - h % k)
+    if img.mode.startswith("I;16"):
+        return img.convert("I").reduce(k, box), 65535.0
+    if img.mode == "I":
+        return img.reduce(k, box), 65535.0 if img.getextrema()[1] > 255 else 255.0
+    if img.mode in ("L", "RGB", "F"):
+        return img.reduce(k, box), None
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        # Average premultiplied colours: compositing the mean on white equals the mean of the composites.
+        return img.convert("RGBA").convert("RGBa").reduce(k, box).convert("RGBA"), None
+    return img.convert("L" if img.mode == "1" else "RGB").reduce(k, box), None
+
+
+def _decode(path: Path, spec: str, resolution: int) -> tuple[Image.Image, float | None]:
+    """The image file at `path`, checked and reduced as the module docstring says."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns from MAX_IMAGE_PIXELS and raises from twice that; ffrun's own limit below
+            # applies after a JPEG's draft, so the warning is no verdict.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as f:
+                w, h = f.size
+                if f.format == "JPEG":
+                    s = min(w, h)
+                    f.draft(f.mode, (-(-w * OVERSAMPLE * resolution // s), -(-h * OVERSAMPLE * resolution // s)))
+                if f.size[0] * f.size[1] > MAX_IMAGE_PIXELS:
+                    raise FfrunError(
+                        f"task.image={spec!r}: {w} x {h} pixels is above ffrun's limit of {MAX_IMAGE_PIXELS} "
+                        "(a decompression-bomb guard); downscale it first, e.g. `convert in.png -resize 4096x4096 "
+                        "out.png`")
+                f.load()
+                if f.mode == "F":
+                    bad = int(np.count_nonzero(~np.isfinite(np.asarray(f))))
+                    if bad:
+                        raise FfrunError(f"task.image={spec!r}: {bad} pixels are NaN or infinite; replace them "
+                                         "(e.g. with 0) or give an 8/16-bit image")
+                # Reduced while the file's decoded pixels are the only full-size copy.
+                img, peak = shrink(f, resolution)
+                return (f.copy() if img is f else img), peak
+    except Image.DecompressionBombError as e:
+        raise FfrunError(f"task.image={spec!r}: refused as a decompression bomb ({e}); ffrun's limit is "
+                         f"{MAX_IMAGE_PIXELS} pixels, so downscale a real image first") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise FfrunError(f"task.image={spec!r}: cannot read it as an image ({e}); give a PNG or JPEG file") from None
+
+
 def load_image(spec: str, resolution: int, seed: int = 0) -> np.ndarray:
     """`spec` is a sample name, the word `text`, or a path to an image file."""
+    if resolution * resolution > MAX_IMAGE_PIXELS:
+        raise FfrunError(f"task.resolution={resolution}: {resolution} x {resolution} is above ffrun's image limit "
+                         f"of {MAX_IMAGE_PIXELS} pixels; use at most {int(MAX_IMAGE_PIXELS ** 0.5)}")
+    peak = None
     if spec == "text":
         return render_text(resolution, seed)
     if spec in SAMPLE_IMAGES:
@@ -115,13 +193,8 @@ def load_image(spec: str, resolution: int, seed: int = 0) -> np.ndarray:
                 f"task.image={spec!r}: no such file (and not a sample name); give a PNG/JPEG path or one "
                 f"of: text, {', '.join(SAMPLE_IMAGES)}"
             )
-        try:
-            with Image.open(path) as f:
-                f.load()
-                img = f.copy()
-        except (UnidentifiedImageError, OSError) as e:
-            raise FfrunError(f"task.image={spec!r}: cannot read it as an image ({e}); give a PNG or JPEG file")
-    return center_crop_resize(to_rgb(img), resolution)
+        img, peak = _decode(path, spec, resolution)
+    return center_crop_resize(to_rgb(img, peak), resolution)
 
 
 def pixel_coords(n: int) -> np.ndarray:

@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from ffrun.atomic import write_bytes
 from ffrun.errors import FfrunError
 
+# Voxels a NIfTI volume may have (512^3, 1 GiB as float64), checked from its header before any data is read.
+MAX_VOXELS = 512**3
+
 
 def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(volume float64 (X, Y, Z), affine 4x4) of a NIfTI file, with clear errors for what cannot be used."""
@@ -22,21 +25,32 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise FfrunError(f"task.volume={path}: no such file; give a NIfTI volume (.nii or .nii.gz)")
     try:
         img = nib.load(str(p))
-        data = np.asarray(img.dataobj, dtype=np.float64)
+        shape = tuple(int(n) for n in img.shape)
     except Exception as e:
         raise FfrunError(f"task.volume={path}: cannot read it as NIfTI ({e}); give a .nii or .nii.gz file")
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise FfrunError(f"task.volume={path}: a {data.ndim}D image of shape {data.shape}; the MRI task needs "
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise FfrunError(f"task.volume={path}: a {len(shape)}D image of shape {shape}; the MRI task needs "
                          "one 3D volume (extract a single volume first, e.g. with fslroi or nibabel)")
+    if int(np.prod(shape)) > MAX_VOXELS:
+        raise FfrunError(f"task.volume={path}: its header claims {' x '.join(map(str, shape))} voxels, above "
+                         f"ffrun's limit of {MAX_VOXELS} (512^3); crop or downsample it first")
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float64).reshape(shape)
+    except Exception as e:
+        raise FfrunError(f"task.volume={path}: cannot read its voxels ({e}); the file is damaged or truncated")
     if not np.isfinite(data).all():
         raise FfrunError(f"task.volume={path}: holds {int((~np.isfinite(data)).sum())} NaN/Inf voxels; "
                          "replace them (e.g. with 0) before reconstructing")
     if data.max() == data.min():
         raise FfrunError(f"task.volume={path}: every voxel is {data.max():g}; a constant volume has nothing to "
                          "reconstruct")
-    return data, np.asarray(img.affine, dtype=np.float64)
+    affine = np.asarray(img.affine, dtype=np.float64) if img.affine is not None else None
+    if affine is None or affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise FfrunError(f"task.volume={path}: its header's voxel-to-world affine is missing or not finite; "
+                         "fix the sform/qform (e.g. with fslorient or nibabel)")
+    return data, affine
 
 
 def resample_cube(vol: np.ndarray, affine: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ffrun.atomic import write_png
 from ffrun.data.phantoms import shepp_logan_3d
-from ffrun.data.volumes import load_nifti, resample_cube, save_nifti
+from ffrun.data.volumes import MAX_VOXELS, load_nifti, resample_cube, save_nifti
 from ffrun.errors import FfrunError
 from ffrun.metrics import psnr
 from ffrun.tasks.base import Task
@@ -66,6 +66,13 @@ class MRITask(Task):
                              "batch (memory is bounded by task.chunk instead); use trainer.batch_size=null")
         if cfg.chunk is not None and cfg.chunk < 1:
             raise FfrunError(f"task.chunk={cfg.chunk}: use a positive number of points, or null for no chunking")
+        if n**3 > MAX_VOXELS:
+            raise FfrunError(f"task.resolution={n}: {n}^3 voxels is above ffrun's volume limit of 512^3; "
+                             "use at most 512")
+        if cfg.samples < 1:
+            raise FfrunError(f"task.samples={cfg.samples}: use at least 1 k-space draw")
+        if not cfg.sample_std > 0:
+            raise FfrunError(f"task.sample_std={cfg.sample_std}: use a positive spread (voxels at 96^3)")
         if cfg.volume is None:
             vol, self.affine = shepp_logan_3d(n), np.diag([2.0 * 96 / n] * 3 + [1.0])  # ~19 cm field of view
         else:

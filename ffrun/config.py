@@ -1,7 +1,7 @@
 """Structured config schema, registered in Hydra's ConfigStore.
 
 Every YAML file in `configs/` starts from one of these dataclasses (through its defaults list), so a
-typo'd or unknown key (`trainer.stpes=10`) and a value of the wrong type (`sigma=abc`) fail when the
+typo'd or unknown key (`trainer.stpes=10`) and a value of the wrong type (`model.depth=1.5`) fail when the
 config is composed, before any work starts. Value ranges are checked in `validate`.
 """
 
@@ -182,7 +182,10 @@ class Config:
     model: ModelConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    sigma: float = 10.0  # the Gaussian encoding's scale, the hyperparameter the paper sweeps
+    # The Gaussian encoding's scale, the hyperparameter the paper sweeps: a number >= 0, or "auto" (chosen
+    # from the training data before training, ffrun.sigma_auto). Typed Any so that "auto" composes;
+    # `validate` refuses any other string.
+    sigma: Any = 10.0
     seed: int = 0
     device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
 
@@ -240,6 +243,17 @@ def validate(cfg: DictConfig) -> None:
         if not ok:
             raise FfrunError(f"config: {key}={value!r} is out of range: {rule}")
 
+    if isinstance(cfg.sigma, (str, bool)) or not isinstance(cfg.sigma, (int, float)):
+        if not (isinstance(cfg.sigma, str) and cfg.sigma.strip().lower() == "auto"):
+            raise FfrunError(f"config: sigma={cfg.sigma!r} is not a number; give sigma >= 0, or sigma=auto to "
+                             "choose it from the training data")
+        # sigma=auto is resolved once the task is built (ffrun.sigma_auto.resolve_auto_sigma); everything
+        # else is checked now, with a stand-in sigma (encoding.sigma cannot resolve to a string).
+        probe = cfg.copy()
+        probe.sigma = 1.0
+        validate(probe)
+        return
+
     # The range checks below let inf through (and would name nan merely "out of range"); no setting
     # means anything at either, so they are refused wherever they appear, lists included.
     import math
@@ -264,7 +278,7 @@ def validate(cfg: DictConfig) -> None:
 
     enc = cfg.encoding
     check(enc.name in ENCODINGS, "encoding.name", enc.name, f"choose one of {', '.join(ENCODINGS)}")
-    check(cfg.sigma >= 0, "sigma", cfg.sigma, "use sigma >= 0")
+    check(cfg.sigma >= 0, "sigma", float(cfg.sigma), "use sigma >= 0, or sigma=auto")
     check(enc.sigma >= 0, "encoding.sigma", enc.sigma, "use sigma >= 0")
     check(enc.m >= 1, "encoding.m", enc.m, "use m >= 1")
     check(enc.levels is None or enc.levels >= 1, "encoding.levels", enc.levels, "use levels >= 1, or null for m // d")

@@ -1,0 +1,91 @@
+"""`ffrun-sigma`: the sigma that `sigma=auto` would choose, without training.
+
+    ffrun-sigma task.image=coffee task.resolution=128
+    ffrun-sigma experiment=paper_text task.data_seed=3
+
+Same config syntax as `ffrun` (the given sigma is ignored: it is the one being predicted). Prints the
+choice and writes, into the run directory (outputs/sigma/<date>/<time>/ by default):
+`sigma_curve.png` (the proxy's held-out score against sigma, log axis, the choice marked) and
+`sigma_auto.json` (the choice, the method, every candidate and its score, the seconds spent).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from ffrun.atomic import save_figure, write_json, write_text
+from ffrun.cli import EXIT_BAD_INPUT, mark_job_started, resolve_device, run_hydra_app
+from ffrun.config import register_configs, validate
+from ffrun.errors import FfrunError
+from ffrun.sigma_auto import SigmaChoice, is_auto, predict_sigma
+from ffrun.tasks import build_task
+
+log = logging.getLogger("ffrun.sigma")
+
+
+def predict(cfg: DictConfig, run_dir: Path) -> SigmaChoice:
+    """Build the task (training data only is read), predict sigma, write the curve and the JSON."""
+    configured = cfg.sigma
+    OmegaConf.update(cfg, "sigma", "auto")
+    validate(cfg)
+    task = build_task(cfg.task, resolve_device(cfg.device), cfg.trainer.batch_size, cfg.seed)
+    choice = predict_sigma(task, cfg)
+    record = {"task": cfg.task.name, "configured_sigma": None if is_auto(configured) else float(configured),
+              **choice.record()}
+    write_json(run_dir / "sigma_auto.json", record)
+    plot_curve(choice, run_dir / "sigma_curve.png", cfg.task.name,
+               None if is_auto(configured) else float(configured))
+    print(f"sigma=auto: {choice.sigma:.4g} for task={cfg.task.name} ({choice.method}, "
+          f"{len(choice.candidates)} candidates, {choice.seconds:.2f} s)"
+          + ("" if is_auto(configured) else f"; the configured sigma is {float(configured):.4g}"))
+    return choice
+
+
+def plot_curve(choice: SigmaChoice, path: Path, title: str, configured: float | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(choice.candidates, choice.scores, "o-", ms=3, color="C0", label="proxy score")
+    ax.axvline(choice.sigma, color="C3", lw=1.5, label=f"chosen: {choice.sigma:.3g}")
+    if configured is not None:
+        ax.axvline(configured, color="0.5", ls="--", lw=1, label=f"configured: {configured:.3g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("sigma")
+    ax.set_ylabel(choice.score)
+    ax.set_title(f"sigma=auto, task={title}: {choice.method}", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    save_figure(path, fig)
+    plt.close(fig)
+
+
+register_configs()
+
+
+@hydra.main(config_path="pkg://ffrun.configs", config_name="sigma", version_base="1.3")
+def _app(cfg: DictConfig) -> None:
+    mark_job_started()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    try:
+        predict(cfg, run_dir)
+    except FfrunError as e:
+        print(f"ffrun-sigma: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def main() -> None:
+    run_hydra_app(_app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""How good is sigma=auto? Trained networks at the sigmas each way of choosing picks, against a grid search.
+
+    python scripts/bench_sigma.py --out bench_sigma.json              # image cases (and toy1d), CPU scale
+    python scripts/bench_sigma.py --out b.json --phase grid           # only the grid's trainings
+    python scripts/bench_sigma.py --out b.json --report               # the table from what is there
+
+Per case (a photo or text image of the image task, or a toy1d signal) it trains the task's network
+(its preset, at --resolution and --steps) at:
+  grid     a log grid of >= 8 sigmas (default * 2^(k/2), k = --grid); the best held-out metric is the
+           grid search's answer (its cost: the sum of its trainings),
+  default  the task's default sigma (task.default_sigma: the paper's, scaled to the sampling density),
+  paper    the paper's sigma scaled to the samples per unit length, sigma_paper * N / N_paper (the same
+           rule, written out: for the image task it equals the default),
+  fresh    FreSh's pick (ffrun.sigma_auto.fresh_scores: untrained output spectrum vs the training
+           signal's, Wasserstein distance),
+  auto     sigma=auto (ffrun.sigma_auto.predict_sigma),
+and prints each one's held-out metric, the seconds it spent choosing, and for auto the mean and worst gap
+to the grid's best and its cost as a fraction of one training run. Every result is written to --out as
+it arrives (JSON) and reused on the next call, so an interrupted benchmark resumes.
+
+The photographs are those shipped with scikit-image and matplotlib (no download), except chelsea, the
+sigma-tuning photo of `experiment=search_sigma`, and the images the method was tuned on (TUNING).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ffrun.atomic import write_json
+from ffrun.sigma_auto import fresh_scores, log_candidates, nyquist, predict_sigma
+
+try:  # the run preparation moved from ffrun.cli to ffrun.runner
+    from ffrun.runner import compose, prepare
+except ImportError:  # pragma: no cover
+    from ffrun.bench import compose
+    from ffrun.cli import prepare
+from ffrun.train import make_optimizer, train_step
+
+SKIMAGE_FILES = {"hubble_deep_field": "hubble_deep_field.jpg", "motorcycle_left": "motorcycle_left.png",
+                 "retina": "retina.jpg", "coins": "coins.png", "brick": "brick.png"}
+PHOTOS = ("astronaut", "camera", "coffee", "rocket", "immunohistochemistry", "grace_hopper", "hubble_deep_field",
+          "motorcycle_left")
+TEXTS = (0, 1, 2, 3)  # task.data_seed of the rendered text images
+# Used while designing the method (its constants); kept out of the benchmark (--tuning runs them).
+TUNING_PHOTOS = ("chelsea", "coins", "brick")
+TUNING_TEXTS = (100,)
+TOY1D = {"toy1d a0.5": ["task.alpha=0.5"], "toy1d a1": ["task.alpha=1.0"], "toy1d a2": ["task.alpha=2.0"],
+         "toy1d a1 f16": ["task.alpha=1.0", "task.max_freq=16"]}
+PAPER_SIGMA = {"photo": (10.0, 512), "text": (14.0, 512)}  # sigma, image side it was chosen at
+
+
+def skimage_file(name: str, folder: Path) -> str:
+    """A photograph bundled with scikit-image, as a PNG the image task reads (no network access)."""
+    import skimage
+    from PIL import Image
+
+    out = folder / f"{name}.png"
+    if not out.is_file():
+        Image.open(Path(skimage.__file__).parent / "data" / SKIMAGE_FILES[name]).save(out)
+    return str(out)
+
+
+def cases(args, folder: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (kind, overrides)."""
+    base = ["device=cpu", "trainer.progress=false", f"trainer.steps={args.steps}", "trainer.eval_every=100000"]
+    out = {}
+    photos, texts = (TUNING_PHOTOS, TUNING_TEXTS) if args.tuning else (PHOTOS, TEXTS)
+    if "image" in args.tasks:
+        for p in photos:
+            image = skimage_file(p, folder) if p in SKIMAGE_FILES else p
+            out[p] = ("photo", ["experiment=paper_image", f"task.image={image}", f"task.resolution={args.resolution}",
+                                *base])
+        for s in texts:
+            out[f"text{s}"] = ("text", ["experiment=paper_text", f"task.data_seed={s}",
+                                        f"task.resolution={args.resolution}", *base])
+    if "toy1d" in args.tasks:
+        for name, extra in TOY1D.items():
+            out[name] = ("toy1d", ["task=toy1d", "model.depth=4", "model.width=256", *extra, *base])
+    return out
+
+
+def train_once(overrides: list[str], sigma: float, task=None) -> tuple[dict, float, object]:
+    """Train the case's network at sigma; (its held-out metrics, training seconds, the task)."""
+    cfg = compose([*overrides, f"sigma={sigma!r}"])
+    with tempfile.TemporaryDirectory() as tmp:
+        job = prepare(cfg, Path(tmp), task=task)
+    tr = cfg.trainer
+    optimizer, schedule = make_optimizer(job.field, job.lr, tr.lr_decay, tr.lr_decay_steps, tr.optimizer)
+    start = time.perf_counter()
+    for i in range(tr.steps):
+        train_step(job.task, job.field, optimizer, schedule, i)
+    seconds = time.perf_counter() - start
+    job.field.eval()
+    return job.task.evaluate(job.field), seconds, job.task
+
+
+class Results:
+    """The JSON file: per case, every trained sigma's metrics and each method's pick."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+
+    def case(self, name: str) -> dict:
+        return self.data.setdefault(name, {"runs": {}, "picks": {}})
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+
+def key(sigma: float) -> str:
+    return f"{sigma:.6g}"
+
+
+def ensure_run(res: Results, name: str, overrides: list[str], sigma: float, state: dict) -> dict:
+    runs = res.case(name)["runs"]
+    if key(sigma) not in runs:
+        metrics, seconds, state["task"] = train_once(overrides, sigma, state.get("task"))
+        runs[key(sigma)] = {"sigma": sigma, "metrics": metrics, "train_s": seconds}
+        res.save()
+        primary = state["task"].primary_metric
+        print(f"  {name} sigma={sigma:.4g}: {primary} {metrics[primary]:.3f} ({seconds:.1f} s)", flush=True)
+    return runs[key(sigma)]
+
+
+def grid_sigmas(default: float, ks: list[int]) -> list[float]:
+    return [default * 2 ** (k / 2) for k in ks]
+
+
+def run_case(res: Results, name: str, kind: str, overrides: list[str], args) -> None:
+    cfg = compose([*overrides])
+    default = float(cfg.sigma)
+    state: dict = {}
+    for s in grid_sigmas(default, args.grid):
+        ensure_run(res, name, overrides, s, state)
+    if args.phase == "grid":
+        return
+    picks = res.case(name)["picks"]
+    if "task" not in state:
+        from ffrun.tasks import build_task
+
+        state["task"] = build_task(cfg.task, torch.device("cpu"), None, cfg.seed)
+    task = state["task"]
+    torch.set_num_threads(1)
+    auto = predict_sigma(task, compose([*overrides, "sigma=auto"]))
+    picks["auto"] = {"sigma": auto.sigma, "seconds": auto.seconds, "record": auto.record()}
+    if kind in ("photo", "text"):
+        top = nyquist(task)
+        candidates = log_candidates(0.01 * top, top, 25)
+        start = time.perf_counter()
+        scores = fresh_scores(task, cfg, candidates)
+        best = min(range(len(scores)), key=lambda i: scores[i])
+        picks["fresh"] = {"sigma": candidates[best], "seconds": time.perf_counter() - start,
+                          "candidates": candidates, "distances": scores}
+        sigma_paper, side = PAPER_SIGMA[kind]
+        picks["paper"] = {"sigma": sigma_paper * cfg.task.resolution / side, "seconds": 0.0}
+    res.save()
+    for method in ("auto", "fresh", "paper"):
+        if method in picks:
+            ensure_run(res, name, overrides, picks[method]["sigma"], state)
+
+
+def report(res: Results, args, case_kinds: dict[str, str]) -> str:
+    lines = ["| case | grid best (sigma) | default (sigma) | paper scaled (sigma) | FreSh (sigma) | auto (sigma) "
+             "| auto - grid | FreSh - grid | auto s | FreSh s | grid s | one run s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    gaps: dict[str, list[float]] = {"auto": [], "fresh": [], "paper": [], "default": []}
+    ratios = []
+    groups: dict[str, dict[str, list[float]]] = {}
+    for name, kind in case_kinds.items():
+        if name not in res.data:
+            continue
+        case = res.data[name]
+        runs = case["runs"]
+        cfg_default = None
+        metric = "test_psnr"
+        grid = [r for r in runs.values() if r["sigma"] in grid_values(name, args, res)]
+        if len(grid) < len(args.grid):
+            continue
+        best = max(grid, key=lambda r: r["metrics"][metric])
+        cfg_default = default_of(name, args, res)
+        cell = {"default": runs.get(key(cfg_default))}
+        for method in ("paper", "fresh", "auto"):
+            pick = case["picks"].get(method)
+            cell[method] = runs.get(key(pick["sigma"])) if pick else None
+        fmt = lambda r: "-" if r is None else f"{r['metrics'][metric]:.2f} ({r['sigma']:.3g})"  # noqa: E731
+        gap = {m: (None if cell[m] is None else cell[m]["metrics"][metric] - best["metrics"][metric]) for m in cell}
+        for m, g in gap.items():
+            if g is not None:
+                gaps[m].append(g)
+                groups.setdefault(kind, {}).setdefault(m, []).append(g)
+        one_run = statistics.mean(r["train_s"] for r in grid)
+        grid_s = sum(r["train_s"] for r in grid)
+        auto_s = case["picks"].get("auto", {}).get("seconds")
+        fresh_s = case["picks"].get("fresh", {}).get("seconds")
+        if auto_s is not None:
+            ratios.append(auto_s / one_run)
+        g = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731
+        s = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        lines.append(f"| {name} | {fmt(best)} | {fmt(cell['default'])} | {fmt(cell['paper'])} | {fmt(cell['fresh'])} "
+                     f"| {fmt(cell['auto'])} | {g(gap['auto'])} | {g(gap['fresh'])} | {s(auto_s)} | {s(fresh_s)} "
+                     f"| {grid_s:.0f} | {one_run:.1f} |")
+    lines.append("")
+    for kind, per in groups.items():
+        for m, values in per.items():
+            if values:
+                lines.append(f"{kind}: {m} - grid best: mean {statistics.mean(values):+.3f} dB, worst {min(values):+.3f} "
+                             f"dB over {len(values)} cases")
+    image = {m: [g for kind in ("photo", "text") for g in groups.get(kind, {}).get(m, [])] for m in gaps}
+    for m, values in image.items():
+        if values:
+            lines.append(f"image cases: {m} - grid best: mean {statistics.mean(values):+.3f} dB, worst "
+                         f"{min(values):+.3f} dB over {len(values)} cases")
+    if ratios:
+        lines.append(f"prediction cost / one training run: mean {statistics.mean(ratios):.4f}, max {max(ratios):.4f}")
+    return "\n".join(lines)
+
+
+def default_of(name: str, args, res: Results) -> float:
+    return res.data[name]["default_sigma"]
+
+
+def grid_values(name: str, args, res: Results) -> set[float]:
+    return set(grid_sigmas(res.data[name]["default_sigma"], args.grid))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("bench_sigma.json"))
+    ap.add_argument("--tasks", default="image,toy1d", help="comma-separated: image, toy1d")
+    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--grid", default="-4,-3,-2,-1,0,1,2,3",
+                    help="k of the grid sigmas default * 2^(k/2) (at least 8 for the issue's protocol)")
+    ap.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    ap.add_argument("--phase", choices=("grid", "all"), default="all")
+    ap.add_argument("--tuning", action="store_true", help="the images the method was tuned on, not the benchmark's")
+    ap.add_argument("--report", action="store_true", help="only print the table from --out")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for training (1: steady on a shared CPU)")
+    args = ap.parse_args(argv)
+    args.tasks = args.tasks.split(",")
+    args.grid = [int(k) for k in args.grid.split(",")]
+    torch.set_num_threads(args.threads)
+    res = Results(args.out)
+    folder = args.out.parent / "bench_sigma_images"
+    folder.mkdir(parents=True, exist_ok=True)
+    all_cases = cases(args, folder)
+    chosen = args.cases.split(",") if args.cases else list(all_cases)
+    kinds = {n: all_cases[n][0] for n in chosen}
+    if not args.report:
+        res.data.setdefault("_settings", {"resolution": args.resolution, "steps": args.steps, "grid": args.grid})
+        for name in chosen:
+            kind, overrides = all_cases[name]
+            res.case(name)["default_sigma"] = float(compose(overrides).sigma)
+            print(f"{name} ({kind})", flush=True)
+            start = time.perf_counter()
+            run_case(res, name, kind, overrides, args)
+            print(f"  {name} done in {time.perf_counter() - start:.0f} s", flush=True)
+    print(report(res, args, kinds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

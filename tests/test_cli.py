@@ -35,7 +35,7 @@ def test_smoke_run_writes_a_complete_run_directory(run_cli, tmp_path):
     resolved = OmegaConf.load(run / "config.yaml")
     assert resolved.encoding.sigma == 4.0  # interpolation resolved
 
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     B = ckpt["field"]["encoding.B"]
     torch.testing.assert_close(B, gaussian_matrix(2, 16, 4.0, torch.Generator().manual_seed(3)))
     assert ckpt["optimizer"]["state"] and ckpt["step"] == 20

@@ -92,7 +92,7 @@ def test_sigterm_leaves_an_interrupted_run_with_a_usable_checkpoint(run_cli, tmp
     assert m["status"] == "interrupted" and "SIGTERM" in m["reason"]
     assert m["checkpoint_step"] == m["step"] > 0
     assert "trainer.resume=" in err.strip().splitlines()[-1]
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == m["step"] and "encoding.B" in ckpt["field"] and ckpt["optimizer"]["state"]
     r = run_cli(*LONG, f"trainer.steps={m['step'] + 10}", "trainer.resume=run", "hydra.run.dir=more")
     assert r.returncode == 0, r.stderr
@@ -107,7 +107,7 @@ def test_divergence_stops_cleanly_and_keeps_the_last_good_checkpoint(run_cli, tm
     assert "Traceback" not in r.stderr
     m = metrics(tmp_path / "run")
     assert m["status"] == "diverged" and m["checkpoint_step"] == 1
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 1 and all(torch.isfinite(v).all() for v in ckpt["field"].values())
 
 

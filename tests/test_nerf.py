@@ -186,7 +186,7 @@ def test_short_run_on_downscaled_lego_lowers_the_loss(run_cli, tmp_path):
     assert depth["depth"].shape == (2, 50, 50) and np.isfinite(depth["depth"]).all()
     gif = Image.open(run / "turntable.gif")
     assert gif.n_frames == 3 and gif.size == (50, 50)
-    assert "encoding.B" in torch.load(run / "checkpoint.pt", weights_only=False)["field"]
+    assert "encoding.B" in torch.load(run / "checkpoint.pt", weights_only=True)["field"]
 
 
 def test_missing_scene_is_one_line_and_exit_2(run_cli, tmp_path):

@@ -81,8 +81,8 @@ def test_vectorized_members_equal_separate_runs(run_cli, tmp_path):
         assert [h["step"] for h in vec["history"]] == [h["step"] for h in seq["history"]] == [20, 40, 60]
         for key in ("test_psnr", "train_psnr", "full_psnr"):
             assert abs(vec["metrics"][key] - seq["metrics"][key]) < 0.1, (i, key)
-        wv = torch.load(tmp_path / "vec" / str(i) / "checkpoint.pt", weights_only=False)
-        ws = torch.load(tmp_path / "seq" / str(i) / "checkpoint.pt", weights_only=False)
+        wv = torch.load(tmp_path / "vec" / str(i) / "checkpoint.pt", weights_only=True)
+        ws = torch.load(tmp_path / "seq" / str(i) / "checkpoint.pt", weights_only=True)
         assert torch.equal(wv["field"]["encoding.B"], ws["field"]["encoding.B"])  # its own B, as drawn alone
         for k in ws["field"]:
             assert torch.allclose(wv["field"][k], ws["field"][k], atol=1e-4), k

@@ -151,9 +151,10 @@ def summarise(runs: list[dict]) -> tuple[list[str], list[dict]]:
         row["n"] = len(members)
         names = sorted({m for r in members for m in r.get("metrics", {})})
         for name in names:
-            # null is a metric that was nan or inf: it has no value to average.
-            vals = np.array([r["metrics"][name] for r in members if r.get("metrics", {}).get(name) is not None],
-                            float)
+            # null is a metric that was nan or inf (files written before ffrun wrote null hold NaN itself):
+            # it has no value to average.
+            vals = np.array([v for r in members if (v := r.get("metrics", {}).get(name)) is not None
+                             and math.isfinite(v)], float)
             row[name] = (float(vals.mean()), float(vals.std()), len(vals)) if len(vals) else None
         walls = [r["wall_s"] for r in members if r.get("wall_s") is not None]
         row["wall_s"] = (float(np.mean(walls)), float(np.std(walls)), len(walls)) if walls else None

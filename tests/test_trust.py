@@ -207,12 +207,14 @@ def test_summary_skips_records_that_are_not_runs_and_averages_around_nulls(tmp_p
                              [1, 2], run_record({"test_psnr": "high"}, 3), {**run_record({}), "sigma": "ten"}]):
         (tmp_path / str(i)).mkdir()
         write_json(tmp_path / str(i) / "metrics.json", rec)
+    (tmp_path / "5").mkdir()  # as written before ffrun wrote null: a bare NaN, which Python's json reads
+    (tmp_path / "5" / "metrics.json").write_text(json.dumps(run_record({"test_psnr": float("nan")}, 5)))
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr()
     assert out.err.count("not an ffrun run record") == 3
     row = next(csv_rows(tmp_path / "summary.csv"))
-    # nan was written as null: left out of the mean, so n for the metric is 1 of the setting's 2 runs.
-    assert row["n"] == "2" and float(row["test_psnr_mean"]) == 20.0 and float(row["test_psnr_std"]) == 0.0
+    # nan, written as null or read as NaN, is left out of the mean: one value among the setting's 3 runs.
+    assert row["n"] == "3" and float(row["test_psnr_mean"]) == 20.0 and float(row["test_psnr_std"]) == 0.0
 
 
 def csv_rows(path: Path):

@@ -7,7 +7,7 @@ For each task's paper protocol (image, shape, mri, nerf):
   (b) flops: the multiply-adds of one training step counted from the architecture (2 per multiply-add;
       forward N x in x out per layer, backward the same for the weight gradient and, except for the first
       layer whose input needs no gradient, for the input gradient);
-  (c) ffrun: the step time of ffrun's own training step (`ffrun.train.train_step`);
+  (c) ffrun: the step time of ffrun's own training step (the training loop's `SingleField.step`);
   (d) plain (image): a loop a user would write by hand: nn.Sequential, Adam, the encoding recomputed
       every step, full batch;
 and prints efficiency = (flops / ffrun step time) / ceiling and speedup = plain / ffrun, medians over
@@ -29,6 +29,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ffrun.data.location import data_dir
+from ffrun.runner import compose, peak_memory_mb, prepare, resolve_device
+from ffrun.train import SingleField, make_optimizer, precision_context
 
 TASK_PRESETS = {
     "image": ["experiment=paper_image"],
@@ -91,21 +93,9 @@ def matmul_ceiling(n_points: int, shapes: list[tuple[int, int]], device: torch.d
     return step_flops(n_points, shapes) / median_time(all_products, device, repeats)
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    from ffrun.config import register_configs
-
-    register_configs()
-    with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
 def build(cfg, device: torch.device):
     from ffrun.models.field import build_field
     from ffrun.tasks import build_task
-    from ffrun.train import make_optimizer
 
     task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
     field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed).to(device)
@@ -156,7 +146,6 @@ def plain_image_loop(task, field, lr: float, device: torch.device):
 
 def bench_task(name: str, overrides: list[str], device: torch.device, repeats: int, check_steps: int) -> dict:
     from ffrun.metrics import psnr
-    from ffrun.train import precision_context, train_step
 
     base = compose([*TASK_PRESETS[name], f"device={device}"])
     # a `task.` override applies to the tasks that have the key (task.resolution: image and mri, ...)
@@ -174,16 +163,14 @@ def bench_task(name: str, overrides: list[str], device: torch.device, repeats: i
     shapes = layer_shapes(field.encoding.out_dim, cfg.model.depth, cfg.model.width, task.out_dim)
     flops = step_flops(n, shapes)
     counter = iter(range(10**9))
-    field.train()
     precision = cfg.trainer.precision
+    trainee = SingleField(task, field, optimizer, schedule, precision)
 
     def ffrun_step():
         with precision_context(precision, device):
-            return train_step(task, field, optimizer, schedule, next(counter))
+            return trainee.step(next(counter))
 
     ffrun_s = median_time(ffrun_step, device, repeats)
-    from ffrun.cli import peak_memory_mb
-
     memory = peak_memory_mb(device)  # the run's own peak, before the ceiling's operands are allocated
     ceiling = matmul_ceiling(n, shapes, device, repeats)
     row = {"task": name, "precision": precision, "peak_memory_mb": memory, "points_per_step": n, "layers": shapes, "flops_per_step": flops,
@@ -195,10 +182,11 @@ def bench_task(name: str, overrides: list[str], device: torch.device, repeats: i
         plain_step, plain_predict = plain_image_loop(task, field, float(cfg.trainer.lr), device)
         plain_s = median_time(plain_step, device, repeats)
         task, field, optimizer, schedule = build(cfg, device)
+        trainee = SingleField(task, field, optimizer, schedule, precision)
         plain_step, plain_predict = plain_image_loop(task, field, float(cfg.trainer.lr), device)
         for i in range(check_steps):
             with precision_context(precision, device):
-                train_step(task, field, optimizer, schedule, i)
+                trainee.step(i)
             plain_step()
         field.eval()
         ffrun_psnr = psnr(field.predict(task.test[0]), task.test[1])
@@ -206,6 +194,39 @@ def bench_task(name: str, overrides: list[str], device: torch.device, repeats: i
         row.update(plain_step_s=plain_s, speedup_vs_plain=plain_s / ffrun_s, check_steps=check_steps,
                    ffrun_test_psnr=ffrun_psnr, plain_test_psnr=plain_psnr)
     return row
+
+
+def bench_vectorized(k: int, steps: int, device: torch.device, overrides: list[str]) -> list[dict]:
+    """Training time of a K-job sigma sweep, sequential (K separate ffrun training loops) against
+    vectorized (one batched loop), on the image protocol and on a 16x16 image (64 training points, where
+    the per-step overhead of a training loop, not arithmetic, dominates)."""
+    from ffrun.vectorized import BatchedTraining
+
+    sigmas = [2.0 ** i for i in range(k)]
+    out = []
+    for label, extra in (("paper_image 512x512", []), ("16x16", ["task.resolution=16"])):
+        base = ["experiment=paper_image", f"device={device}", "trainer.progress=false", *overrides, *extra]
+        cfgs = [compose([*base, "encoding=gauss", f"sigma={s}"]) for s in sigmas]
+        jobs = [prepare(cfgs[0], Path("."))]
+        jobs += [prepare(c, Path("."), task=jobs[0].task) for c in cfgs[1:]]
+        t = time.perf_counter()
+        for job in jobs:
+            trainee = SingleField(job.task, job.field, *make_optimizer(job.field, job.lr, 1.0, 0))
+            for i in range(steps):
+                trainee.step(i)
+        sync(device)
+        sequential = time.perf_counter() - t
+        t = time.perf_counter()
+        group = BatchedTraining(jobs)  # the static features are computed inside the timing, once
+        for i in range(steps):
+            group.step(i)
+        sync(device)
+        vectorized = time.perf_counter() - t
+        out.append({"label": label, "k": k, "steps": steps, "sequential_s": sequential, "vectorized_s": vectorized,
+                    "speedup": sequential / vectorized})
+        print(f"vectorized sweep {label}: K={k} x {steps} steps, sequential {sequential:.2f} s, vectorized "
+              f"{vectorized:.2f} s, {sequential / vectorized:.2f}x", flush=True)
+    return out
 
 
 def bench_in_subprocess(name: str, args, overrides: list[str]) -> dict:
@@ -247,7 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from ffrun.allocator import tune_cpu
-    from ffrun.cli import resolve_device
 
     device = resolve_device(args.device)
     if device.type == "cpu":
@@ -280,8 +300,6 @@ def main(argv: list[str] | None = None) -> int:
         result["efficiency"] = image["efficiency"]
         result["speedup_vs_plain"] = image["speedup_vs_plain"]
     if args.vectorized:
-        from ffrun.vectorized import bench_vectorized
-
         result["vectorized"] = bench_vectorized(args.vectorized, args.vectorized_steps, device, args.overrides)
         result["vectorized_speedup"] = result["vectorized"][0]["speedup"]
     print_table(result)

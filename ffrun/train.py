@@ -1,7 +1,14 @@
 """The one training loop: Adam, optional lr decay, periodic evaluation and checkpoints, a progress bar,
 and the three ways a run ends: completed, interrupted (SIGINT/SIGTERM) or diverged (loss not finite).
 
-It knows nothing about any task beyond the Task interface (sample, loss, evaluate, state_dict).
+The loop has a member axis: it trains K networks in lockstep and keeps K records, checkpoints and
+statuses. A single run is K = 1 (`SingleField`, through `train`); a vectorized sweep is K > 1
+(`ffrun.vectorized.BatchedTraining`, one batched network). Both go through `train_members`, line for line.
+
+It knows nothing about any task beyond the Task interface (sample, backward, evaluate, state_dict), and
+nothing about a trainee beyond `step` (one optimisation step of every member, their losses as a (K,)
+tensor left on the device), `field(k)` (member k's weights in a Field) and `optimizer(k)` (its optimizer
+state, as a separate run's).
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ffrun.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_state
@@ -32,9 +40,10 @@ class TrainResult:
     history: list[dict[str, float]] = dc_field(default_factory=list)  # every evaluation, with its step
     wall_s: float = 0.0  # training time, summed over resumed segments
     checkpoint_step: int | None = None  # the step of the last checkpoint written
+    signal: int | None = None  # interrupted: the signal's number (the exit status is 128 + it)
 
 
-def make_optimizer(field: Field, lr: float, lr_decay: float, lr_decay_steps: int, kind: str = "adam"):
+def make_optimizer(field: torch.nn.Module, lr: float, lr_decay: float, lr_decay_steps: int, kind: str = "adam"):
     params = list(field.parameters())
     if kind == "sgd":
         optimizer = torch.optim.SGD(params, lr=lr)
@@ -52,15 +61,17 @@ def make_optimizer(field: Field, lr: float, lr_decay: float, lr_decay_steps: int
     return optimizer, schedule
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """trainer.precision -> the dtype the network's forward is autocast to (None: float32)."""
+    return torch.bfloat16 if precision == "bf16" else None
+
+
 @contextmanager
 def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """fp32: plain float32. tf32: float32 tensors, TensorFloat-32 matmuls on CUDA (Ampere and later).
-    bf16: autocast to bfloat16 for the forward and backward of the training step (weights, Adam and
-    evaluation stay float32)."""
-    if precision == "bf16":
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            yield
-        return
+    """The matrix-multiply mode of a training step. tf32: TensorFloat-32 matmuls on CUDA (Ampere and
+    later) for the network's forward and backward; evaluation, outside this context, stays float32.
+    bf16 is not set here but on the network (`Field.autocast_dtype`), which autocasts its own forward
+    only; the Fourier features are float32 in every mode (`fourier_features`)."""
     if precision == "tf32" and device.type == "cuda":
         previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -72,7 +83,7 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
     yield
 
 
-def train_step(task: Task, field: Field, optimizer, schedule, step: int) -> torch.Tensor:
+def train_step(task: Task, field: Field, optimizer, schedule, step: int) -> Tensor:
     """One optimisation step; returns the loss as a tensor on the device (reading it would synchronise)."""
     optimizer.zero_grad(set_to_none=True)
     loss = task.backward(field, task.sample(step))
@@ -80,6 +91,42 @@ def train_step(task: Task, field: Field, optimizer, schedule, step: int) -> torc
     if schedule is not None:
         schedule.step()
     return loss
+
+
+class Trainee(Protocol):
+    """What the loop trains: K members sharing one task, one device and one lr schedule."""
+
+    task: Task
+    device: torch.device
+    schedule: object | None
+    size: int
+
+    def step(self, step: int) -> Tensor: ...  # every member's loss, shape (K,), left on the device
+
+    def field(self, k: int) -> Field: ...  # a Field holding member k's current weights
+
+    def optimizer(self, k: int) -> object: ...  # its optimizer state (`state_dict()`) as a separate run's
+
+
+class SingleField:
+    """K = 1: one Field, its optimizer and its task's own backward (chunked, rendered, ...)."""
+
+    size = 1
+
+    def __init__(self, task: Task, field: Field, optimizer, schedule, precision: str = "fp32"):
+        self.task, self._field, self._optimizer, self.schedule = task, field, optimizer, schedule
+        self.device = next(field.parameters()).device
+        field.autocast_dtype = autocast_dtype(precision)
+
+    def step(self, step: int) -> Tensor:
+        self._field.train()
+        return train_step(self.task, self._field, self._optimizer, self.schedule, step).reshape(1)
+
+    def field(self, k: int) -> Field:
+        return self._field
+
+    def optimizer(self, k: int):
+        return self._optimizer
 
 
 class StopRequest:
@@ -112,6 +159,125 @@ def catch_stop_signals() -> Iterator[StopRequest]:
             signal.signal(s, h)
 
 
+@dataclass
+class Member:
+    """One network on the loop's member axis: where its checkpoint goes and who hears of its progress."""
+
+    run_dir: Path
+    config: dict  # the resolved config, saved with its checkpoints
+    lr: float
+    result: TrainResult = dc_field(default_factory=TrainResult)
+    on_checkpoint: Callable[[TrainResult], None] | None = None  # after each checkpoint (metrics.json "running")
+    on_evaluate: Callable[[TrainResult], None] | None = None  # after each evaluation (loggers)
+
+
+def train_members(trainee: Trainee, members: list[Member], trainer_cfg, desc: str = "ffrun") -> list[TrainResult]:
+    """Train every member to `trainer_cfg.steps`; returns their results, in order. Members start at the
+    same step (their results' `step`, nonzero when resumed) and move in lockstep; a member that diverges
+    leaves the axis (no more evaluations or checkpoints) while the others go on."""
+    steps, eval_every, ckpt_every = trainer_cfg.steps, trainer_cfg.eval_every, trainer_cfg.ckpt_every
+    task, device, precision = trainee.task, trainee.device, trainer_cfg.precision
+    results = [m.result for m in members]
+    step = results[0].step
+    active = list(range(len(members)))
+    last_loss = [math.nan] * len(members)
+    resumed_wall = [r.wall_s for r in results]
+    start = time.perf_counter()
+
+    def stamp(k: int) -> TrainResult:  # every record and checkpoint carries the loop's own step and time
+        r = results[k]
+        r.step, r.wall_s = step, resumed_wall[k] + time.perf_counter() - start
+        return r
+
+    def checkpoint(k: int) -> None:
+        r = stamp(k)
+        save_checkpoint(members[k].run_dir / CHECKPOINT, field=trainee.field(k), optimizer=trainee.optimizer(k),
+                        schedule=trainee.schedule, task=task, step=step, history=r.history, wall_s=r.wall_s,
+                        config=members[k].config)
+        r.checkpoint_step = step
+        if members[k].on_checkpoint is not None:
+            members[k].on_checkpoint(r)
+
+    def evaluate(k: int) -> None:
+        r = stamp(k)
+        field = trainee.field(k)
+        field.eval()
+        r.metrics = task.evaluate(field)
+        r.history.append({"step": step, "loss": last_loss[k], **r.metrics})
+        if members[k].on_evaluate is not None:
+            members[k].on_evaluate(r)
+
+    def diverge(k: int, when: str) -> None:
+        r = stamp(k)
+        r.status = "diverged"
+        last_good = (f"the last good checkpoint is at step {r.checkpoint_step}" if r.checkpoint_step is not None
+                     else "no checkpoint had been written yet")
+        r.reason = (f"the loss became {last_loss[k] if not math.isfinite(last_loss[k]) else 'nan'} {when}; the "
+                    f"learning rate (trainer.lr={members[k].lr:g}) or the encoding's scale (sigma / encoding.scale) "
+                    f"is likely too large; {last_good}")
+
+    # Reading the losses synchronises a GPU with the host, so there they are read only at evaluations and
+    # checkpoints; a non-finite loss in between is remembered on the device and reported then.
+    read_every_step = device.type == "cpu"
+    nonfinite = torch.zeros(len(members), dtype=torch.bool, device=device)
+    bar = tqdm(total=steps, initial=step, desc=desc, disable=not trainer_cfg.progress, dynamic_ncols=True)
+    postfix: dict[str, str] = {}
+    with catch_stop_signals() as stop:
+        while step < steps and active:
+            if stop:
+                for k in active:
+                    r = results[k]
+                    r.status, r.signal = "interrupted", stop.signum
+                    r.reason = f"stopped by {signal.Signals(stop.signum).name} at step {step}"
+                    checkpoint(k)
+                break
+            with precision_context(precision, device):
+                losses = trainee.step(step)
+            if not read_every_step:
+                nonfinite |= ~torch.isfinite(losses)
+            step += 1
+            bar.update(1)
+            is_eval = step % eval_every == 0 or step == steps
+            is_ckpt = step == steps or (ckpt_every > 0 and step % ckpt_every == 0)
+            if read_every_step or is_eval or is_ckpt:
+                values = losses.tolist()
+                flagged = [False] * len(members) if read_every_step else nonfinite.tolist()
+                for k in list(active):
+                    last_loss[k] = values[k]
+                    if flagged[k] or not math.isfinite(values[k]):
+                        diverge(k, f"at step {step}" if read_every_step else f"by step {step}")
+                        active.remove(k)
+                if not active:
+                    break
+                best = min(active, key=lambda k: last_loss[k])
+                postfix["loss"] = f"{last_loss[best]:.4g}"
+                train_psnr = task.train_psnr_from_loss(last_loss[best])
+                if train_psnr is not None:
+                    postfix["psnr"] = f"{train_psnr:.2f}"
+            if is_eval:
+                for k in active:
+                    evaluate(k)
+                scores = [v for k in active if (v := results[k].metrics.get(task.primary_metric)) is not None
+                          and math.isfinite(v)]
+                if scores:
+                    postfix[task.primary_metric] = f"{max(scores):.2f}"
+            if is_ckpt:
+                for k in active:
+                    checkpoint(k)
+            if postfix and step % 10 == 0:
+                bar.set_postfix(postfix, refresh=False)
+        else:
+            for k in active:
+                if not results[k].history or results[k].history[-1]["step"] != step:
+                    evaluate(k)  # resumed from a finished checkpoint: report its metrics
+    bar.close()
+    for k in active:
+        if results[k].status == "completed":
+            stamp(k)
+            trainee.field(k).eval()  # the field holds the member's final weights, for the task's outputs
+    return results
+
+
 def train(
     task: Task,
     field: Field,
@@ -124,7 +290,7 @@ def train(
     on_evaluate: Callable[[TrainResult], None] | None = None,
     desc: str = "ffrun",
 ) -> TrainResult:
-    steps, eval_every, ckpt_every = trainer_cfg.steps, trainer_cfg.eval_every, trainer_cfg.ckpt_every
+    """A single run (K = 1), optionally continued from a checkpoint."""
     optimizer, schedule = make_optimizer(field, lr, trainer_cfg.lr_decay, trainer_cfg.lr_decay_steps,
                                          trainer_cfg.optimizer)
     result = TrainResult()
@@ -140,82 +306,6 @@ def train(
         last = result.history[-1] if result.history else {}
         result.metrics = {k: v for k, v in last.items() if k not in ("step", "loss")}
         result.checkpoint_step = result.step
-
-    def checkpoint() -> None:
-        save_checkpoint(run_dir / CHECKPOINT, field=field, optimizer=optimizer, schedule=schedule, task=task,
-                        step=result.step, history=result.history, wall_s=result.wall_s, config=config)
-        result.checkpoint_step = result.step
-        if on_checkpoint is not None:
-            on_checkpoint(result)
-
-    def evaluate(loss_value: float) -> None:
-        field.eval()
-        metrics = task.evaluate(field)
-        result.history.append({"step": result.step, "loss": loss_value, **metrics})
-        result.metrics = metrics
-        if on_evaluate is not None:
-            on_evaluate(result)
-
-    device = next(field.parameters()).device
-    precision = trainer_cfg.precision
-    # Reading the loss synchronises a GPU with the host, so there it is read only at evaluations and
-    # checkpoints; a non-finite loss in between is remembered on the device and reported then.
-    check_every = 1 if device.type == "cpu" else 0
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    bar = tqdm(total=steps, initial=result.step, desc=desc, disable=not trainer_cfg.progress, dynamic_ncols=True)
-    postfix: dict[str, str] = {}
-    loss_value = math.nan
-    with catch_stop_signals() as stop:
-        segment_start = time.perf_counter()
-        while result.step < steps:
-            if stop:
-                result.wall_s += time.perf_counter() - segment_start
-                segment_start = time.perf_counter()
-                checkpoint()
-                result.status = "interrupted"
-                result.reason = f"stopped by {signal.Signals(stop.signum).name} at step {result.step}"
-                break
-            field.train()
-            with precision_context(precision, device):
-                loss = train_step(task, field, optimizer, schedule, result.step)
-            if check_every == 0:
-                nonfinite |= ~torch.isfinite(loss)
-            result.step += 1
-            bar.update(1)
-            done = result.step
-            is_eval = done % eval_every == 0 or done == steps
-            is_ckpt = done == steps or (ckpt_every > 0 and done % ckpt_every == 0)
-            if is_eval or is_ckpt or (check_every and done % check_every == 0):
-                loss_value = loss.item()
-                if not math.isfinite(loss_value) or bool(nonfinite):
-                    when = f"at step {done}" if check_every else f"by step {done}"
-                    result.status = "diverged"
-                    result.reason = (
-                        f"the loss became {loss_value if not math.isfinite(loss_value) else 'nan'} {when}; the learning rate "
-                        f"(trainer.lr={lr:g}) or the encoding's scale (sigma / encoding.scale) is likely too "
-                        "large; " + (f"the last good checkpoint is at step {result.checkpoint_step}"
-                                     if result.checkpoint_step is not None else "no checkpoint had been written yet")
-                    )
-                    result.wall_s += time.perf_counter() - segment_start
-                    break
-                postfix["loss"] = f"{loss_value:.4g}"
-                train_psnr = task.train_psnr_from_loss(loss_value)
-                if train_psnr is not None:
-                    postfix["psnr"] = f"{train_psnr:.2f}"
-            if is_eval:
-                evaluate(loss_value)
-                value = result.metrics.get(task.primary_metric)
-                if value is not None and math.isfinite(value):
-                    postfix[task.primary_metric] = f"{value:.2f}"
-            if is_ckpt:
-                result.wall_s += time.perf_counter() - segment_start
-                segment_start = time.perf_counter()
-                checkpoint()
-            if postfix and done % 10 == 0:
-                bar.set_postfix(postfix, refresh=False)
-        else:
-            result.wall_s += time.perf_counter() - segment_start
-            if not result.history or result.history[-1]["step"] != result.step:
-                evaluate(loss_value)  # resumed from a finished checkpoint: report its metrics
-    bar.close()
-    return result
+    trainee = SingleField(task, field, optimizer, schedule, trainer_cfg.precision)
+    member = Member(run_dir, config, lr, result, on_checkpoint, on_evaluate)
+    return train_members(trainee, [member], trainer_cfg, desc)[0]

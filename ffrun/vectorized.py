@@ -2,11 +2,13 @@
 different sigma, seed or encoding) trained together as one batched network in one process.
 
 Each member keeps its own encoding (its own B) and its own initial weights, drawn exactly as its separate
-run would draw them; the K MLPs are stacked along a leading axis and run with batched matrix products
-(`torch.baddbmm`), and the loss is the sum of the members' losses, so each member's gradient, and its
-Adam update (element-wise), is that of its separate run up to float rounding. Every member still gets
-its own run directory, metrics.json, history, checkpoint (loadable and resumable as a separate run's) and
-pictures.
+run would draw them; the K MLPs are stacked along a leading axis and run with batched matrix products,
+and the loss is the sum of the members' losses, so each member's gradient, and its Adam update
+(element-wise), is that of its separate run up to float rounding (bit for bit when K = 1 on a CPU: the
+batched products mirror a Field's, the first layer's bias folded into its product). `BatchedTraining`
+is a trainee of ffrun's one training loop (`ffrun.train.train_members`), so every member gets what its
+separate run would get: its own run directory, metrics.json, history, checkpoint (loadable and resumable
+as a separate run's), status and pictures.
 
 Used through the Hydra launcher `hydra/launcher=vectorized` (ffrun's plugin in
 `hydra_plugins/ffrun_launcher`); jobs that cannot be batched (tasks other than full-batch point
@@ -15,21 +17,15 @@ regression, i.e. image and toy1d; resumed runs; NTK parametrization) run one aft
 
 from __future__ import annotations
 
-import logging
-import math
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ffrun.checkpoint import CHECKPOINT, save_checkpoint
 from ffrun.config import flatten
-from ffrun.train import TrainResult, catch_stop_signals, make_optimizer, precision_context
-
-log = logging.getLogger("ffrun.vectorized")
+from ffrun.models.field import network_autocast
+from ffrun.tasks.base import half_mse
+from ffrun.train import autocast_dtype, make_optimizer
 
 # Keys in which members of one vectorized group may differ.
 MEMBER_KEYS = ("sigma", "seed", "encoding.")
@@ -37,7 +33,7 @@ MEMBER_KEYS = ("sigma", "seed", "encoding.")
 
 class BatchedMLP(nn.Module):
     """K ReLU MLPs of the same shape as one module: weights (K, fan_out, fan_in), biases (K, fan_out);
-    input (K, N, fan_in) -> output (K, N, out_dim)."""
+    input [x, 1] (K, N, fan_in + 1) -> output (K, N, out_dim), the same products as `MLP.forward_augmented`."""
 
     def __init__(self, mlps: list[nn.Module]):
         super().__init__()
@@ -53,12 +49,11 @@ class BatchedMLP(nn.Module):
         """W0, b0, W1, b1, ...: the order of a single Field's parameters (mlp.net.0.weight, .bias, ...)."""
         return [p for pair in zip(self.weights, self.biases) for p in pair]
 
-    def forward(self, h: Tensor) -> Tensor:
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-            if i < last:
-                h = torch.relu_(h)
+    def forward(self, x1: Tensor) -> Tensor:
+        weights, biases = list(self.weights), list(self.biases)
+        h = x1 @ torch.cat([weights[0], biases[0][..., None]], dim=-1).transpose(1, 2)
+        for w, b in zip(weights[1:], biases[1:]):
+            h = torch.baddbmm(b.unsqueeze(1), torch.relu_(h), w.transpose(1, 2))
         return torch.sigmoid(h) if self.out_activation == "sigmoid" else h
 
     @torch.no_grad()
@@ -113,161 +108,43 @@ def why_not_vectorizable(cfg) -> str | None:
     return None
 
 
-@dataclass
-class Member:
-    job: Any  # ffrun.cli.Job
-    result: TrainResult
-    logger: Any  # ffrun.loggers.RunLogger
-    done: bool = False  # diverged: excluded from further evaluation and checkpoints
-
-
 class BatchedTraining:
-    """The batched network of a group of jobs sharing one point-regression task, its static features
-    (each member's own gamma(v), computed once) and one optimizer over the stacked weights."""
+    """A trainee of the training loop (`ffrun.train.Trainee`): the batched network of a group of jobs
+    sharing one point-regression task, its static features (each member's own [gamma(v), 1], computed
+    once, as a Field caches them) and one optimizer over the stacked weights."""
 
-    def __init__(self, jobs: list):
+    def __init__(self, jobs: list, precision: str = "fp32"):
         first, tr = jobs[0], jobs[0].cfg.trainer
-        coords, self.values = first.task.train
+        self.task, self.device, self.size = first.task, first.device, len(jobs)
+        self.fields = [job.field for job in jobs]
+        coords, self.values = self.task.train
         with torch.no_grad():
-            self.features = torch.stack([job.field.encoding(coords) for job in jobs])  # (K, N, F)
-        self.batched = BatchedMLP([job.field.mlp for job in jobs]).to(first.device)
+            g = torch.stack([field.encoding(coords) for field in self.fields])  # (K, N, F), float32
+            self.features = torch.cat([g, torch.ones_like(g[..., :1])], dim=-1)
+        self.batched = BatchedMLP([field.mlp for field in self.fields]).to(first.device)
         self.params = self.batched.ordered_parameters()
         holder = nn.Module()
         holder.params = nn.ParameterList(self.params)
-        self.optimizer, self.schedule = make_optimizer(holder, first.lr, tr.lr_decay, tr.lr_decay_steps, tr.optimizer)
+        self._optimizer, self.schedule = make_optimizer(holder, first.lr, tr.lr_decay, tr.lr_decay_steps,
+                                                        tr.optimizer)
+        self.autocast_dtype = autocast_dtype(precision)
 
-    def step(self) -> Tensor:
+    def step(self, step: int = 0) -> Tensor:
         """One optimisation step of every member; returns the members' losses, shape (K,)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        pred = self.batched(self.features)
-        per_member = 0.5 * torch.mean((pred - self.values) ** 2, dim=(1, 2))  # each member's own loss
+        self._optimizer.zero_grad(set_to_none=True)
+        with network_autocast(self.device, self.autocast_dtype):
+            pred = self.batched(self.features)
+        per_member = half_mse(pred.float(), self.values, dim=(1, 2))  # each member's own loss
         per_member.sum().backward()  # members share no parameters: each gets its own gradient
-        self.optimizer.step()
+        self._optimizer.step()
         if self.schedule is not None:
             self.schedule.step()
-        return per_member
+        return per_member.detach()
 
+    def field(self, k: int):
+        """Member k's Field with its current weights (so its task code and checkpoints apply unchanged)."""
+        self.batched.copy_member_into(k, self.fields[k])
+        return self.fields[k]
 
-def train_vectorized(jobs: list, progress: bool = True) -> list[TrainResult]:
-    """Train jobs that share a task object (see `group_key`) as one batched network; each job's run
-    directory gets what its separate run would write. Returns one TrainResult per job."""
-    from tqdm.auto import tqdm
-
-    from ffrun.loggers import RunLogger
-
-    first = jobs[0]
-    task, device, tr = first.task, first.device, first.cfg.trainer
-    steps, eval_every, ckpt_every = tr.steps, tr.eval_every, tr.ckpt_every
-    group = BatchedTraining(jobs)
-    batched, params, optimizer, schedule = group.batched, group.params, group.optimizer, group.schedule
-    members = [Member(job, TrainResult(), RunLogger(job.run_dir, job.cfg.logger.name, job.cfg.logger.images))
-               for job in jobs]
-
-    def sync_member(k: int) -> None:
-        batched.copy_member_into(k, members[k].job.field)
-
-    def checkpoint(k: int) -> None:
-        m = members[k]
-        sync_member(k)
-        save_checkpoint(m.job.run_dir / CHECKPOINT, field=m.job.field, optimizer=MemberOptimizerState(optimizer, params, k),
-                        schedule=schedule, task=task, step=m.result.step, history=m.result.history,
-                        wall_s=m.result.wall_s, config=m.job.config)
-        m.result.checkpoint_step = m.result.step
-        m.job.record(m.result, "running")
-
-    def evaluate(k: int, loss_value: float) -> None:
-        m = members[k]
-        sync_member(k)
-        m.job.field.eval()
-        metrics = task.evaluate(m.job.field)
-        m.result.history.append({"step": m.result.step, "loss": loss_value, **metrics})
-        m.result.metrics = metrics
-        m.logger.log(m.result.history, task.preview(m.job.field) if m.logger.wants_images else None)
-
-    bar = tqdm(total=steps, desc=f"{first.cfg.task.name} x{len(jobs)} (vectorized)", disable=not progress,
-               dynamic_ncols=True)
-    step = 0
-    with catch_stop_signals() as stop:
-        start = time.perf_counter()
-        while step < steps:
-            if stop:
-                for k, m in enumerate(members):
-                    if not m.done:
-                        m.result.wall_s = time.perf_counter() - start
-                        checkpoint(k)
-                        m.result.status = "interrupted"
-                        m.result.reason = f"stopped by signal {stop.signum} at step {step}"
-                break
-            with precision_context(tr.precision, device):
-                per_member = group.step()
-            step += 1
-            bar.update(1)
-            is_eval = step % eval_every == 0 or step == steps
-            is_ckpt = step == steps or (ckpt_every > 0 and step % ckpt_every == 0)
-            if not (is_eval or is_ckpt or device.type == "cpu"):
-                continue
-            losses = per_member.detach().cpu().tolist()
-            for k, m in enumerate(members):
-                if m.done:
-                    continue
-                m.result.step = step
-                if not math.isfinite(losses[k]):
-                    m.done = True
-                    m.result.status = "diverged"
-                    m.result.wall_s = time.perf_counter() - start
-                    m.result.reason = (f"the loss became {losses[k]} at step {step}; the learning rate "
-                                       f"(trainer.lr={m.job.lr:g}) or the encoding's scale is likely too large")
-                    continue
-                if is_eval:
-                    evaluate(k, losses[k])
-                if is_ckpt:
-                    m.result.wall_s = time.perf_counter() - start
-                    checkpoint(k)
-            if all(m.done for m in members):
-                break
-        wall = time.perf_counter() - start
-    bar.close()
-    for k, m in enumerate(members):
-        m.logger.close()
-        if m.result.status == "completed":
-            m.result.wall_s = wall
-            sync_member(k)
-            m.job.field.eval()
-    return [m.result for m in members]
-
-
-def bench_vectorized(k: int, steps: int, device: torch.device, overrides: list[str]) -> list[dict]:
-    """Training time of a K-job sigma sweep, sequential (K separate ffrun training loops) against
-    vectorized (one batched loop), on the image protocol and on a 16x16 image (64 training points, where
-    the per-step overhead of a training loop, not arithmetic, dominates)."""
-    from ffrun.bench import compose
-    from ffrun.cli import prepare
-    from ffrun.train import train_step
-
-    sigmas = [2.0 ** i for i in range(k)]
-    out = []
-    for label, extra in (("paper_image 512x512", []), ("16x16", ["task.resolution=16"])):
-        base = ["experiment=paper_image", f"device={device}", "trainer.progress=false", *overrides, *extra]
-        cfgs = [compose([*base, "encoding=gauss", f"sigma={s}"]) for s in sigmas]
-        jobs = [prepare(cfgs[0], Path("."))]
-        jobs += [prepare(c, Path("."), task=jobs[0].task) for c in cfgs[1:]]
-        t = time.perf_counter()
-        for job in jobs:
-            optimizer, schedule = make_optimizer(job.field, job.lr, 1.0, 0)
-            for i in range(steps):
-                train_step(job.task, job.field, optimizer, schedule, i)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        sequential = time.perf_counter() - t
-        t = time.perf_counter()
-        group = BatchedTraining(jobs)  # the static features are computed inside the timing, once
-        for i in range(steps):
-            group.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        vectorized = time.perf_counter() - t
-        out.append({"label": label, "k": k, "steps": steps, "sequential_s": sequential, "vectorized_s": vectorized,
-                    "speedup": sequential / vectorized})
-        print(f"vectorized sweep {label}: K={k} x {steps} steps, sequential {sequential:.2f} s, vectorized "
-              f"{vectorized:.2f} s, {sequential / vectorized:.2f}x", flush=True)
-    return out
+    def optimizer(self, k: int) -> MemberOptimizerState:
+        return MemberOptimizerState(self._optimizer, self.params, k)

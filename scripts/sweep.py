@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 
 def run_sweep(args: list[str], out: Path) -> tuple[int, list[dict]]:
     """`ffrun -m ARGS hydra.sweep.dir=OUT trainer.progress=false`; returns its exit status and every job's
-    metrics.json, in job order."""
-    if out.exists():
-        shutil.rmtree(out)
+    metrics.json, in job order. OUT must be new or empty: it is never cleared, since it may hold a user's
+    files, and a sweep written over an older one would mix their runs."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"sweep: --out {out} already exists and is not an empty folder; give a new one (nothing was "
+              "deleted)", file=sys.stderr)
+        sys.exit(2)
     cmd = ["ffrun", "-m", *args, f"hydra.sweep.dir={out}", "trainer.progress=false"]
     print("$", " ".join(cmd), flush=True)
     code = subprocess.run(cmd).returncode

@@ -34,15 +34,6 @@ def run_cli(tmp_path):
 @pytest.fixture
 def compose():
     """Compose ffrun's config with Hydra's compose API (no run directory, no subprocess)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    from ffrun.runner import compose as compose_config
 
-    from ffrun.config import register_configs
-
-    register_configs()
-
-    def _compose(*overrides: str):
-        with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=list(overrides))
-
-    return _compose
+    return lambda *overrides: compose_config(list(overrides))

@@ -203,7 +203,7 @@ def test_a_run_killed_while_writing_leaves_no_truncated_file(tmp_path):
 
 
 def test_a_multirun_with_one_bad_job_still_summarises_the_others(run_cli, tmp_path):
-    r = run_cli("-m", "experiment=smoke", "task.image=astronaut,/no/such.png,camera", "hydra.sweep.dir=sweep")
+    r = run_cli("-m", "experiment=smoke", "sigma=10", "task.image=astronaut,/no/such.png,camera", "hydra.sweep.dir=sweep")
     assert r.returncode == 2
     assert "1 job(s) of the sweep did not complete" in r.stderr
     statuses = sorted(metrics(p.parent)["status"] for p in (tmp_path / "sweep").glob("*/metrics.json"))
@@ -237,13 +237,9 @@ def test_schema_accepts_exactly_the_valid_ranges(compose_once, sigma, m, depth, 
 
 @pytest.fixture(scope="module")
 def compose_once():
-    from hydra import compose, initialize_config_module
+    from ffrun.runner import compose
 
-    from ffrun.config import register_configs
-
-    register_configs()
-    with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
-        return compose(config_name="config", overrides=["experiment=smoke"])
+    return compose(["experiment=smoke"])
 
 
 @pytest.fixture

@@ -28,14 +28,29 @@ from torch import Tensor, nn
 def fourier_features(v: Tensor, B: Tensor, two_pi: bool = True, normalize: bool = False) -> Tensor:
     """gamma(v) = [sin(2 pi v B^T), cos(2 pi v B^T)] for v of shape (..., d) and B of shape (m, d).
 
-    Returns shape (..., 2m); divided by sqrt(m) when `normalize`.
+    Returns shape (..., 2m) in float32 (float64 for float64 inputs); divided by sqrt(m) when `normalize`.
+
+    Always float32, whatever the training precision: with sigma 10 the phases reach hundreds of radians,
+    where a bfloat16 or TensorFloat-32 product (8 or 10 bits of mantissa) moves the features, which lie in
+    [-1, 1], by up to 1.8 or 0.2 (measured on the image protocol; float32: 4e-5). So autocast is off here,
+    and for the coordinates of every task (d <= 3) the projection is an elementwise sum over d, which no
+    matmul backend can lower; a wider d takes a float64 product, which has no reduced-precision mode.
     """
-    proj = v @ B.T
-    if two_pi:
-        proj = (2.0 * math.pi) * proj
-    out = torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
-    if normalize:
-        out = out / math.sqrt(B.shape[0])
+    dtype = torch.promote_types(torch.promote_types(v.dtype, B.dtype), torch.float32)  # float64 stays
+    with torch.autocast(v.device.type, enabled=False):
+        v, B = v.to(dtype), B.to(dtype)
+        d = B.shape[1]
+        if d <= 3:
+            proj = v[..., :1] * B[:, 0]
+            for j in range(1, d):
+                proj = proj.addcmul_(v[..., j : j + 1], B[:, j])
+        else:
+            proj = (v.double() @ B.double().T).to(dtype)
+        if two_pi:
+            proj = proj.mul_(2.0 * math.pi)
+        out = torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+        if normalize:
+            out = out / math.sqrt(B.shape[0])
     return out
 
 

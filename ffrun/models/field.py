@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import Tensor, nn
 
@@ -21,9 +23,21 @@ class Field(nn.Module):
 
     # Static features above this size are recomputed each step instead of kept (memory over speed).
     STATIC_CACHE_BYTES = 1 << 30
+    # trainer.precision=bf16: the network (not the encoding) runs under autocast to this dtype while the
+    # field is in training mode. Its output is cast back to the features' dtype (float32), so the loss, the
+    # backward pass and the optimizer step run outside autocast (PyTorch's guidance), and evaluation (eval
+    # mode) stays float32.
+    autocast_dtype: torch.dtype | None = None
+
+    def network_precision(self, device: torch.device):
+        """The context the network's forward runs in: autocast while training at reduced precision."""
+        return network_autocast(device, self.autocast_dtype if self.training else None)
 
     def forward(self, v: Tensor) -> Tensor:
-        return self.from_features(self.encoding(v))
+        g = self.encoding(v)
+        with self.network_precision(g.device):
+            out = self.from_features(g)
+        return out.to(g.dtype)
 
     def from_features(self, g: Tensor) -> Tensor:
         """The network applied to encoded coordinates gamma(v)."""
@@ -45,9 +59,12 @@ class Field(nn.Module):
                 # kept as [gamma(v), 1] so the first layer's bias joins its matrix product
                 cached = (key, torch.cat([g, torch.ones_like(g[..., :1])], dim=-1))
             self.__dict__["_static"] = cached
-        if type(self).from_features is not Field.from_features:  # a subclass changes the head
-            return self.from_features(cached[1][..., :-1])
-        return self.mlp.forward_augmented(cached[1])
+        with self.network_precision(v.device):
+            if type(self).from_features is not Field.from_features:  # a subclass changes the head
+                out = self.from_features(cached[1][..., :-1])
+            else:
+                out = self.mlp.forward_augmented(cached[1])
+        return out.to(cached[1].dtype)
 
     @torch.no_grad()
     def predict(self, v: Tensor, chunk: int = 65536) -> Tensor:
@@ -55,6 +72,11 @@ class Field(nn.Module):
         flat = v.reshape(-1, v.shape[-1])
         out = torch.cat([self(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
         return out.reshape(*v.shape[:-1], self.out_dim)
+
+
+def network_autocast(device: torch.device, dtype: torch.dtype | None):
+    """autocast to `dtype` on `device`'s kind, or nothing when dtype is None."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def build_field(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import zlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
@@ -12,6 +14,8 @@ import torch
 from torch import Tensor
 
 from ffrun.models.field import Field
+
+log = logging.getLogger("ffrun.tasks")
 
 
 class Task(ABC):
@@ -78,13 +82,23 @@ class Task(ABC):
         return (read_png(truth) if truth.is_file() else None), read_png(rec)
 
     def state_dict(self) -> dict[str, Any]:
-        """The task's own sampling state (its minibatch generator), saved in checkpoints."""
+        """The task's own sampling state (its minibatch generator, a uint8 tensor), saved in checkpoints."""
         gen = getattr(self, "generator", None)
-        return {"generator": gen.get_state()} if gen is not None else {}
+        return {"generator": gen.get_state(), "generator_device": gen.device.type} if gen is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "generator" in state:
+        if "generator" not in state:
+            return
+        saved = state.get("generator_device", "cpu")
+        if saved == self.generator.device.type:
             self.generator.set_state(state["generator"])
+            return
+        # A device generator's state only means something to a generator of its own kind (a CPU
+        # Mersenne Twister is not a CUDA Philox); a run resumed on another device draws new minibatches,
+        # seeded from the saved state so the continuation is still a function of the checkpoint.
+        self.generator.manual_seed(zlib.crc32(state["generator"].numpy().tobytes()))
+        log.warning("the checkpoint's minibatch generator is a %s one; on %s its draws continue from a new seed",
+                    saved, self.generator.device.type)
 
 
 class PointRegressionTask(Task):
@@ -97,7 +111,8 @@ class PointRegressionTask(Task):
 
     def _init_sampler(self, batch_size: int | None, seed: int) -> None:
         self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
+        # on the task's device, so a minibatch's indices never cross between host and device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def sample(self, step: int) -> tuple[Tensor, Tensor]:
         idx = batch_indices(self.train[0].shape[0], self.batch_size, self.generator, self.device)
@@ -106,14 +121,20 @@ class PointRegressionTask(Task):
     def loss(self, field: Field, batch: tuple[Tensor, Tensor]) -> Tensor:
         coords, values = batch
         pred = field.forward_static(coords) if coords is self.train[0] else field(coords)
-        return 0.5 * torch.mean((pred - values) ** 2)
+        return half_mse(pred, values)
 
     def train_psnr_from_loss(self, loss: float) -> float | None:
         return -10.0 * math.log10(2.0 * loss) if loss > 0 else math.inf
+
+
+def half_mse(pred: Tensor, target: Tensor, dim: tuple[int, ...] | None = None) -> Tensor:
+    """0.5 * mean squared error, over everything or over `dim` (a vectorized sweep: one loss per member)."""
+    sq = (pred - target) ** 2
+    return 0.5 * (sq.mean() if dim is None else sq.mean(dim=dim))
 
 
 def batch_indices(n: int, batch_size: int | None, generator: torch.Generator, device: torch.device):
     """Indices of a random minibatch of n points, or None for the full batch."""
     if batch_size is None or batch_size >= n:
         return None
-    return torch.randint(0, n, (batch_size,), generator=generator).to(device)
+    return torch.randint(0, n, (batch_size,), generator=generator, device=device)

@@ -51,7 +51,7 @@ def sample_depths(n_rays: int, near: float, far: float, n_samples: int, generato
     t = torch.linspace(near, far, n_samples, device=device).expand(n_rays, n_samples)
     if generator is None:
         return t.contiguous()
-    jitter = torch.rand(n_rays, n_samples, generator=generator).to(device)
+    jitter = torch.rand(n_rays, n_samples, generator=generator, device=device)
     return t + jitter * ((far - near) / n_samples)
 
 
@@ -116,14 +116,14 @@ class NeRFTask(Task):
         self.rays_per_chunk = max(1, cfg.chunk // self.n_samples)
         self.turntable_frames = cfg.turntable_frames
         self.batch_size = batch_size or 1024
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator(device=device).manual_seed(seed)  # draws on the device: no host copy a step
         # Every training ray, once: origins, directions and the pixel colours they must render.
         o, d = zip(*(camera_rays(self.train_views.height, self.train_views.width, self.train_views.focal,
                                  torch.from_numpy(pose), self.centers) for pose in self.train_views.poses))
         rays = [torch.stack(o).reshape(-1, 3), torch.stack(d).reshape(-1, 3),
                 torch.from_numpy(self.train_views.images).reshape(-1, 3)]
         if self.ray_order == "shuffled_once":  # the notebook shuffles its ray table once, then walks it
-            order = torch.randperm(rays[0].shape[0], generator=self.generator)
+            order = torch.randperm(rays[0].shape[0], generator=self.generator, device=device).cpu()
             rays = [r[order] for r in rays]
         self.rays_o, self.rays_d, self.rays_rgb = (r.to(device) for r in rays)
 
@@ -136,7 +136,7 @@ class NeRFTask(Task):
             rays = slice(start, min(start + self.batch_size, n))
             t = sample_depths(rays.stop - start, self.near, self.far, self.n_samples, self.generator, self.device)
             return self.rays_o[rays], self.rays_d[rays], self.rays_rgb[rays], t
-        idx = torch.randint(0, self.rays_o.shape[0], (self.batch_size,), generator=self.generator).to(self.device)
+        idx = torch.randint(0, self.rays_o.shape[0], (self.batch_size,), generator=self.generator, device=self.device)
         t = sample_depths(self.batch_size, self.near, self.far, self.n_samples, self.generator, self.device)
         return self.rays_o[idx], self.rays_d[idx], self.rays_rgb[idx], t
 

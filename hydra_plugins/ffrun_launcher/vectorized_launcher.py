@@ -80,8 +80,8 @@ class VectorizedLauncher(Launcher):
         return [returns[idx] for idx, _ in jobs]
 
     def _launch_group(self, members: list) -> dict[int, JobReturn]:
-        from ffrun.cli import prepare
         from ffrun.errors import FfrunError
+        from ffrun.runner import prepare
         from ffrun.vectorized import why_not_vectorizable
 
         sequential = {idx: cfg for idx, cfg in members}
@@ -114,20 +114,27 @@ class VectorizedLauncher(Launcher):
         return out
 
     def _train_together(self, items: list) -> dict[int, JobReturn]:
-        from ffrun.cli import report
-        from ffrun.vectorized import train_vectorized
+        import sys
+
+        from ffrun.runner import report, train_together
 
         jobs = [job for _, _, job in items]
-        for job in jobs:
-            job.run_dir.mkdir(parents=True, exist_ok=True)
         log.info("training %d jobs as one batched network: %s", len(jobs), ", ".join(j.label for j in jobs))
-        results = train_vectorized(jobs, progress=jobs[0].cfg.trainer.progress)
+        results = train_together(jobs)
+        # An interrupted or diverged member's final metrics.json at once, before any member's outputs are
+        # written, so none is left "running"; a completed one's follows its outputs (Job.finish).
+        for job, result in zip(jobs, results):
+            if result.status != "completed":
+                job.record(result, result.status)
         out = {}
         for (idx, sweep_config, job), result in zip(items, results):
             def finish(cfg: DictConfig, job=job, result=result) -> float:
-                return report(job.cfg, job.run_dir, lambda: job.finish(result))
+                return report(job.cfg, job.run_dir, lambda: job.finish(result), exit_on_signal=False)
 
             out[idx] = self._run_one(sweep_config, finish)
+        signals = [r.signal for r in results if r.status == "interrupted"]
+        if signals:  # a signal stops the whole sweep, as it stops a single run, once every member is written
+            sys.exit(128 + signals[0])
         return out
 
 

@@ -1,0 +1,287 @@
+"""Running experiments: compose a config, prepare a job (device, seed, task, field, the checkpoint to
+resume), train it alone or with the other members of a vectorized group through the one training loop,
+write its run directory, and turn its outcome into ffrun's exit status.
+
+Used by the `ffrun` app (ffrun.cli), the vectorized launcher (hydra_plugins/ffrun_launcher) and the
+benchmarks (ffrun.bench); it imports none of them.
+
+Exit status: 0 completed; 2 bad input or config (one line on stderr); 3 diverged; 128 + signal number
+when interrupted by SIGINT/SIGTERM (after a checkpoint). In a multirun a failed or diverged job is
+recorded in its metrics.json and the sweep goes on; the sweep then exits with the worst job's status.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ffrun.allocator import tune_cpu
+from ffrun.atomic import write_json, write_text
+from ffrun.checkpoint import CHECKPOINT, find_checkpoint
+from ffrun.config import flatten, register_configs, validate
+from ffrun.errors import FfrunError
+from ffrun.loggers import RunLogger
+from ffrun.models.field import build_field
+from ffrun.tasks import Task, build_task
+from ffrun.train import Member, TrainResult, train, train_members
+
+log = logging.getLogger("ffrun")
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+# Keys that may differ between a run and the run that resumes it.
+RESUME_FREE_KEYS = {"trainer.resume", "trainer.progress", "trainer.steps", "trainer.eval_every",
+                    "trainer.ckpt_every", "device", "logger.name", "logger.images",
+                    "trainer.precision"}
+
+failed_jobs: list[tuple[Path, str, int]] = []  # multirun jobs that did not complete, in this process
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """ffrun's config with these overrides, through Hydra's compose API (no app, no run directory)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    register_configs()
+    with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def resolve_device(spec: str) -> torch.device:
+    """auto -> CUDA when available, else CPU; cpu; cuda; cuda:N."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise FfrunError(f"device={spec}: this machine has no CUDA device; use device=cpu or device=auto")
+        try:
+            dev = torch.device(spec)
+        except RuntimeError:
+            raise FfrunError(f"device={spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise FfrunError(f"device={spec}: only {torch.cuda.device_count()} CUDA device(s) here; use cuda:0...")
+        return dev
+    raise FfrunError(f"device={spec!r} is not a device; use auto, cpu, cuda or cuda:N")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this run: CUDA memory allocated by torch on a GPU, else the process's peak RSS."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _same_experiment(a: dict, b: dict) -> bool:
+    fa, fb = flatten(a), flatten(b)
+    keys = (set(fa) | set(fb)) - RESUME_FREE_KEYS
+    return all(fa.get(k) == fb.get(k) for k in keys)
+
+
+def find_resume_checkpoint(resume: bool | str, config: dict, run_dir: Path) -> Path | None:
+    """The checkpoint to continue from: that of the given run directory, or (resume=true) of the newest
+    unfinished run of the same experiment under ./outputs."""
+    if isinstance(resume, str):
+        return find_checkpoint(resume, f"trainer.resume={resume}")
+    candidates = []
+    for ckpt in Path("outputs").rglob(CHECKPOINT):
+        other = ckpt.parent
+        if other.resolve() == run_dir.resolve():
+            continue
+        try:
+            other_cfg = OmegaConf.to_container(OmegaConf.load(other / "config.yaml"))
+        except Exception:
+            continue
+        if _same_experiment(other_cfg, config):
+            candidates.append(ckpt)
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def write_config(cfg: DictConfig, run_dir: Path) -> None:
+    """The resolved config as config.yaml, before any training: `trainer.resume=true` finds a killed run by it."""
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+@dataclass
+class Job:
+    """One experiment, ready to train: its config, run directory, task, field and learning rate."""
+
+    cfg: DictConfig
+    run_dir: Path
+    device: torch.device
+    config: dict  # the resolved config, as saved with checkpoints and metrics
+    task: Task
+    field: torch.nn.Module
+    lr: float
+    sigma: float | None
+    label: str
+    resume_from: Path | None = None
+
+    def record(self, result: TrainResult, status: str) -> dict:
+        """Write metrics.json for `result` with `status`; returns its content."""
+        cfg = self.cfg
+        rec = {
+            "status": status,
+            "reason": result.reason,
+            "task": cfg.task.name,
+            "encoding": cfg.encoding.name,
+            "sigma": self.sigma,
+            "seed": cfg.seed,
+            "steps": cfg.trainer.steps,
+            "step": result.step,
+            "checkpoint_step": result.checkpoint_step,
+            "lr": self.lr,
+            "device": str(self.device),
+            "wall_s": round(result.wall_s, 3),
+            "peak_memory_mb": peak_memory_mb(self.device),
+            "primary_metric": self.task.primary_metric,
+            "metrics": result.metrics,
+            "history": result.history,
+            "resumed_from": str(self.resume_from) if self.resume_from else None,
+            "config": self.config,
+        }
+        if result.signal is not None:
+            rec["signal"] = result.signal
+        write_json(self.run_dir / "metrics.json", rec)
+        return rec
+
+    def finish(self, result: TrainResult) -> dict:
+        """Write the task's outputs (when completed) and the final metrics.json."""
+        if result.status == "completed":
+            self.task.save(self.field, self.run_dir)
+        rec = self.record(result, result.status)
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+        log.info("%s %s at step %d: %s (%.1f s)", self.label, result.status, result.step, summary, result.wall_s)
+        return rec
+
+    def member(self, logger: RunLogger, result: TrainResult | None = None) -> Member:
+        """This job on the training loop's member axis: checkpoints mark metrics.json "running", and every
+        evaluation goes to its logger."""
+
+        def log_evaluation(r: TrainResult) -> None:
+            logger.log(r.history, self.task.preview(self.field) if logger.wants_images else None)
+
+        return Member(self.run_dir, self.config, self.lr, result or TrainResult(),
+                      on_checkpoint=lambda r: self.record(r, "running"), on_evaluate=log_evaluation)
+
+    def logger(self) -> RunLogger:
+        return RunLogger(self.run_dir, self.cfg.logger.name, self.cfg.logger.images)
+
+
+def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
+    """Validate the config and build the task (unless one is shared in) and the field on the device."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        tune_cpu()
+    seed_everything(cfg.seed)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    resume_from = find_resume_checkpoint(cfg.trainer.resume, config, run_dir) if cfg.trainer.resume else None
+    if cfg.trainer.resume is True and resume_from is None:
+        log.warning("trainer.resume=true: no earlier run of this experiment under ./outputs has a checkpoint; "
+                    "starting from step 0")
+    if task is None:
+        task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
+    field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed,
+                        grid_shape=task.grid_shape)
+    field.to(device)
+    sigma = float(cfg.encoding.sigma) if cfg.encoding.name == "gauss" else None
+    label = f"{cfg.task.name}/{cfg.encoding.name}" + (f" sigma={sigma:g}" if sigma is not None else "")
+    return Job(cfg, run_dir, device, config, task, field, float(cfg.trainer.lr), sigma, label, resume_from)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """One experiment end to end; returns the metrics.json content (its `status` says how it ended)."""
+    job = prepare(cfg, run_dir)
+    if job.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(job.device)
+    log.info("run %s on %s -> %s%s", job.label, job.device, run_dir,
+             f" (resuming {job.resume_from})" if job.resume_from else "")
+    logger = job.logger()
+    member = job.member(logger)
+    try:
+        result = train(job.task, job.field, cfg.trainer, job.lr, run_dir, job.config, resume_from=job.resume_from,
+                       on_checkpoint=member.on_checkpoint, on_evaluate=member.on_evaluate, desc=job.label)
+    finally:
+        logger.close()
+    return job.finish(result)
+
+
+def train_together(jobs: list[Job]) -> list[TrainResult]:
+    """Train jobs that share a task object (see `ffrun.vectorized.group_key`) as one batched network, through
+    the same loop as a single run; each job's run directory gets what its separate run would write, its
+    config.yaml first. Returns one TrainResult per job (its final metrics.json is left to `Job.finish`)."""
+    from ffrun.vectorized import BatchedTraining
+
+    for job in jobs:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(job.cfg, job.run_dir)
+    trainee = BatchedTraining(jobs, jobs[0].cfg.trainer.precision)
+    loggers = [job.logger() for job in jobs]
+    try:
+        return train_members(trainee, [job.member(lg) for job, lg in zip(jobs, loggers)], jobs[0].cfg.trainer,
+                             desc=f"{jobs[0].cfg.task.name} x{len(jobs)} (vectorized)")
+    finally:
+        for lg in loggers:
+            lg.close()
+
+
+def fail(run_dir: Path, cfg: DictConfig, status: str, reason: str, code: int, exit_on_signal: bool = True) -> None:
+    """Report a run that did not complete: one line on stderr, and its exit status. In a multirun the
+    sweep goes on (the status is remembered and returned by the app at the end), except on a signal."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    print(f"ffrun: {'error' if status == 'failed' else status}: {reason}", file=sys.stderr)
+    if status == "failed":
+        write_json(run_dir / "metrics.json", {"status": "failed", "reason": reason, "task": cfg.task.name,
+                                              "encoding": cfg.encoding.name, "seed": cfg.seed, "metrics": {},
+                                              "config": OmegaConf.to_container(cfg)})
+    if status == "interrupted" and not exit_on_signal:
+        return  # a member of a vectorized group: the launcher exits once every member is reported
+    if HydraConfig.get().mode == RunMode.MULTIRUN and status != "interrupted":
+        failed_jobs.append((run_dir, status, code))
+        return
+    sys.exit(code)
+
+
+def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], dict], exit_on_signal: bool = True) -> float:
+    """Run `produce()` (a job, or the end of one trained by the vectorized launcher) inside a Hydra job:
+    save the resolved config, turn its outcome into ffrun's exit status, and return the job's primary
+    metric to the sweeper (nan when it did not complete)."""
+    try:
+        write_config(cfg, run_dir)
+        rec = produce()
+    except FfrunError as e:
+        fail(run_dir, cfg, "failed", str(e), EXIT_BAD_INPUT)
+        return float("nan")
+    except Exception as e:  # a bug or an environment fault: keep the traceback in cli.log, record the failure
+        log.error("unexpected error", exc_info=True)
+        fail(run_dir, cfg, "failed", f"{type(e).__name__}: {e} (traceback in {run_dir / 'cli.log'})", 1)
+        return float("nan")
+    if rec["status"] == "interrupted":
+        fail(run_dir, cfg, "interrupted", rec["reason"] + f"; resume with trainer.resume={run_dir}",
+             128 + rec["signal"], exit_on_signal)
+    if rec["status"] == "diverged":
+        fail(run_dir, cfg, "diverged", rec["reason"], EXIT_DIVERGED)
+    return rec["metrics"].get(rec["primary_metric"], float("nan"))

@@ -55,9 +55,6 @@ class EncodingConfig:
     # grid only: the values are logits through the task's output activation (sigmoid for CT and MRI) and
     # start at 0, as the notebooks' train_gridopt (grid.yaml sets true); false = the values are the image.
     logits: bool = False
-    # grid only: the values are logits through the task's output activation (sigmoid for CT and MRI) and
-    # start at 0, as the notebooks' train_gridopt (grid.yaml sets true); false = the values are the image.
-    logits: bool = False
 
 
 @dataclass
@@ -166,7 +163,7 @@ class NeRFTaskConfig(TaskConfig):
     near: float = 2.0
     far: float = 6.0
     n_samples: int = 128  # stratified samples per ray (jittered while training, the grid at evaluation)
-    white_background: bool = True  # composite the render on white, as the images are (the notebook: false)
+    white_background: bool = True  # photographs and renders on white; false = on black (the notebook)
     pixel_centers: bool = True  # rays through pixel centres; false = through their corners (the notebook)
     world_distances: bool = True  # alpha from the sample spacing times |d|; false = the spacing alone (the notebook)
     ray_order: str = "random"  # random (each batch drawn anew) | shuffled_once (one shuffle walked in order: the notebook)

@@ -188,8 +188,14 @@ def test_spacing_without_the_direction_norm(dir_norm):
 
 
 def test_no_white_background_in_the_preset(paper_nerf):
+    """The notebook's Lego images have a black background and its renderer's white line is disabled:
+    the preset puts both photographs and renders on black."""
     cfg, task = paper_nerf()
     assert task.white is False
+    # the built-in scene's corner pixels are background in every view: black here, white by default
+    assert task.train_views.images[:, 0, 0].max() == 0.0 and task.test_views.images[:, 0, 0].max() == 0.0
+    _, white = paper_nerf("task.white_background=true")
+    assert white.train_views.images[:, 0, 0].min() == 1.0
     empty = torch.full((1, 4, 4), -20.0)  # no density anywhere: the ray sees the background
     t = torch.linspace(2, 6, 4)[None]
     black, _, _ = composite(empty, t, torch.tensor([[0.0, 0.0, -1.0]]), white_background=task.white)

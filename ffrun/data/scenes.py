@@ -33,7 +33,7 @@ SPLITS = ("train", "val", "test")
 class Views:
     """Posed photographs of one split."""
 
-    images: np.ndarray  # (N, H, W, 3) float32 in [0, 1], composited on white
+    images: np.ndarray  # (N, H, W, 3) float32 in [0, 1], composited on white (or black)
     poses: np.ndarray  # (N, 4, 4) float32 camera-to-world
     focal: float  # pixels, after downscaling
     names: list[str]
@@ -47,9 +47,10 @@ class Views:
         return self.images.shape[2]
 
 
-def load_blender(folder: str | Path, split: str, downscale: int = 1, limit: int | None = None) -> Views:
-    """Read one split of a Blender-format scene; images area-averaged by the integer `downscale`.
-    `limit` keeps the first N frames."""
+def load_blender(folder: str | Path, split: str, downscale: int = 1, limit: int | None = None,
+                 white: bool = True) -> Views:
+    """Read one split of a Blender-format scene; images composited on white (or on black when not
+    `white`) and area-averaged by the integer `downscale`. `limit` keeps the first N frames."""
     root = Path(folder).expanduser()
     where = f"task.data={folder}"
     if not root.is_dir():
@@ -83,7 +84,7 @@ def load_blender(folder: str | Path, split: str, downscale: int = 1, limit: int 
         if pose.shape != (4, 4) or not np.isfinite(pose).all():
             raise FfrunError(f"{meta_path}: frame {i} ({rel}): transform_matrix must be a finite 4x4 matrix")
         path = _inside(root, rel, meta_path, i)
-        images.append(_read_rgb_on_white(path, downscale))
+        images.append(_read_rgb(path, downscale, white))
         poses.append(pose)
         names.append(Path(rel).stem)
     shapes = {im.shape for im in images}
@@ -111,7 +112,7 @@ def _inside(root: Path, rel: str, meta_path: Path, i: int) -> Path:
     return path
 
 
-def _read_rgb_on_white(path: Path, downscale: int) -> np.ndarray:
+def _read_rgb(path: Path, downscale: int, white: bool = True) -> np.ndarray:
     if not path.is_file():
         raise FfrunError(f"{path}: image listed in the transforms file is missing")
     try:
@@ -121,8 +122,9 @@ def _read_rgb_on_white(path: Path, downscale: int) -> np.ndarray:
     except (UnidentifiedImageError, OSError) as e:
         raise FfrunError(f"{path}: cannot read it as an image ({e})") from None
     rgba = np.asarray(img, dtype=np.float32) / 255.0
-    # Composite on white in linear 8-bit values, as NeRF's loader does: rgb * a + (1 - a).
-    rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+    # Composite in linear 8-bit values, as NeRF's loader does: rgb * a + (1 - a) on white, rgb * a on
+    # black (the Fourier-features notebook's Lego images have a black background).
+    rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:]) * float(white)
     h, w = rgb.shape[:2]
     if downscale > 1:
         if h % downscale or w % downscale:

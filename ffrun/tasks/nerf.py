@@ -106,8 +106,9 @@ class NeRFTask(Task):
         if cfg.ray_order not in RAY_ORDERS:
             raise FfrunError(f"task.ray_order={cfg.ray_order}: use {' or '.join(RAY_ORDERS)}")
         folder = builtin_scene(cfg.builtin_resolution) if cfg.data is None else cfg.data
-        self.train_views = load_blender(folder, "train", cfg.downscale)
-        self.test_views = load_blender(folder, "test", cfg.downscale, limit=cfg.test_views)
+        # One background for photographs and renders: white (ffrun), or black (the notebook's Lego)
+        self.train_views = load_blender(folder, "train", cfg.downscale, white=cfg.white_background)
+        self.test_views = load_blender(folder, "test", cfg.downscale, limit=cfg.test_views, white=cfg.white_background)
         self.device = device
         self.near, self.far, self.n_samples = float(cfg.near), float(cfg.far), int(cfg.n_samples)
         self.white = bool(cfg.white_background)

@@ -43,6 +43,7 @@ try:  # the run preparation moved from ffrun.cli to ffrun.runner
 except ImportError:  # pragma: no cover
     from ffrun.bench import compose
     from ffrun.cli import prepare
+from ffrun.tasks import build_task, task_class
 from ffrun.train import make_optimizer, train_step
 
 SKIMAGE_FILES = {"hubble_deep_field": "hubble_deep_field.jpg", "motorcycle_left": "motorcycle_left.png",
@@ -55,7 +56,10 @@ TUNING_PHOTOS = ("chelsea", "coins", "brick")
 TUNING_TEXTS = (100,)
 TOY1D = {"toy1d a0.5": ["task.alpha=0.5"], "toy1d a1": ["task.alpha=1.0"], "toy1d a2": ["task.alpha=2.0"],
          "toy1d a1 f16": ["task.alpha=1.0", "task.max_freq=16"]}
-PAPER_SIGMA = {"photo": (10.0, 512), "text": (14.0, 512)}  # sigma, image side it was chosen at
+CT_PHANTOMS = (0, 1)  # task.data_seed of the test-split phantoms
+PAPER_SIGMA = {"photo": (10.0, 512), "text": (14.0, 512), "ct": (4.0, 512)}  # sigma, image side it was chosen at
+# The 1D signals' best sigma lies further from the default (10): a wider grid, cheap in 1D.
+GRID_BY_KIND = {"toy1d": list(range(-6, 6))}
 
 
 def skimage_file(name: str, folder: Path) -> str:
@@ -84,7 +88,11 @@ def cases(args, folder: Path) -> dict[str, tuple[str, list[str]]]:
                                         f"task.resolution={args.resolution}", *base])
     if "toy1d" in args.tasks:
         for name, extra in TOY1D.items():
-            out[name] = ("toy1d", ["task=toy1d", "model.depth=4", "model.width=256", *extra, *base])
+            out[name] = ("toy1d", ["task=toy1d", *extra, *base])
+    if "ct" in args.tasks:
+        for s in CT_PHANTOMS:
+            out[f"ct phantom{s}"] = ("ct", ["experiment=paper_ct", f"task.data_seed={s}",
+                                            f"task.resolution={args.resolution}", *base])
     return out
 
 
@@ -140,19 +148,21 @@ def run_case(res: Results, name: str, kind: str, overrides: list[str], args) -> 
     cfg = compose([*overrides])
     default = float(cfg.sigma)
     state: dict = {}
-    for s in grid_sigmas(default, args.grid):
+    for s in grid_sigmas(default, GRID_BY_KIND.get(kind, args.grid)) if args.phase != "methods" else ():
         ensure_run(res, name, overrides, s, state)
+    res.case(name)["metric"] = task_class(cfg.task.name).primary_metric
     if args.phase == "grid":
         return
     picks = res.case(name)["picks"]
     if "task" not in state:
-        from ffrun.tasks import build_task
-
         state["task"] = build_task(cfg.task, torch.device("cpu"), None, cfg.seed)
     task = state["task"]
     torch.set_num_threads(1)
     auto = predict_sigma(task, compose([*overrides, "sigma=auto"]))
     picks["auto"] = {"sigma": auto.sigma, "seconds": auto.seconds, "record": auto.record()}
+    if kind in PAPER_SIGMA:
+        sigma_paper, side = PAPER_SIGMA[kind]
+        picks["paper"] = {"sigma": sigma_paper * cfg.task.resolution / side, "seconds": 0.0}
     if kind in ("photo", "text"):
         top = nyquist(task)
         candidates = log_candidates(0.01 * top, top, 25)
@@ -161,8 +171,6 @@ def run_case(res: Results, name: str, kind: str, overrides: list[str], args) -> 
         best = min(range(len(scores)), key=lambda i: scores[i])
         picks["fresh"] = {"sigma": candidates[best], "seconds": time.perf_counter() - start,
                           "candidates": candidates, "distances": scores}
-        sigma_paper, side = PAPER_SIGMA[kind]
-        picks["paper"] = {"sigma": sigma_paper * cfg.task.resolution / side, "seconds": 0.0}
     res.save()
     for method in ("auto", "fresh", "paper"):
         if method in picks:
@@ -181,14 +189,13 @@ def report(res: Results, args, case_kinds: dict[str, str]) -> str:
             continue
         case = res.data[name]
         runs = case["runs"]
-        cfg_default = None
-        metric = "test_psnr"
-        grid = [r for r in runs.values() if r["sigma"] in grid_values(name, args, res)]
-        if len(grid) < len(args.grid):
+        metric = case.get("metric", "test_psnr")
+        ks = GRID_BY_KIND.get(kind, args.grid)
+        grid = [r for r in runs.values() if r["sigma"] in set(grid_sigmas(case["default_sigma"], ks))]
+        if len(grid) < len(ks):
             continue
         best = max(grid, key=lambda r: r["metrics"][metric])
-        cfg_default = default_of(name, args, res)
-        cell = {"default": runs.get(key(cfg_default))}
+        cell = {"default": runs.get(key(case["default_sigma"]))}
         for method in ("paper", "fresh", "auto"):
             pick = case["picks"].get(method)
             cell[method] = runs.get(key(pick["sigma"])) if pick else None
@@ -216,6 +223,7 @@ def report(res: Results, args, case_kinds: dict[str, str]) -> str:
                 lines.append(f"{kind}: {m} - grid best: mean {statistics.mean(values):+.3f} dB, worst {min(values):+.3f} "
                              f"dB over {len(values)} cases")
     image = {m: [g for kind in ("photo", "text") for g in groups.get(kind, {}).get(m, [])] for m in gaps}
+    lines.append("(gaps in the case's metric: dB for PSNR)")
     for m, values in image.items():
         if values:
             lines.append(f"image cases: {m} - grid best: mean {statistics.mean(values):+.3f} dB, worst "
@@ -225,24 +233,19 @@ def report(res: Results, args, case_kinds: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def default_of(name: str, args, res: Results) -> float:
-    return res.data[name]["default_sigma"]
-
-
-def grid_values(name: str, args, res: Results) -> set[float]:
-    return set(grid_sigmas(res.data[name]["default_sigma"], args.grid))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench_sigma.json"))
-    ap.add_argument("--tasks", default="image,toy1d", help="comma-separated: image, toy1d")
+    ap.add_argument("--tasks", default="image,toy1d,ct", help="comma-separated: image, toy1d, ct")
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--grid", default="-4,-3,-2,-1,0,1,2,3",
                     help="k of the grid sigmas default * 2^(k/2) (at least 8 for the issue's protocol)")
     ap.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
-    ap.add_argument("--phase", choices=("grid", "all"), default="all")
+    ap.add_argument("--phase", choices=("grid", "methods", "all"), default="all",
+                    help="grid: only the grid's trainings; methods: only the methods' picks and their trainings "
+                         "(two processes can share the work, each with its own --out; see --merge)")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[], help="more result files to read (runs and picks)")
     ap.add_argument("--tuning", action="store_true", help="the images the method was tuned on, not the benchmark's")
     ap.add_argument("--report", action="store_true", help="only print the table from --out")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (1: steady on a shared CPU)")
@@ -251,6 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     args.grid = [int(k) for k in args.grid.split(",")]
     torch.set_num_threads(args.threads)
     res = Results(args.out)
+    for other in args.merge:
+        for name, case in json.loads(other.read_text()).items():
+            if name.startswith("_"):
+                continue
+            mine = res.case(name)
+            mine["runs"].update({k: v for k, v in case.get("runs", {}).items() if k not in mine["runs"]})
+            mine["picks"] = {**case.get("picks", {}), **mine["picks"]}
+            for k in ("default_sigma", "metric"):
+                mine.setdefault(k, case.get(k))
     folder = args.out.parent / "bench_sigma_images"
     folder.mkdir(parents=True, exist_ok=True)
     all_cases = cases(args, folder)

@@ -196,3 +196,28 @@ def test_ffrun_sigma_app(run_cli, tmp_path, compose):
 
     with pytest.raises(FfrunError, match="encoding=posenc has no sigma"):
         predict(compose("encoding=posenc", "task.resolution=32", "device=cpu"), tmp_path / "b")
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_ct_projection_matrix_is_the_projector(compose, mode):
+    from ffrun.sigma_auto import projection_matrix
+
+    cfg = compose("experiment=paper_ct", "task.resolution=32", "device=cpu", f"task.interpolation={mode}")
+    task = build_task(cfg.task, torch.device("cpu"), None, 0)
+    img = torch.rand(32, 32, generator=torch.Generator().manual_seed(0))
+    got = (projection_matrix(task.project, 32) @ img.double().reshape(-1, 1)).reshape(-1, 32)
+    assert torch.allclose(got, task.project(img).double(), atol=1e-6)
+
+
+def test_ct_sigma_auto_uses_the_sinogram_only(compose):
+    cfg = compose("experiment=paper_ct", "task.resolution=32", "task.num_angles=6", "device=cpu", "sigma=auto",
+                  "trainer.steps=100")
+    task = build_task(cfg.task, torch.device("cpu"), None, 0)
+    before = predict_sigma(task, cfg, count=7)
+    task.truth.fill_(float("nan"))  # the phantom itself is test data
+    task.image[:] = np.nan
+    assert predict_sigma(task, cfg, count=7).scores == before.scores
+    assert before.details["density_factor"] == pytest.approx(2.0)  # 6 angles, 3 fitted
+    few = compose("experiment=paper_ct", "task.resolution=32", "task.num_angles=3", "device=cpu", "sigma=auto")
+    with pytest.raises(FfrunError, match="task.num_angles=3 is too few"):
+        predict_sigma(build_task(few.task, torch.device("cpu"), None, 0), few)

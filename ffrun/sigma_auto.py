@@ -379,8 +379,11 @@ def predict_sigma(task, cfg, tau: float | None = None, count: int = CANDIDATES) 
     """sigma for `task` from its training data alone (see the module's docstring); `tau` overrides the
     gradient-descent time derived from the run's steps and learning rate."""
     tau = training_time(cfg) if tau is None else tau
-    with one_thread() if task_device(task).type == "cpu" else nullcontext():
-        return _predict_sigma(task, cfg, tau, count)
+    device = task_device(task)
+    # build_field seeds the global generator: keep the caller's random state as it was
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with one_thread() if device.type == "cpu" else nullcontext():
+            return _predict_sigma(task, cfg, tau, count)
 
 
 def _predict_sigma(task, cfg, tau: float, count: int) -> SigmaChoice:

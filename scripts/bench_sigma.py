@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from ffrun.atomic import write_json
+from ffrun.errors import FfrunError
 from ffrun.sigma_auto import fresh_scores, log_candidates, nyquist, predict_sigma
 
 try:  # the run preparation moved from ffrun.cli to ffrun.runner
@@ -91,8 +92,9 @@ def cases(args, folder: Path) -> dict[str, tuple[str, list[str]]]:
             out[name] = ("toy1d", ["task=toy1d", *extra, *base])
     if "ct" in args.tasks:
         for s in CT_PHANTOMS:
+            angles = [f"task.num_angles={args.ct_angles}"] if args.ct_angles else []
             out[f"ct phantom{s}"] = ("ct", ["experiment=paper_ct", f"task.data_seed={s}",
-                                            f"task.resolution={args.resolution}", *base])
+                                            f"task.resolution={args.resolution}", *angles, *base])
     return out
 
 
@@ -148,18 +150,30 @@ def run_case(res: Results, name: str, kind: str, overrides: list[str], args) -> 
     cfg = compose([*overrides])
     default = float(cfg.sigma)
     state: dict = {}
-    for s in grid_sigmas(default, GRID_BY_KIND.get(kind, args.grid)) if args.phase != "methods" else ():
+    for s in grid_sigmas(default, GRID_BY_KIND.get(kind, args.grid)) if args.phase in ("grid", "all") else ():
         ensure_run(res, name, overrides, s, state)
     res.case(name)["metric"] = task_class(cfg.task.name).primary_metric
     if args.phase == "grid":
+        return
+    if args.phase == "noise":  # the same default sigma, another seed: how much one run's metric moves
+        noise = res.case(name).setdefault("seed_noise", {})
+        if "seed1" not in noise:
+            metrics, seconds, _ = train_once([*overrides, "seed=1"], default)
+            noise["seed1"] = {"sigma": default, "metrics": metrics, "train_s": seconds}
+            res.save()
+            print(f"  {name} seed=1 sigma={default:.4g}: {metrics}", flush=True)
         return
     picks = res.case(name)["picks"]
     if "task" not in state:
         state["task"] = build_task(cfg.task, torch.device("cpu"), None, cfg.seed)
     task = state["task"]
     torch.set_num_threads(1)
-    auto = predict_sigma(task, compose([*overrides, "sigma=auto"]))
-    picks["auto"] = {"sigma": auto.sigma, "seconds": auto.seconds, "record": auto.record()}
+    try:
+        auto = predict_sigma(task, compose([*overrides, "sigma=auto"]))
+        picks["auto"] = {"sigma": auto.sigma, "seconds": auto.seconds, "record": auto.record()}
+    except FfrunError as e:  # a task sigma=auto refuses (say CT with too few angles): recorded, not trained
+        picks["auto"] = {"error": str(e)}
+        print(f"  {name}: sigma=auto refused: {e}", flush=True)
     if kind in PAPER_SIGMA:
         sigma_paper, side = PAPER_SIGMA[kind]
         picks["paper"] = {"sigma": sigma_paper * cfg.task.resolution / side, "seconds": 0.0}
@@ -173,7 +187,7 @@ def run_case(res: Results, name: str, kind: str, overrides: list[str], args) -> 
                           "candidates": candidates, "distances": scores}
     res.save()
     for method in ("auto", "fresh", "paper"):
-        if method in picks:
+        if "sigma" in picks.get(method, {}):
             ensure_run(res, name, overrides, picks[method]["sigma"], state)
 
 
@@ -197,8 +211,8 @@ def report(res: Results, args, case_kinds: dict[str, str]) -> str:
         best = max(grid, key=lambda r: r["metrics"][metric])
         cell = {"default": runs.get(key(case["default_sigma"]))}
         for method in ("paper", "fresh", "auto"):
-            pick = case["picks"].get(method)
-            cell[method] = runs.get(key(pick["sigma"])) if pick else None
+            pick = case["picks"].get(method, {})
+            cell[method] = runs.get(key(pick["sigma"])) if "sigma" in pick else None
         fmt = lambda r: "-" if r is None else f"{r['metrics'][metric]:.2f} ({r['sigma']:.3g})"  # noqa: E731
         gap = {m: (None if cell[m] is None else cell[m]["metrics"][metric] - best["metrics"][metric]) for m in cell}
         for m, g in gap.items():
@@ -228,6 +242,18 @@ def report(res: Results, args, case_kinds: dict[str, str]) -> str:
         if values:
             lines.append(f"image cases: {m} - grid best: mean {statistics.mean(values):+.3f} dB, worst "
                          f"{min(values):+.3f} dB over {len(values)} cases")
+    diffs = []
+    for name in case_kinds:
+        case = res.data.get(name, {})
+        other = case.get("seed_noise", {}).get("seed1")
+        base = case.get("runs", {}).get(key(case.get("default_sigma", -1)))
+        if other and base:
+            metric = case.get("metric", "test_psnr")
+            diffs.append(other["metrics"][metric] - base["metrics"][metric])
+    if diffs:
+        lines.append(f"seed noise (seed 1 - seed 0 at the default sigma): mean |diff| "
+                     f"{statistics.mean(abs(d) for d in diffs):.3f}, max |diff| {max(abs(d) for d in diffs):.3f} "
+                     f"over {len(diffs)} cases")
     if ratios:
         lines.append(f"prediction cost / one training run: mean {statistics.mean(ratios):.4f}, max {max(ratios):.4f}")
     return "\n".join(lines)
@@ -241,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--grid", default="-4,-3,-2,-1,0,1,2,3",
                     help="k of the grid sigmas default * 2^(k/2) (at least 8 for the issue's protocol)")
+    ap.add_argument("--ct-angles", type=int, default=None,
+                    help="CT projection angles (default: the preset's, 20 at 512 per unit of resolution)")
     ap.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
-    ap.add_argument("--phase", choices=("grid", "methods", "all"), default="all",
+    ap.add_argument("--phase", choices=("grid", "methods", "noise", "all"), default="all",
                     help="grid: only the grid's trainings; methods: only the methods' picks and their trainings "
                          "(two processes can share the work, each with its own --out; see --merge)")
     ap.add_argument("--merge", type=Path, nargs="*", default=[], help="more result files to read (runs and picks)")
@@ -261,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             mine = res.case(name)
             mine["runs"].update({k: v for k, v in case.get("runs", {}).items() if k not in mine["runs"]})
             mine["picks"] = {**case.get("picks", {}), **mine["picks"]}
-            for k in ("default_sigma", "metric"):
-                mine.setdefault(k, case.get(k))
+            for k in ("default_sigma", "metric", "seed_noise"):
+                if case.get(k) is not None:
+                    mine.setdefault(k, case.get(k))
     folder = args.out.parent / "bench_sigma_images"
     folder.mkdir(parents=True, exist_ok=True)
     all_cases = cases(args, folder)

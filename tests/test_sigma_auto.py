@@ -221,3 +221,12 @@ def test_ct_sigma_auto_uses_the_sinogram_only(compose):
     few = compose("experiment=paper_ct", "task.resolution=32", "task.num_angles=3", "device=cpu", "sigma=auto")
     with pytest.raises(FfrunError, match="task.num_angles=3 is too few"):
         predict_sigma(build_task(few.task, torch.device("cpu"), None, 0), few)
+
+
+def test_prediction_leaves_the_global_random_state_alone(compose):
+    cfg, task = image_task(compose)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    predict_sigma(task, cfg)
+    assert torch.equal(torch.rand(3), expected)

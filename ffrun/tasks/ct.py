@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from ffrun.atomic import write_png
+from ffrun.pictures import error_map, labelled_row, metric_label
 from ffrun.data.images import center_crop_resize, load_image, pixel_coords
 from ffrun.data.phantoms import PERTURBATIONS, PHANTOM_SPLITS, shepp_logan_2d
 from ffrun.errors import FfrunError
@@ -107,7 +108,7 @@ class CTTask(Task):
         self.project = ParallelProjector(n, angles, device, cfg.interpolation)
         self.sinogram = self.project(self.truth)  # the measurements: all the network ever sees
         self.coords = torch.from_numpy(pixel_coords(n)).to(device).reshape(-1, 2)
-        self.n = n
+        self.n, self.num_angles = n, cfg.num_angles
         self.grid_shape = (n, n)  # the grid baseline: one value per pixel
 
     def _image(self, field, predict: bool = False) -> Tensor:
@@ -124,9 +125,14 @@ class CTTask(Task):
         return self.memo(field, "image", lambda: self._image(field, predict=True))
 
     def comparison(self, rec: np.ndarray) -> np.ndarray:
-        """truth | reconstruction | |error|"""
-        gap = np.ones((self.n, 8), np.float32)
-        return np.concatenate([self.image, gap, rec, gap, np.abs(rec - self.image)], 1)
+        """truth | reconstruction (with its PSNR) | |error| x 4, labelled."""
+        mse = float(np.mean((np.clip(rec, 0, 1) - self.image) ** 2))
+        value = -10.0 * np.log10(mse) if mse > 0 else float("inf")
+        return labelled_row([
+            (f"ground truth\n({self.num_angles} projections measured)", self.image),
+            (f"reconstruction\n{metric_label('psnr', value)}", rec),
+            ("|error| x 4", error_map(self.image, rec)),
+        ])
 
     def preview(self, field) -> dict[str, np.ndarray]:
         return {"comparison": self.comparison(self._predict(field).clamp(0, 1).cpu().numpy())}
@@ -141,10 +147,12 @@ class CTTask(Task):
         pred_sino = self.project(img)
         rec = img.cpu().numpy()
         write_png(run_dir / "reconstruction.png", rec)
+        write_png(run_dir / "ground_truth.png", self.image)
         write_png(run_dir / "comparison.png", self.comparison(rec))
         s_true, s_pred = self.sinogram.cpu().numpy(), pred_sino.cpu().numpy()
         scale = max(s_true.max(), 1e-8)
-        gap = np.ones((s_true.shape[0], 8), np.float32)
-        # Rows: angles; the measured sinogram beside the reconstruction's.
-        sino = np.concatenate([s_true / scale, gap, s_pred / scale], 1)
-        write_png(run_dir / "sinogram.png", np.repeat(sino, max(1, 256 // s_true.shape[0]), axis=0))
+        # Rows are angles: repeat them so a few angles still make a readable band, keep the bins as they are.
+        rows = max(1, -(-256 // s_true.shape[0]))
+        tall = [np.repeat(s / scale, rows, axis=0) for s in (s_true, s_pred)]
+        write_png(run_dir / "sinogram.png", labelled_row(
+            [("measured sinogram\n(rows: angles)", tall[0]), ("the reconstruction's", tall[1])], min_side=1))

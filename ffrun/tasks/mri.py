@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from ffrun.atomic import write_png
+from ffrun.pictures import labelled_grid, metric_label
 from ffrun.data.phantoms import shepp_logan_3d
 from ffrun.data.volumes import MAX_VOXELS, load_nifti, resample_cube, save_nifti
 from ffrun.errors import FfrunError
@@ -118,16 +119,19 @@ class MRITask(Task):
             self.coords, chunk=self.chunk or self.coords.shape[0]).reshape(self.n, self.n, self.n))
 
     def slices(self, rec: np.ndarray) -> np.ndarray:
-        """Rows: truth, reconstruction, |error| x 4; columns: the three central slices."""
+        """Rows: truth, reconstruction (with its PSNR), |error| x 4; columns: the three central slices;
+        every panel labelled and enlarged to at least 256 pixels."""
         c = self.n // 2
+        mse = float(np.mean((np.clip(rec, 0, 1) - self.volume) ** 2))
+        value = -10.0 * np.log10(mse) if mse > 0 else float("inf")
         err = np.clip(np.abs(rec - self.volume) * 4, 0, 1)
+        names = ("x (sagittal)", "y (coronal)", "z (axial)")
         rows = []
-        for v in (self.volume, rec, err):
-            slices = [np.rot90(v[c, :, :]), np.rot90(v[:, c, :]), np.rot90(v[:, :, c])]
-            gap = np.ones((self.n, 4), np.float32)
-            rows.append(np.concatenate([slices[0], gap, slices[1], gap, slices[2]], 1))
-        hgap = np.ones((4, rows[0].shape[1]), np.float32)
-        return np.concatenate([rows[0], hgap, rows[1], hgap, rows[2]], 0)
+        for label, v in (("ground truth", self.volume), (f"reconstruction, {metric_label('psnr', value)}", rec),
+                         ("|error| x 4", err)):
+            cuts = [np.rot90(v[c, :, :]), np.rot90(v[:, c, :]), np.rot90(v[:, :, c])]
+            rows.append([(f"{label}\n{name} = {c}", cut) for name, cut in zip(names, cuts)])
+        return labelled_grid(rows)
 
     def preview(self, field) -> dict[str, np.ndarray]:
         return {"slices": self.slices(self._volume(field).clamp(0, 1).cpu().numpy())}
@@ -141,3 +145,6 @@ class MRITask(Task):
         save_nifti(run_dir / "reconstruction.nii.gz", rec, self.affine)
         save_nifti(run_dir / "ground_truth.nii.gz", self.volume, self.affine)
         write_png(run_dir / "slices.png", self.slices(rec))
+        # The central axial slice alone, for galleries beside other runs.
+        write_png(run_dir / "ground_truth.png", np.rot90(self.volume[:, :, self.n // 2]))
+        write_png(run_dir / "reconstruction.png", np.rot90(rec[:, :, self.n // 2]))

@@ -14,7 +14,8 @@ corners), `task.world_distances=false` (delta_i without |d|), `task.white_backgr
 `task.ray_order=shuffled_once`.
 
 Metrics: `test_psnr` (mean over the test views, each rendered in full) and `test_psnr_std`.
-Outputs: `test_views/<name>.png` (truth | render), `test_views/<name>_depth.png` (expected depth,
+Outputs: `test_views/<name>.png` (photograph | render | error | depth, labelled), `<name>_render.png`
+(the render alone), `test_views/<name>_depth.png` (expected depth,
 coloured from near to far), `test_views/depth.npz` (raw depth and opacity per view), `turntable.gif`
 (novel views on a circle matching the training cameras).
 """
@@ -34,6 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ffrun.atomic import atomic_write, write_bytes, write_png
+from ffrun.pictures import error_map, labelled_row, metric_label
 from ffrun.data.scenes import builtin_scene, camera_rays, load_blender, orbit_like, orbit_poses
 from ffrun.errors import FfrunError
 from ffrun.metrics import psnr
@@ -170,11 +172,21 @@ class NeRFTask(Task):
             self.render_view(field, pose, v.height, v.width, v.focal)
             for pose in tqdm(v.poses, desc="render test views", leave=False, disable=None)])
 
+    def view_sheet(self, i: int, colour: Tensor, depth: Tensor, opacity: Tensor) -> np.ndarray:
+        """Test view i, labelled: photograph | render (with its PSNR) | |error| x 4 | expected depth."""
+        truth, render = self.test_views.images[i], colour.clamp(0, 1).cpu().numpy()
+        value = psnr(torch.from_numpy(render), torch.from_numpy(truth))
+        name = self.test_views.names[i]
+        return labelled_row([
+            (f"photograph\n{name}", truth),
+            (f"render\n{metric_label('psnr', value)}", render),
+            ("|error| x 4", error_map(truth, render)),
+            (f"expected depth\n{self.near:g} (yellow) to {self.far:g}", self.colour_depth(depth.cpu().numpy(),
+                                                                                   opacity.cpu().numpy())),
+        ])
+
     def preview(self, field) -> dict[str, np.ndarray]:
-        colour, depth, opacity = self._render_test_views(field)[0]
-        gap = np.ones((self.test_views.height, 4, 3), dtype=np.float32)
-        return {"test_view": np.concatenate([self.test_views.images[0], gap, colour.clamp(0, 1).cpu().numpy(), gap,
-                                             self.colour_depth(depth.cpu().numpy(), opacity.cpu().numpy())], 1)}
+        return {"test_view": self.view_sheet(0, *self._render_test_views(field)[0])}
 
     def evaluate(self, field) -> dict[str, float]:
         renders = self._render_test_views(field)
@@ -186,13 +198,16 @@ class NeRFTask(Task):
         v = self.test_views
         renders = self._render_test_views(field)
         out = run_dir / "test_views"
-        gap = np.ones((v.height, 4, 3), dtype=np.float32)
         depths, opacities = [], []
-        for name, truth, (colour, depth, opacity) in zip(v.names, v.images, renders):
-            write_png(out / f"{name}.png", np.concatenate([truth, gap, colour.cpu().numpy()], axis=1))
+        for i, (name, (colour, depth, opacity)) in enumerate(zip(v.names, renders)):
+            write_png(out / f"{name}.png", self.view_sheet(i, colour, depth, opacity))
+            write_png(out / f"{name}_render.png", colour.cpu().numpy())
             write_png(out / f"{name}_depth.png", self.colour_depth(depth.cpu().numpy(), opacity.cpu().numpy()))
             depths.append(depth.cpu().numpy())
             opacities.append(opacity.cpu().numpy())
+        # The first test view alone, for galleries beside other runs.
+        write_png(run_dir / "ground_truth.png", v.images[0])
+        write_png(run_dir / "reconstruction.png", renders[0][0].cpu().numpy())
         atomic_write(out / "depth.npz", lambda f: np.savez_compressed(
             f, names=np.array(v.names), depth=np.stack(depths), opacity=np.stack(opacities), near=self.near, far=self.far))
         if self.turntable_frames:

@@ -7,7 +7,7 @@ on cached test sets.
 
 Outputs: `reconstruction.ply` (marching cubes on the predicted occupancy at `task.mesh_resolution`,
 evaluated in chunks, in the input mesh's own coordinates), `ground_truth.ply` (the normalised input
-mapped back likewise) and `preview.png` (prediction and truth side by side).
+mapped back likewise) and `preview.png` (truth and reconstruction side by side, labelled with the IoUs), and each alone as `ground_truth.png` and `reconstruction.png`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import trimesh
 from omegaconf import DictConfig
 from torch import Tensor
 
-from ffrun.atomic import save_figure, write_bytes
+from ffrun.atomic import write_bytes, write_png
 from ffrun.data.meshes import (BOXES, build_test_sets, builtin_shape, iou, load_mesh, normalise, occupancy,
                                sampling_box, uniform_points)
 from ffrun.errors import FfrunError
+from ffrun.pictures import labelled_row, metric_label
 from ffrun.tasks.base import Task
 
 log = logging.getLogger("ffrun.shape")
@@ -73,11 +74,14 @@ class ShapeTask(Task):
         return F.binary_cross_entropy_with_logits(field(pts), labels)
 
     def evaluate(self, field) -> dict[str, float]:
-        out = {}
-        for name, (pts, labels) in self.tests.items():
-            pred = (field.predict(pts, chunk=self.chunk)[:, 0] > 0).cpu().numpy()
-            out[f"iou_{name}"] = iou(pred, labels)
-        return out
+        def compute() -> dict[str, float]:
+            out = {}
+            for name, (pts, labels) in self.tests.items():
+                pred = (field.predict(pts, chunk=self.chunk)[:, 0] > 0).cpu().numpy()
+                out[f"iou_{name}"] = iou(pred, labels)
+            return out
+
+        return self.memo(field, "metrics", compute)  # save() labels its pictures with the same numbers
 
     def preview(self, field) -> dict[str, np.ndarray]:
         """Occupancy on the middle slice of the sampling box (x at its centre): truth | predicted probability."""
@@ -125,23 +129,33 @@ class ShapeTask(Task):
         truth = trimesh.Trimesh(self.to_input_frame(self.mesh.vertices), self.mesh.faces, process=False)
         for name, mesh in (("reconstruction.ply", pred), ("ground_truth.ply", truth)):
             write_bytes(run_dir / name, mesh.export(file_type="ply"))
-        render_side_by_side(run_dir / "preview.png", [("prediction", pred), ("ground truth", truth)])
+        truth_img, pred_img = render_meshes([truth, pred])
+        write_png(run_dir / "ground_truth.png", truth_img)
+        write_png(run_dir / "reconstruction.png", pred_img)
+        m = self.evaluate(field)
+        write_png(run_dir / "preview.png", labelled_row([
+            ("ground truth", truth_img),
+            (f"reconstruction (marching cubes at {self.resolution}^3)\n"
+             f"{metric_label('iou_uniform', m['iou_uniform'])}, {metric_label('iou_surface', m['iou_surface'])}",
+             pred_img)]))
 
 
-def render_side_by_side(path: Path, meshes: list[tuple[str, trimesh.Trimesh]], max_faces: int = 250_000) -> None:
-    """Flat-shaded views of each mesh from the same camera (matplotlib, no display or GPU needed)."""
+def render_meshes(meshes: list[trimesh.Trimesh], size: int = 400, max_faces: int = 250_000) -> list[np.ndarray]:
+    """Flat-shaded views of each mesh from the same camera and bounds (matplotlib, no display or GPU
+    needed), as (size, size, 3) float images in [0, 1]."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    fig = plt.figure(figsize=(5 * len(meshes), 5))
-    bounds = np.concatenate([m.bounds for _, m in meshes if len(m.faces)] or [np.zeros((2, 3))])
+    bounds = np.concatenate([m.bounds for m in meshes if len(m.faces)] or [np.zeros((2, 3))])
     lo, hi = bounds.min(0), bounds.max(0)
     light = np.array([0.4, -0.5, 0.8]) / np.linalg.norm([0.4, -0.5, 0.8])
-    for i, (title, mesh) in enumerate(meshes):
-        ax = fig.add_subplot(1, len(meshes), i + 1, projection="3d")
+    images = []
+    for mesh in meshes:
+        fig = plt.figure(figsize=(size / 100, size / 100), dpi=100)
+        ax = fig.add_axes((0, 0, 1, 1), projection="3d")
         if len(mesh.faces):
             faces = np.arange(len(mesh.faces))
             if len(faces) > max_faces:  # keep rendering time bounded; every kept face is drawn exactly
@@ -156,6 +170,7 @@ def render_side_by_side(path: Path, meshes: list[tuple[str, trimesh.Trimesh]], m
         ax.set_box_aspect(hi - lo + 1e-9)
         ax.view_init(elev=20, azim=-60)
         ax.set_axis_off()
-        ax.set_title(title)
-    save_figure(path, fig)
-    plt.close(fig)
+        fig.canvas.draw()
+        images.append(np.asarray(fig.canvas.buffer_rgba(), dtype=np.float64)[..., :3] / 255.0)
+        plt.close(fig)
+    return images

@@ -182,7 +182,9 @@ def test_short_run_on_downscaled_lego_lowers_the_loss(run_cli, tmp_path):
     names = json.loads((LEGO / "transforms_test.json").read_text())["frames"][:2]
     for frame in names:
         stem = frame["file_path"].split("/")[-1]
-        assert Image.open(run / "test_views" / f"{stem}.png").size == (50 + 4 + 50, 50)
+        assert Image.open(run / "test_views" / f"{stem}_render.png").size == (50, 50)
+        sheet = Image.open(run / "test_views" / f"{stem}.png").size  # photograph | render | error | depth, labelled
+        assert sheet[0] >= 4 * 256 and sheet[1] > 256
         assert (run / "test_views" / f"{stem}_depth.png").is_file()
     depth = np.load(run / "test_views" / "depth.npz")
     assert depth["depth"].shape == (2, 50, 50) and np.isfinite(depth["depth"]).all()

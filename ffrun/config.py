@@ -82,7 +82,8 @@ class TrainerConfig:
     batch_size: Optional[int] = None  # None = full batch
     eval_every: int = 250
     ckpt_every: int = 500  # checkpoint every N steps (and always at the end); 0 = only at the end
-    # false | true (continue the newest unfinished run of this same config under outputs/) | a run directory
+    # false | true (the newest unfinished run of the same experiment under outputs/: one not completed, or
+    # completed at fewer steps) | a run directory (refused if that run is another experiment)
     resume: Any = False
     progress: bool = True  # tqdm bar
     precision: str = "fp32"  # fp32 | tf32 (CUDA TensorFloat-32 matmuls) | bf16 (autocast for the training step)

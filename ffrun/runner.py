@@ -12,9 +12,14 @@ recorded in its metrics.json and the sweep goes on; the sweep then exits with th
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+import os
 import random
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,13 +30,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ffrun.allocator import tune_cpu
 from ffrun.atomic import write_json, write_text
-from ffrun.checkpoint import CHECKPOINT, find_checkpoint
+from ffrun.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint
 from ffrun.config import flatten, register_configs, validate
 from ffrun.errors import FfrunError
 from ffrun.loggers import RunLogger
 from ffrun.models.field import build_field
 from ffrun.tasks import Task, build_task
-from ffrun.train import Member, TrainResult, train, train_members
+from ffrun.train import Member, StopSignal, TrainResult, train, train_members
 
 log = logging.getLogger("ffrun")
 
@@ -90,21 +95,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def config_differences(old: dict, new: dict) -> list[str]:
+    """The keys (other than RESUME_FREE_KEYS) in which two resolved configs differ, as `key (old -> new)`."""
+    fa, fb = flatten(old), flatten(new)
+    # A key only one side has was added or removed by an ffrun update, not chosen by the user.
+    keys = sorted((set(fa) & set(fb)) - RESUME_FREE_KEYS)
+    return [f"{k} ({fa.get(k)!r:.40} -> {fb.get(k)!r:.40})" for k in keys if fa.get(k) != fb.get(k)]
+
+
 def _same_experiment(a: dict, b: dict) -> bool:
-    fa, fb = flatten(a), flatten(b)
-    keys = (set(fa) | set(fb)) - RESUME_FREE_KEYS
-    return all(fa.get(k) == fb.get(k) for k in keys)
+    return not config_differences(a, b)
+
+
+def _unfinished(run_dir: Path, steps: int) -> bool:
+    """A run with training left to do for `steps`: interrupted, killed, failed, or completed at fewer steps.
+    One whose metrics.json cannot be read was killed before its first record."""
+    try:
+        rec = json.loads((run_dir / "metrics.json").read_text())
+        return rec.get("status") != "completed" or int(rec.get("step") or 0) < steps
+    except (OSError, ValueError, TypeError, AttributeError):
+        return True
 
 
 def find_resume_checkpoint(resume: bool | str, config: dict, run_dir: Path) -> Path | None:
-    """The checkpoint to continue from: that of the given run directory, or (resume=true) of the newest
-    unfinished run of the same experiment under ./outputs."""
+    """The checkpoint to continue from: that of the given run directory (refused when that run is another
+    experiment), or (resume=true) of the newest unfinished run of the same experiment under ./outputs."""
     if isinstance(resume, str):
-        return find_checkpoint(resume, f"trainer.resume={resume}")
+        ckpt = find_checkpoint(resume, f"trainer.resume={resume}")
+        differences = config_differences(load_checkpoint(ckpt)["config"], config)
+        if differences:
+            shown = ", ".join(differences[:6]) + (f" and {len(differences) - 6} more" if len(differences) > 6 else "")
+            raise FfrunError(f"trainer.resume={resume}: that run is another experiment, it differs in {shown}; "
+                             "resume with the run's own settings, or start a new run without trainer.resume")
+        return ckpt
     candidates = []
     for ckpt in Path("outputs").rglob(CHECKPOINT):
         other = ckpt.parent
-        if other.resolve() == run_dir.resolve():
+        if other.resolve() == run_dir.resolve() or not _unfinished(other, config["trainer"]["steps"]):
             continue
         try:
             other_cfg = OmegaConf.to_container(OmegaConf.load(other / "config.yaml"))
@@ -139,6 +166,12 @@ class Job:
 
     def record(self, result: TrainResult, status: str) -> dict:
         """Write metrics.json for `result` with `status`; returns its content."""
+        rec = self.content(result, status)
+        write_json(self.run_dir / "metrics.json", rec)
+        return rec
+
+    def content(self, result: TrainResult, status: str) -> dict:
+        """metrics.json's content for `result` with `status`."""
         cfg = self.cfg
         rec = {
             "status": status,
@@ -162,7 +195,6 @@ class Job:
         }
         if result.signal is not None:
             rec["signal"] = result.signal
-        write_json(self.run_dir / "metrics.json", rec)
         return rec
 
     def finish(self, result: TrainResult) -> dict:
@@ -221,10 +253,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     member = job.member(logger)
     try:
         result = train(job.task, job.field, cfg.trainer, job.lr, run_dir, job.config, resume_from=job.resume_from,
-                       on_checkpoint=member.on_checkpoint, on_evaluate=member.on_evaluate, desc=job.label)
+                       on_checkpoint=member.on_checkpoint, on_evaluate=member.on_evaluate, desc=job.label,
+                       result=member.result)
+        return job.finish(result)
+    except BaseException as e:
+        # What the run had when it stopped (history, step, checkpoint step), for the failure record.
+        e.ffrun_record = job.content(member.result, "failed")
+        raise
     finally:
         logger.close()
-    return job.finish(result)
 
 
 def train_together(jobs: list[Job]) -> list[TrainResult]:
@@ -234,7 +271,8 @@ def train_together(jobs: list[Job]) -> list[TrainResult]:
     from ffrun.vectorized import BatchedTraining
 
     for job in jobs:
-        job.run_dir.mkdir(parents=True, exist_ok=True)
+        if not lock_run_dir(job.run_dir):  # the launcher leaves held directories to `report`, which refuses them
+            raise FfrunError(f"{job.run_dir} is in use by another ffrun run")
         write_config(job.cfg, job.run_dir)
     trainee = BatchedTraining(jobs, jobs[0].cfg.trainer.precision)
     loggers = [job.logger() for job in jobs]
@@ -246,17 +284,38 @@ def train_together(jobs: list[Job]) -> list[TrainResult]:
             lg.close()
 
 
-def fail(run_dir: Path, cfg: DictConfig, status: str, reason: str, code: int, exit_on_signal: bool = True) -> None:
-    """Report a run that did not complete: one line on stderr, and its exit status. In a multirun the
+def _config_for_record(cfg: DictConfig) -> dict:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # the resolution itself failed: keep what was given
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def _bare_record(cfg: DictConfig) -> dict:
+    """metrics.json for a run that stopped before its first step."""
+    return {"task": cfg.task.name, "encoding": cfg.encoding.name, "seed": cfg.seed, "step": 0,
+            "checkpoint_step": None, "metrics": {}, "history": [], "config": _config_for_record(cfg)}
+
+
+def fail(run_dir: Path, cfg: DictConfig, status: str, reason: str, code: int, exit_on_signal: bool = True,
+         partial: dict | None = None) -> None:
+    """Report a run that did not complete: one line on stderr, metrics.json (what the run had when it
+    stopped, or a bare record when it stopped before training), and its exit status. In a multirun the
     sweep goes on (the status is remembered and returned by the app at the end), except on a signal."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    print(f"ffrun: {'error' if status == 'failed' else status}: {reason}", file=sys.stderr)
-    if status == "failed":
-        write_json(run_dir / "metrics.json", {"status": "failed", "reason": reason, "task": cfg.task.name,
-                                              "encoding": cfg.encoding.name, "seed": cfg.seed, "metrics": {},
-                                              "config": OmegaConf.to_container(cfg)})
+    unwritten = ""
+    if partial is not None or status == "failed":
+        rec = dict(partial) if partial else _bare_record(cfg)
+        rec = {"status": status, "reason": reason, **{k: v for k, v in rec.items() if k not in ("status", "reason")}}
+        if status == "interrupted":
+            rec["signal"] = code - 128
+        try:
+            write_json(run_dir / "metrics.json", rec)
+        except Exception as e:  # a full disk: said on the same line, the run's own reason comes first
+            unwritten = f" ({run_dir / 'metrics.json'} not written: {' '.join(str(e).split())[:200]})"
+    print(f"ffrun: {'error' if status == 'failed' else status}: {reason}{unwritten}", file=sys.stderr)
     if status == "interrupted" and not exit_on_signal:
         return  # a member of a vectorized group: the launcher exits once every member is reported
     if HydraConfig.get().mode == RunMode.MULTIRUN and status != "interrupted":
@@ -265,19 +324,86 @@ def fail(run_dir: Path, cfg: DictConfig, status: str, reason: str, code: int, ex
     sys.exit(code)
 
 
+LOCK_FILE = ".ffrun.lock"
+_locks: dict[Path, int] = {}  # run directories this process holds, by resolved path -> the lock file's fd
+
+
+def lock_run_dir(run_dir: Path) -> bool:
+    """Hold `run_dir` for this process (an exclusive flock on a file in it; the OS releases it when the
+    process ends, crashed or not). False when another process holds it. Reentrant within a process."""
+    key = run_dir.resolve()
+    if key in _locks:
+        return True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _locks[key] = fd
+    return True
+
+
+def unlock_run_dir(run_dir: Path) -> None:
+    fd = _locks.pop(run_dir.resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the only descriptor releases the flock
+
+
+def _raise_stop(signum, frame):
+    raise StopSignal(signum)
+
+
 def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], dict], exit_on_signal: bool = True) -> float:
     """Run `produce()` (a job, or the end of one trained by the vectorized launcher) inside a Hydra job:
-    save the resolved config, turn its outcome into ffrun's exit status, and return the job's primary
-    metric to the sweeper (nan when it did not complete)."""
+    hold the run directory, save the resolved config, turn its outcome into ffrun's exit status, and
+    return the job's primary metric to the sweeper (nan when it did not complete)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not lock_run_dir(run_dir):
+        # Nothing is written: the directory and every file in it belong to the run that holds it.
+        print(f"ffrun: error: {run_dir} is in use by another ffrun run (it holds {run_dir / LOCK_FILE}); "
+              "give this run its own hydra.run.dir, or wait for that run to end", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            failed_jobs.append((run_dir, "failed", EXIT_BAD_INPUT))
+            return float("nan")
+        sys.exit(EXIT_BAD_INPUT)
+    # SIGINT/SIGTERM outside the training loop (loading data, writing outputs) end the run as interrupted;
+    # the loop installs its own handler, which finishes the current step first.
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        return _report(cfg, run_dir, produce, exit_on_signal)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        unlock_run_dir(run_dir)
+
+
+def _report(cfg: DictConfig, run_dir: Path, produce: Callable[[], dict], exit_on_signal: bool) -> float:
     try:
         write_config(cfg, run_dir)
         rec = produce()
+    except StopSignal as e:
+        name = signal.Signals(e.signum).name
+        partial = getattr(e, "ffrun_record", None)
+        where = "before training started" if partial is None else f"at step {partial.get('step')}"
+        if partial is None:
+            partial = _bare_record(cfg)
+        ckpt = partial.get("checkpoint_step")
+        hint = f"; resume with trainer.resume={run_dir}" if ckpt is not None else "; run the command again"
+        fail(run_dir, cfg, "interrupted", f"stopped by {name} {where}{hint}", 128 + e.signum, exit_on_signal,
+             partial=partial)
+        return float("nan")
     except FfrunError as e:
-        fail(run_dir, cfg, "failed", str(e), EXIT_BAD_INPUT)
+        fail(run_dir, cfg, "failed", str(e), EXIT_BAD_INPUT, partial=getattr(e, "ffrun_record", None))
         return float("nan")
     except Exception as e:  # a bug or an environment fault: keep the traceback in cli.log, record the failure
         log.error("unexpected error", exc_info=True)
-        fail(run_dir, cfg, "failed", f"{type(e).__name__}: {e} (traceback in {run_dir / 'cli.log'})", 1)
+        fail(run_dir, cfg, "failed", f"{type(e).__name__}: {e} (traceback in {run_dir / 'cli.log'})", 1,
+             partial=getattr(e, "ffrun_record", None))
         return float("nan")
     if rec["status"] == "interrupted":
         fail(run_dir, cfg, "interrupted", rec["reason"] + f"; resume with trainer.resume={run_dir}",

@@ -129,6 +129,15 @@ class SingleField:
         return self._optimizer
 
 
+class StopSignal(BaseException):
+    """A stop signal that cannot wait for the end of a step: a second one during training, or one
+    outside the training loop. BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class StopRequest:
     """Set by SIGINT/SIGTERM; the loop checks it between steps so a step is never cut in half."""
 
@@ -146,10 +155,15 @@ def catch_stop_signals() -> Iterator[StopRequest]:
         yield stop
         return
 
+    raised = False
+
     def handler(signum, frame):
-        if stop:  # a second signal: stop now, the checkpoint on disk is still the last good one
-            raise KeyboardInterrupt
-        stop.signum = signum
+        nonlocal raised
+        if not stop:
+            stop.signum = signum
+        elif not raised:  # a second signal: stop now, the checkpoint on disk is still the last good one
+            raised = True
+            raise StopSignal(stop.signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -223,53 +237,63 @@ def train_members(trainee: Trainee, members: list[Member], trainer_cfg, desc: st
     bar = tqdm(total=steps, initial=step, desc=desc, disable=not trainer_cfg.progress, dynamic_ncols=True)
     postfix: dict[str, str] = {}
     with catch_stop_signals() as stop:
-        while step < steps and active:
-            if stop:
-                for k in active:
-                    r = results[k]
-                    r.status, r.signal = "interrupted", stop.signum
-                    r.reason = f"stopped by {signal.Signals(stop.signum).name} at step {step}"
-                    checkpoint(k)
-                break
-            with precision_context(precision, device):
-                losses = trainee.step(step)
-            if not read_every_step:
-                nonfinite |= ~torch.isfinite(losses)
-            step += 1
-            bar.update(1)
-            is_eval = step % eval_every == 0 or step == steps
-            is_ckpt = step == steps or (ckpt_every > 0 and step % ckpt_every == 0)
-            if read_every_step or is_eval or is_ckpt:
-                values = losses.tolist()
-                flagged = [False] * len(members) if read_every_step else nonfinite.tolist()
-                for k in list(active):
-                    last_loss[k] = values[k]
-                    if flagged[k] or not math.isfinite(values[k]):
-                        diverge(k, f"at step {step}" if read_every_step else f"by step {step}")
-                        active.remove(k)
-                if not active:
+        try:
+            while step < steps and active:
+                if stop:
+                    for k in active:
+                        r = results[k]
+                        r.status, r.signal = "interrupted", stop.signum
+                        r.reason = f"stopped by {signal.Signals(stop.signum).name} at step {step}"
+                        checkpoint(k)
                     break
-                best = min(active, key=lambda k: last_loss[k])
-                postfix["loss"] = f"{last_loss[best]:.4g}"
-                train_psnr = task.train_psnr_from_loss(last_loss[best])
-                if train_psnr is not None:
-                    postfix["psnr"] = f"{train_psnr:.2f}"
-            if is_eval:
+                with precision_context(precision, device):
+                    losses = trainee.step(step)
+                if not read_every_step:
+                    nonfinite |= ~torch.isfinite(losses)
+                step += 1
+                bar.update(1)
+                is_eval = step % eval_every == 0 or step == steps
+                is_ckpt = step == steps or (ckpt_every > 0 and step % ckpt_every == 0)
+                if read_every_step or is_eval or is_ckpt:
+                    values = losses.tolist()
+                    flagged = [False] * len(members) if read_every_step else nonfinite.tolist()
+                    for k in list(active):
+                        last_loss[k] = values[k]
+                        if flagged[k] or not math.isfinite(values[k]):
+                            diverge(k, f"at step {step}" if read_every_step else f"by step {step}")
+                            active.remove(k)
+                    if not active:
+                        break
+                    best = min(active, key=lambda k: last_loss[k])
+                    postfix["loss"] = f"{last_loss[best]:.4g}"
+                    train_psnr = task.train_psnr_from_loss(last_loss[best])
+                    if train_psnr is not None:
+                        postfix["psnr"] = f"{train_psnr:.2f}"
+                if is_eval:
+                    for k in active:
+                        evaluate(k)
+                    scores = [v for k in active if (v := results[k].metrics.get(task.primary_metric)) is not None
+                              and math.isfinite(v)]
+                    if scores:
+                        postfix[task.primary_metric] = f"{max(scores):.2f}"
+                if is_ckpt:
+                    for k in active:
+                        checkpoint(k)
+                if postfix and step % 10 == 0:
+                    bar.set_postfix(postfix, refresh=False)
+            else:
                 for k in active:
-                    evaluate(k)
-                scores = [v for k in active if (v := results[k].metrics.get(task.primary_metric)) is not None
-                          and math.isfinite(v)]
-                if scores:
-                    postfix[task.primary_metric] = f"{max(scores):.2f}"
-            if is_ckpt:
-                for k in active:
-                    checkpoint(k)
-            if postfix and step % 10 == 0:
-                bar.set_postfix(postfix, refresh=False)
-        else:
+                    if not results[k].history or results[k].history[-1]["step"] != step:
+                        evaluate(k)  # resumed from a finished checkpoint: report its metrics
+        except StopSignal:
+            # Cut short anywhere (mid-step, mid-checkpoint): nothing more is written, and the checkpoint on
+            # disk (atomic, so never half-written) is the last good one, at `checkpoint_step`.
             for k in active:
-                if not results[k].history or results[k].history[-1]["step"] != step:
-                    evaluate(k)  # resumed from a finished checkpoint: report its metrics
+                r = stamp(k)
+                r.status, r.signal = "interrupted", stop.signum
+                last = (f"the last checkpoint is at step {r.checkpoint_step}" if r.checkpoint_step is not None
+                        else "no checkpoint had been written yet")
+                r.reason = f"stopped by a second {signal.Signals(stop.signum).name} at step {step}; {last}"
     bar.close()
     for k in active:
         if results[k].status == "completed":
@@ -289,11 +313,13 @@ def train(
     on_checkpoint: Callable[[TrainResult], None] | None = None,
     on_evaluate: Callable[[TrainResult], None] | None = None,
     desc: str = "ffrun",
+    result: TrainResult | None = None,
 ) -> TrainResult:
-    """A single run (K = 1), optionally continued from a checkpoint."""
+    """A single run (K = 1), optionally continued from a checkpoint. `result`, when given, is the record
+    filled in as training goes (the caller still has it when training raises)."""
     optimizer, schedule = make_optimizer(field, lr, trainer_cfg.lr_decay, trainer_cfg.lr_decay_steps,
                                          trainer_cfg.optimizer)
-    result = TrainResult()
+    result = TrainResult() if result is None else result
     if resume_from is not None:
         state = load_checkpoint(resume_from)
         field.load_state_dict(state["field"])

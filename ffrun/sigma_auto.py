@@ -42,7 +42,6 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -407,7 +406,7 @@ def _predict_sigma(task, cfg, tau: float, count: int) -> SigmaChoice:
                          "(image, toy1d and ct have); give sigma as a number")
     # Scores are those of the kernel at each candidate; the network's sigma is NETWORK_FACTOR times it.
     candidates = [NETWORK_FACTOR * c for c in candidates]
-    sigma = plateau_centre(candidates, scores, PLATEAU_DB)
+    sigma = float(f"{plateau_centre(candidates, scores, PLATEAU_DB):.4g}")  # 4 digits: the same value everywhere
     details.update({"tau": tau, "plateau_db": PLATEAU_DB, "nyquist": top, "network_factor": NETWORK_FACTOR})
     return SigmaChoice(sigma, method, candidates, scores, "held-out PSNR (dB) of the kernel proxy",
                        time.perf_counter() - start, details)
@@ -465,6 +464,8 @@ def fresh_scores(task, cfg, candidates: list[float], seeds: int = 3) -> list[flo
     """FreSh (Kania et al., ICLR 2025): for each candidate sigma, the Wasserstein distance between the
     spectrum of the untrained network's output on the training grid and that of the training values,
     averaged over `seeds` initialisations (lower is better). Training data only."""
+    from omegaconf import OmegaConf
+
     from ffrun.models.field import build_field
 
     values, _, _ = training_grid(task)
@@ -472,19 +473,15 @@ def fresh_scores(task, cfg, candidates: list[float], seeds: int = 3) -> list[flo
     coords = task.train[0].detach()
     bins = max(values.shape[0] // 2, 1)
     target = radial_spectrum(values, axes, bins)
-    enc_cfg = dict(cfg.encoding)
+    enc = OmegaConf.to_container(cfg.encoding, resolve=False)
     out = []
     for s in candidates:
-        enc_cfg["sigma"] = float(s)
+        enc["sigma"] = float(s)
         dists = []
         for k in range(seeds):
-            field = build_field(_Namespace(enc_cfg), cfg.model, task.in_dim, task.out_dim, task.out_activation,
-                                cfg.seed + k).to(coords.device)
-            pred = field.predict(coords).double().reshape(values.shape)
+            net = build_field(OmegaConf.create(enc), cfg.model, task.in_dim, task.out_dim, task.out_activation,
+                              cfg.seed + k).to(coords.device)
+            pred = net.predict(coords).double().reshape(values.shape)
             dists.append(wasserstein_1d(target, radial_spectrum(pred, axes, bins)))
         out.append(sum(dists) / len(dists))
     return out
-
-
-class _Namespace(dict):
-    __getattr__ = dict.get

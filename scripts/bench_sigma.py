@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -55,6 +54,9 @@ TEXTS = (0, 1, 2, 3)  # task.data_seed of the rendered text images
 # Used while designing the method (its constants); kept out of the benchmark (--tuning runs them).
 TUNING_PHOTOS = ("chelsea", "coins", "brick")
 TUNING_TEXTS = (100,)
+TOY1D_TUNING = {"toy1d tune a0.75": ["task.alpha=0.75", "task.data_seed=100"],
+                "toy1d tune a1.5": ["task.alpha=1.5", "task.data_seed=100"],
+                "toy1d tune a1 f32": ["task.alpha=1.0", "task.max_freq=32", "task.data_seed=100"]}
 TOY1D = {"toy1d a0.5": ["task.alpha=0.5"], "toy1d a1": ["task.alpha=1.0"], "toy1d a2": ["task.alpha=2.0"],
          "toy1d a1 f16": ["task.alpha=1.0", "task.max_freq=16"]}
 CT_PHANTOMS = (0, 1)  # task.data_seed of the test-split phantoms
@@ -88,7 +90,7 @@ def cases(args, folder: Path) -> dict[str, tuple[str, list[str]]]:
             out[f"text{s}"] = ("text", ["experiment=paper_text", f"task.data_seed={s}",
                                         f"task.resolution={args.resolution}", *base])
     if "toy1d" in args.tasks:
-        for name, extra in TOY1D.items():
+        for name, extra in (TOY1D_TUNING if args.tuning else TOY1D).items():
             out[name] = ("toy1d", ["task=toy1d", *extra, *base])
     if "ct" in args.tasks:
         for s in CT_PHANTOMS:

@@ -35,6 +35,7 @@ from ffrun.config import flatten, register_configs, validate
 from ffrun.errors import FfrunError
 from ffrun.loggers import RunLogger
 from ffrun.models.field import build_field
+from ffrun.sigma_auto import is_auto, resolve_auto_sigma
 from ffrun.tasks import Task, build_task
 from ffrun.train import Member, StopSignal, TrainResult, train, train_members
 
@@ -145,7 +146,12 @@ def find_resume_checkpoint(resume: bool | str, config: dict, run_dir: Path) -> P
 
 
 def write_config(cfg: DictConfig, run_dir: Path) -> None:
-    """The resolved config as config.yaml, before any training: `trainer.resume=true` finds a killed run by it."""
+    """The resolved config as config.yaml, before any training: `trainer.resume=true` finds a killed run by it.
+    With sigma=auto not yet predicted, sigma stays `auto` (rewritten with the chosen value by `prepare`)."""
+    if is_auto(cfg.sigma):
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        plain["encoding"]["sigma"] = "auto"
+        cfg = OmegaConf.create(plain)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
@@ -163,6 +169,7 @@ class Job:
     sigma: float | None
     label: str
     resume_from: Path | None = None
+    sigma_auto: dict | None = None  # sigma=auto: how sigma was chosen (method, candidates, scores, seconds)
 
     def record(self, result: TrainResult, status: str) -> dict:
         """Write metrics.json for `result` with `status`; returns its content."""
@@ -195,6 +202,8 @@ class Job:
         }
         if result.signal is not None:
             rec["signal"] = result.signal
+        if self.sigma_auto is not None:
+            rec["sigma_auto"] = self.sigma_auto
         return rec
 
     def finish(self, result: TrainResult) -> dict:
@@ -227,6 +236,16 @@ def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
     if device.type == "cpu":
         tune_cpu()
     seed_everything(cfg.seed)
+    auto = is_auto(cfg.sigma)
+    if task is None and auto:  # sigma=auto is predicted from the task's training data, before anything else
+        task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
+    sigma_auto = None
+    if auto:
+        chosen, sigma_auto = resolve_auto_sigma(cfg, task)
+        if chosen is not None:
+            log.info("sigma=auto: %s chose sigma %.4g in %.1f s", sigma_auto["method"], chosen, sigma_auto["seconds"])
+        if (run_dir / "config.yaml").is_file():
+            write_config(cfg, run_dir)  # now with the chosen sigma
     config = OmegaConf.to_container(cfg, resolve=True)
     resume_from = find_resume_checkpoint(cfg.trainer.resume, config, run_dir) if cfg.trainer.resume else None
     if cfg.trainer.resume is True and resume_from is None:
@@ -239,7 +258,8 @@ def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
     field.to(device)
     sigma = float(cfg.encoding.sigma) if cfg.encoding.name == "gauss" else None
     label = f"{cfg.task.name}/{cfg.encoding.name}" + (f" sigma={sigma:g}" if sigma is not None else "")
-    return Job(cfg, run_dir, device, config, task, field, float(cfg.trainer.lr), sigma, label, resume_from)
+    return Job(cfg, run_dir, device, config, task, field, float(cfg.trainer.lr), sigma, label, resume_from,
+               sigma_auto)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:

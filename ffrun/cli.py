@@ -53,15 +53,54 @@ def mark_job_started() -> None:
     _job_started = True
 
 
+class _UntilJobStarts:
+    """stderr that holds back what is written before the app starts (Hydra's multi-line report of a bad
+    override), and passes everything through once it has started."""
+
+    def __init__(self, real) -> None:
+        self.real, self.held = real, []
+
+    def write(self, text: str) -> int:
+        if _job_started:
+            self.release()
+            return self.real.write(text)
+        self.held.append(text)
+        return len(text)
+
+    def release(self) -> None:
+        if self.held:
+            self.real.write("".join(self.held))
+            self.held = []
+
+    def __getattr__(self, name):  # flush, fileno, isatty, encoding: the real stream's
+        return getattr(self.real, name)
+
+
+def _one_line(report: str) -> str:
+    """Hydra's error report as one line: its message lines, without the hints about stack traces."""
+    keep = [ln.strip() for ln in report.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln
+            and not ln.strip().startswith(("full_key:", "object_type=", "reference_type=", "provider=", "Config search"))]
+    return " ".join(keep)[:500]
+
+
 def run_hydra_app(app) -> None:
     """Run a Hydra app, turning Hydra's exit 1 for a bad override or config (unknown key, wrong type,
-    missing option), raised before the app starts, into ffrun's exit status 2 for bad input."""
+    missing option), raised before the app starts, into one line and ffrun's exit status 2 for bad input."""
+    global _job_started
+    _job_started = False
+    name = Path(sys.argv[0]).name if Path(sys.argv[0]).name.startswith("ffrun") else "ffrun"
+    stderr = sys.stderr = _UntilJobStarts(sys.stderr)
     try:
         app()
     except SystemExit as e:
         if e.code == 1 and not _job_started:
+            report, stderr.held = "".join(stderr.held), []
+            print(f"{name}: error: {_one_line(report)}", file=stderr.real)
             sys.exit(EXIT_BAD_INPUT)
         raise
+    finally:
+        sys.stderr = stderr.real
+        stderr.release()
 
 
 def main() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -87,3 +89,17 @@ def test_summary_rejects_a_directory_without_runs(run_cli, tmp_path):
     (tmp_path / "empty").mkdir()
     r = run_cli("empty", name="ffrun-summary")
     assert r.returncode == 2 and "no metrics.json" in r.stderr
+
+
+def test_the_benchmark_sweep_refuses_a_folder_that_holds_files(tmp_path, monkeypatch, capsys):
+    """scripts/sweep.py writes a sweep into --out; a folder already holding files is left as it is."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    from sweep import run_sweep
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as e:
+        run_sweep(["experiment=smoke"], tmp_path / "mine")
+    assert e.value.code == 2 and "nothing was deleted" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    sys.modules.pop("sweep", None)

@@ -47,6 +47,24 @@ def _app(cfg: DictConfig) -> float:
     return report(cfg, run_dir, lambda: run(cfg, run_dir))
 
 
+def run_analysis(tool: str, cfg: DictConfig, work, resolve: bool = True) -> None:
+    """The body of an analysis app (ffrun-ntk, ffrun-sigma): save the config into the Hydra run directory,
+    run `work(cfg, run_dir)`, and turn bad input into one line `<tool>: error: ...` and exit status 2."""
+    from omegaconf import OmegaConf
+
+    from ffrun.atomic import write_text
+    from ffrun.errors import FfrunError
+
+    mark_job_started()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=resolve))
+    try:
+        work(cfg, run_dir)
+    except FfrunError as e:
+        print(f"{tool}: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def mark_job_started() -> None:
     """Called first by every Hydra app of ffrun: from here on, exit status 1 is not a config error."""
     global _job_started

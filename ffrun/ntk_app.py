@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ffrun.atomic import save_figure, write_json, write_text
-from ffrun.cli import EXIT_BAD_INPUT, mark_job_started, run, run_hydra_app, seed_everything
+from ffrun.cli import run, run_analysis, run_hydra_app, seed_everything
 from ffrun.config import ENCODINGS, register_configs, validate
 from ffrun.errors import FfrunError
 from ffrun.models.field import Field, build_field
@@ -260,14 +258,7 @@ register_configs()
 
 @hydra.main(config_path="pkg://ffrun.configs", config_name="ntk", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
-    mark_job_started()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    try:
-        analyse(cfg, run_dir)
-    except FfrunError as e:
-        print(f"ffrun-ntk: error: {e}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    run_analysis("ffrun-ntk", cfg, analyse)
 
 
 def main() -> None:

@@ -12,17 +12,14 @@ choice and writes, into the run directory (outputs/sigma/<date>/<time>/ by defau
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun.atomic import save_figure, write_json, write_text
-from ffrun.cli import EXIT_BAD_INPUT, mark_job_started, resolve_device, run_hydra_app
+from ffrun.atomic import save_figure, write_json
+from ffrun.cli import resolve_device, run_analysis, run_hydra_app
 from ffrun.config import register_configs, validate
-from ffrun.errors import FfrunError
 from ffrun.sigma_auto import SigmaChoice, is_auto, predict_sigma
 from ffrun.tasks import build_task
 
@@ -73,14 +70,7 @@ register_configs()
 
 @hydra.main(config_path="pkg://ffrun.configs", config_name="sigma", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
-    mark_job_started()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-    try:
-        predict(cfg, run_dir)
-    except FfrunError as e:
-        print(f"ffrun-sigma: error: {e}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    run_analysis("ffrun-sigma", cfg, predict, resolve=False)
 
 
 def main() -> None:

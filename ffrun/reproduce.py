@@ -237,6 +237,7 @@ class Progress:
     def __init__(self, runs: list[Run], todo: list[Run]):
         self.runs, self.todo = runs, todo
         self.start = time.perf_counter()
+        self.t0 = time.time()  # a record older than this is an earlier invocation's (an interrupted run)
         self.reported = {r.dir for r in runs if r not in todo}
         self.done_here = 0
         self.lock = threading.Lock()
@@ -246,8 +247,12 @@ class Progress:
             for run in self.todo:
                 if run.dir in self.reported:
                     continue
+                try:
+                    fresh = (run.dir / "metrics.json").stat().st_mtime >= self.t0
+                except OSError:
+                    continue
                 rec = run.record()
-                if not rec or rec.get("status") in (None, "running"):
+                if not fresh or not rec or rec.get("status") in (None, "running"):
                     continue
                 self.reported.add(run.dir)
                 self.done_here += 1

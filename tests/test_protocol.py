@@ -204,6 +204,7 @@ def test_no_white_background_in_the_preset(paper_nerf):
 
 def test_paper_nerf_sigma_follows_the_downscale(compose):
     assert compose("experiment=paper_nerf", "encoding=gauss").encoding.sigma == pytest.approx(26.0)
+    assert compose("experiment=paper_nerf", "task.downscale=8").sigma == pytest.approx(26.0 / 8)
     default = compose("task=nerf", "task.downscale=8")
     # ffrun's mapping has 2*pi: the paper's scale 26 is 26 / (2 pi) there, and each downscale divides it
     assert default.sigma == pytest.approx(26.0 / (2 * math.pi) / 8, rel=1e-3)

@@ -126,8 +126,7 @@ class CTTask(Task):
 
     def comparison(self, rec: np.ndarray) -> np.ndarray:
         """truth | reconstruction (with its PSNR) | |error| x 4, labelled."""
-        mse = float(np.mean((np.clip(rec, 0, 1) - self.image) ** 2))
-        value = -10.0 * np.log10(mse) if mse > 0 else float("inf")
+        value = psnr(torch.from_numpy(np.clip(rec, 0, 1)), torch.from_numpy(self.image))
         return labelled_row([
             (f"ground truth\n({self.num_angles} projections measured)", self.image),
             (f"reconstruction\n{metric_label('psnr', value)}", rec),

@@ -122,9 +122,8 @@ class MRITask(Task):
         """Rows: truth, reconstruction (with its PSNR), |error| x 4; columns: the three central slices;
         every panel labelled and enlarged to at least 256 pixels."""
         c = self.n // 2
-        mse = float(np.mean((np.clip(rec, 0, 1) - self.volume) ** 2))
-        value = -10.0 * np.log10(mse) if mse > 0 else float("inf")
-        err = np.clip(np.abs(rec - self.volume) * 4, 0, 1)
+        value = psnr(torch.from_numpy(np.clip(rec, 0, 1)), torch.from_numpy(self.volume))
+        err = np.clip(np.abs(rec - self.volume) * 4, 0, 1)  # error_map's |error| x 4, kept 3D for slicing
         names = ("x (sagittal)", "y (coronal)", "z (axial)")
         rows = []
         for label, v in (("ground truth", self.volume), (f"reconstruction, {metric_label('psnr', value)}", rec),

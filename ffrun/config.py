@@ -32,8 +32,16 @@ def per_sample_count(value: Any, size: Any, reference: Any) -> int:
     return max(1, math.floor(float(value) * float(size) / float(reference) + 0.5))
 
 
+def per_sample_octaves(value: Any, size: Any, reference: Any) -> float:
+    """log2(1 + (2^value - 1) * size / reference): the posenc scale whose top band 2^scale - 1 (the notebooks'
+    posenc_new, offset 1) is carried to `size` as per_sample carries sigma, so it stays the same fraction of
+    the Nyquist frequency. YAML: ${ffrun.octaves:6.0,${task.resolution},512}."""
+    return math.log2(1.0 + (2.0 ** float(value) - 1.0) * float(size) / float(reference))
+
+
 def register_resolvers() -> None:
-    for name, fn in (("ffrun.per_sample", per_sample), ("ffrun.count", per_sample_count)):
+    for name, fn in (("ffrun.per_sample", per_sample), ("ffrun.count", per_sample_count),
+                     ("ffrun.octaves", per_sample_octaves)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

@@ -27,8 +27,10 @@ of sigma.
 
 Tasks: image and toy1d (point regression on a regular grid). CT (the field seen through projections):
 the proxy fits every other projection angle and scores the others, the projector as a sparse matrix and
-the kernel as an FFT convolution on the pixel grid, solved in the measurement space. MRI, shape and NeRF
-have no proxy here; `sigma=auto` stops there with one line saying so.
+the kernel as an FFT convolution on the pixel grid, solved in the measurement space. MRI (the field seen
+through sampled k-space): no held-out split carries signal there, so the score is the linearised network's
+expected volume error up to a constant (`_kspace_scores`). Shape and NeRF have no proxy here; `sigma=auto`
+stops there with one line saying so.
 
 `fresh_scores` implements FreSh (Kania et al., ICLR 2025) as a baseline: the sigma whose untrained
 network's output spectrum is closest, in Wasserstein distance, to the training signal's.
@@ -213,6 +215,17 @@ def plateau_centre(candidates: list[float], scores: list[float], tolerance: floa
     return math.sqrt(candidates[lo] * candidates[hi])
 
 
+def encoding_settings(cfg) -> dict:
+    """The run's encoding settings as plain values: its own interpolations (a posenc scale that follows
+    task.resolution) resolved against the whole config, and sigma, which may still be "auto", left out for
+    the caller to set."""
+    from omegaconf import OmegaConf
+
+    keys = [k for k in cfg.encoding if k != "sigma"]
+    return {k: OmegaConf.to_object(v) if OmegaConf.is_config(v := OmegaConf.select(cfg, f"encoding.{k}")) else v
+            for k in keys}
+
+
 def initial_outputs(task, cfg, positions: list[Tensor]):
     """f0(sigma): the untrained network of this run (its seed's B and weights, `build_field`) at each set
     of `positions` (..., d), with B scaled to sigma. The MLP's weights do not depend on sigma and B is
@@ -221,7 +234,7 @@ def initial_outputs(task, cfg, positions: list[Tensor]):
 
     from ffrun.models.field import build_field
 
-    enc = OmegaConf.to_container(cfg.encoding, resolve=False)
+    enc = encoding_settings(cfg)
     enc["sigma"] = 1.0
     field = build_field(OmegaConf.create(enc), cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed)
     field.eval().to(positions[0].device)
@@ -342,6 +355,59 @@ def _ct_scores(task, cfg, candidates: list[float], tau: float) -> tuple[list[flo
                     "density_factor": factor, "angles_fit": len(fit_idx), "angles_held": len(held_idx)}
 
 
+def negated_frequencies(values: Tensor) -> Tensor:
+    """values[-k] at index k (modulo each axis) of an array in unshifted FFT layout."""
+    dims = tuple(range(values.dim()))
+    return values.flip(dims).roll(shifts=(1,) * len(dims), dims=dims)
+
+
+def kspace_expected_error(lam: Tensor, mask: Tensor, observed: Tensor, f0: Tensor, tau: float) -> float:
+    """Mean squared volume error of kernel gradient flow on the sampled k-space loss, after time tau in units
+    of the fastest mode, less the truth's energy at the frequencies never sampled (a constant).
+
+    `lam`: the kernel's eigenvalues (the FFT of its row on the periodic grid), `mask`: the sampled
+    frequencies, `observed`: mask * FFT(truth), `f0`: the untrained output volume; all (n, n, n), unshifted
+    FFT layout. The volume is real, so sampling k also fixes -k: a frequency pair is fitted at the rate
+    lambda_k times the share of the pair that was sampled (1/2 or 1) and keeps the residual
+    exp(-rate t) (y_k - f0_k); a pair never sampled keeps f0_k."""
+    pair = 0.5 * (mask.double() + negated_frequencies(mask).double())
+    target = torch.where(mask, observed.to(torch.complex128),
+                         negated_frequencies(observed.to(torch.complex128)).conj())
+    init = torch.fft.fftn(f0.double())
+    rate = pair * lam.double().clamp_min(0.0)
+    seen = pair > 0
+    remaining = torch.exp(-tau * rate[seen] / rate.max()) * (target[seen] - init[seen])
+    error = (remaining.abs() ** 2).sum() + (init[~seen].abs() ** 2).sum()
+    return (error / float(mask.numel()) ** 2).item()  # Parseval (unnormalised FFT), then the mean over voxels
+
+
+def _kspace_scores(task, cfg, candidates: list[float], tau: float) -> tuple[list[float], dict]:
+    """MRI (the field seen through sampled k-space): the expected volume error of the linearised network
+    after gradient-descent time tau, up to a constant, from the training data alone.
+
+    On the periodic voxel grid the stationary kernel is diagonal in the Fourier basis, so each sampled
+    frequency is fitted on its own and an unsampled one is never corrected (`kspace_expected_error`). The
+    volume error is then the slow sampled frequencies' residuals plus the untrained network's energy where
+    k-space was not sampled, plus the truth's energy there, which does not depend on sigma and is left out.
+    A held-out split of the samples would carry no signal here: in the diagonal picture a held-out
+    frequency is predicted by f0 whatever sigma is. Small sigmas leave the sampled high frequencies
+    unfitted; large ones leave the untrained network's noise in the unsampled ones."""
+    n = task.n
+    mask = task.mask.to(task.observed.device)
+    offsets = lattice_offsets((n, n, n), torch.eye(3, dtype=torch.float64, device=mask.device) / n)
+    f0 = initial_outputs(task, cfg, [task.coords.detach().double().reshape(n, n, n, 3)])
+    scores = []
+    for sigma in candidates:
+        lam = torch.fft.fftn(kernel_on_offsets(None, sigma, offsets, cfg.model, cfg.encoding.two_pi)
+                             .reshape(n, n, n)).real
+        mse = kspace_expected_error(lam, mask, task.observed, f0(sigma)[0][..., 0], tau)
+        scores.append(-10.0 * math.log10(max(mse, 1e-30)))
+    return scores, {"proxy": "expected volume error of the linearised network: the sampled frequencies' "
+                             "residuals after time tau plus the untrained network's energy at the unsampled ones "
+                             "(the truth's energy there is a constant and left out)",
+                    "kspace_fraction": float(mask.float().mean())}
+
+
 def nyquist(task) -> float:
     """The training grid's Nyquist frequency (cycles per unit) along its first axis."""
     _, steps, _ = training_grid(task)
@@ -401,14 +467,21 @@ def _predict_sigma(task, cfg, tau: float, count: int) -> SigmaChoice:
         candidates = log_candidates(NYQUIST_RANGE[0] * top, NYQUIST_RANGE[1] * top, count)
         scores, details = _ct_scores(task, cfg, candidates, tau)
         method = "held-out NTK (projections)"
+    elif getattr(task, "observed", None) is not None and getattr(task, "mask", None) is not None:
+        top = task.n / 2.0  # the voxel grid's Nyquist frequency
+        candidates = log_candidates(NYQUIST_RANGE[0] * top, NYQUIST_RANGE[1] * top, count)
+        scores, details = _kspace_scores(task, cfg, candidates, tau)
+        method = "expected-error NTK (k-space)"
     else:
         raise FfrunError(f"sigma=auto: task={type(task).__name__} has no training-data proxy in ffrun.sigma_auto "
-                         "(image, toy1d and ct have); give sigma as a number")
+                         "(image, toy1d, ct and mri have); give sigma as a number")
     # Scores are those of the kernel at each candidate; the network's sigma is NETWORK_FACTOR times it.
     candidates = [NETWORK_FACTOR * c for c in candidates]
     sigma = float(f"{plateau_centre(candidates, scores, PLATEAU_DB):.4g}")  # 4 digits: the same value everywhere
     details.update({"tau": tau, "plateau_db": PLATEAU_DB, "nyquist": top, "network_factor": NETWORK_FACTOR})
-    return SigmaChoice(sigma, method, candidates, scores, "held-out PSNR (dB) of the kernel proxy",
+    score = ("PSNR (dB) of the linearised network's expected error, up to a constant" if method.startswith("expected")
+             else "held-out PSNR (dB) of the kernel proxy")
+    return SigmaChoice(sigma, method, candidates, scores, score,
                        time.perf_counter() - start, details)
 
 
@@ -438,10 +511,11 @@ def resolve_auto_sigma(cfg, task) -> tuple[float | None, dict | None]:
 # ------------------------------------------------------------------------------------------ FreSh
 
 
-def radial_spectrum(values: Tensor, axes: int, bins: int) -> Tensor:
-    """FreSh's spectrum of a signal on a grid: |DFT| summed over channels, gathered by the L1 index
-    |k_1| + ... + |k_a| of the (signed) integer frequency, without the DC term, first `bins` bins."""
-    mag = torch.fft.fftn(values.double(), dim=tuple(range(axes))).abs().sum(-1)
+def spectrum_bins(mag: Tensor, axes: int, bins: int) -> Tensor:
+    """FreSh's spectrum: DFT magnitudes `mag` (first `axes` dims in FFT layout, any further dims summed),
+    gathered by the L1 index |k_1| + ... + |k_a| of the (signed) integer frequency, without the DC term,
+    first `bins` bins."""
+    mag = mag.double().reshape(*mag.shape[:axes], -1).sum(-1)
     index = None
     for a, n in enumerate(mag.shape):
         k = torch.fft.fftfreq(n, d=1.0 / n, device=mag.device).abs().long()
@@ -454,34 +528,62 @@ def radial_spectrum(values: Tensor, axes: int, bins: int) -> Tensor:
     return spectrum[1 : bins + 1]
 
 
+def radial_spectrum(values: Tensor, axes: int, bins: int) -> Tensor:
+    """FreSh's spectrum of a signal on a grid: |DFT| summed over channels, in L1-index bins (spectrum_bins)."""
+    return spectrum_bins(torch.fft.fftn(values.double(), dim=tuple(range(axes))).abs(), axes, bins)
+
+
 def wasserstein_1d(u: Tensor, v: Tensor) -> float:
     """W1 between two histograms on the same equally spaced bins (normalised to unit mass)."""
     cu, cv = torch.cumsum(u / u.sum(), 0), torch.cumsum(v / v.sum(), 0)
     return (cu - cv).abs().sum().item()
 
 
+def fresh_signal(task):
+    """FreSh's two spectra for `task`, from its training data only: (the training signal's spectrum, a
+    function giving an untrained network's spectrum). Point regression compares the values on the training
+    grid; the tasks that see their field through a forward model compare in the measurement space, as the
+    network's output would be measured: MRI the sampled k-space, CT each projection's 1D spectrum."""
+    if getattr(task, "train", None) is not None:
+        values, _, _ = training_grid(task)
+        axes, coords = values.dim() - 1, task.train[0].detach()
+        bins = max(values.shape[0] // 2, 1)
+        return (radial_spectrum(values, axes, bins),
+                lambda net: radial_spectrum(net.predict(coords).double().reshape(values.shape), axes, bins))
+    n = task.n
+    if getattr(task, "observed", None) is not None and getattr(task, "mask", None) is not None:
+        mask = task.mask.to(task.observed.device)
+        return (spectrum_bins(task.observed.abs(), 3, n // 2),
+                lambda net: spectrum_bins((torch.fft.fftn(net.predict(task.coords).double().reshape(n, n, n))
+                                           * mask).abs(), 3, n // 2))
+    if getattr(task, "sinogram", None) is not None:
+        def sino_spectrum(sino: Tensor) -> Tensor:  # (angles, n): 1D spectra along the detector, summed
+            return spectrum_bins(torch.fft.fft(sino.double(), dim=1).abs().T, 1, n // 2)
+
+        return (sino_spectrum(task.sinogram),
+                lambda net: sino_spectrum(task.project(net.predict(task.coords).float().reshape(n, n))))
+    raise FfrunError(f"FreSh: task={type(task).__name__} has no training signal on a grid")
+
+
 def fresh_scores(task, cfg, candidates: list[float], seeds: int = 3) -> list[float]:
     """FreSh (Kania et al., ICLR 2025): for each candidate sigma, the Wasserstein distance between the
-    spectrum of the untrained network's output on the training grid and that of the training values,
-    averaged over `seeds` initialisations (lower is better). Training data only."""
+    spectrum of the untrained network's output and that of the training signal (`fresh_signal`), averaged
+    over `seeds` initialisations (lower is better). Training data only."""
     from omegaconf import OmegaConf
 
     from ffrun.models.field import build_field
 
-    values, _, _ = training_grid(task)
-    axes = values.dim() - 1
-    coords = task.train[0].detach()
-    bins = max(values.shape[0] // 2, 1)
-    target = radial_spectrum(values, axes, bins)
-    enc = OmegaConf.to_container(cfg.encoding, resolve=False)
+    target, network_spectrum = fresh_signal(task)
+    enc = encoding_settings(cfg)
+    device = task_device(task)
     out = []
     for s in candidates:
         enc["sigma"] = float(s)
         dists = []
         for k in range(seeds):
             net = build_field(OmegaConf.create(enc), cfg.model, task.in_dim, task.out_dim, task.out_activation,
-                              cfg.seed + k).to(coords.device)
-            pred = net.predict(coords).double().reshape(values.shape)
-            dists.append(wasserstein_1d(target, radial_spectrum(pred, axes, bins)))
+                              cfg.seed + k).to(device)
+            with torch.no_grad():
+                dists.append(wasserstein_1d(target, network_spectrum(net)))
         out.append(sum(dists) / len(dists))
     return out

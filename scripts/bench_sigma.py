@@ -4,8 +4,10 @@
     python scripts/bench_sigma.py --out b.json --phase grid           # only the grid's trainings
     python scripts/bench_sigma.py --out b.json --report               # the table from what is there
 
-Per case (a photo or text image of the image task, or a toy1d signal) it trains the task's network
-(its preset, at --resolution and --steps) at:
+Per case it trains the task's network at the sigmas below. The cases: photos and text images of the image
+task and toy1d signals (their preset at --resolution and --steps), and the CT phantoms, the MRI volume,
+the meshes and the NeRF scene at ffrun-reproduce's cpu scale (`ffrun.reproduce.plans`, the same runs as
+the cpu Table 1). The sigmas:
   grid     a log grid of >= 8 sigmas (default * 2^(k/2), k = --grid); the best held-out metric is the
            grid search's answer (its cost: the sum of its trainings),
   default  the task's default sigma (task.default_sigma: the paper's, scaled to the sampling density),
@@ -36,6 +38,8 @@ import torch
 
 from ffrun.atomic import write_json
 from ffrun.errors import FfrunError
+from ffrun.data.location import data_dir
+from ffrun.reproduce import plans
 from ffrun.sigma_auto import fresh_scores, log_candidates, nyquist, predict_sigma
 
 try:  # the run preparation moved from ffrun.cli to ffrun.runner
@@ -60,7 +64,7 @@ TOY1D_TUNING = {"toy1d tune a0.75": ["task.alpha=0.75", "task.data_seed=100"],
 TOY1D = {"toy1d a0.5": ["task.alpha=0.5"], "toy1d a1": ["task.alpha=1.0"], "toy1d a2": ["task.alpha=2.0"],
          "toy1d a1 f16": ["task.alpha=1.0", "task.max_freq=16"]}
 CT_PHANTOMS = (0, 1)  # task.data_seed of the test-split phantoms
-PAPER_SIGMA = {"photo": (10.0, 512), "text": (14.0, 512), "ct": (4.0, 512)}  # sigma, image side it was chosen at
+PAPER_SIGMA = {"photo": (10.0, 512), "text": (14.0, 512), "ct": (4.0, 512), "mri": (5.0, 96)}  # sigma, grid side
 # The 1D signals' best sigma lies further from the default (10): a wider grid, cheap in 1D.
 GRID_BY_KIND = {"toy1d": list(range(-6, 6))}
 
@@ -92,11 +96,18 @@ def cases(args, folder: Path) -> dict[str, tuple[str, list[str]]]:
     if "toy1d" in args.tasks:
         for name, extra in (TOY1D_TUNING if args.tuning else TOY1D).items():
             out[name] = ("toy1d", ["task=toy1d", *extra, *base])
-    if "ct" in args.tasks:
-        for s in CT_PHANTOMS:
-            angles = [f"task.num_angles={args.ct_angles}"] if args.ct_angles else []
-            out[f"ct phantom{s}"] = ("ct", ["experiment=paper_ct", f"task.data_seed={s}",
-                                            f"task.resolution={args.resolution}", *angles, *base])
+    # The other tasks at their cpu scale: ffrun-reproduce's plan (preset, overrides, data items)
+    cpu = plans("cpu", args.data)
+    for task in ("ct", "mri", "shape", "nerf"):
+        if task not in args.tasks:
+            continue
+        plan = cpu[task]
+        shared = [o for o in plan.overrides if not o.startswith(("trainer.eval_every=", "trainer.progress="))]
+        items = ({f"phantom{s}": [f"task.data_seed={s}"] for s in CT_PHANTOMS} if task == "ct" and not args.tuning
+                 else {"phantom100": ["task.data_seed=100"]} if task == "ct" else plan.items)
+        for item, extra in items.items():
+            out[f"{task} {item}"] = (task, [f"experiment={plan.preset}", *shared, *extra, "device=cpu",
+                                            "trainer.eval_every=100000"])
     return out
 
 
@@ -179,8 +190,8 @@ def run_case(res: Results, name: str, kind: str, overrides: list[str], args) -> 
     if kind in PAPER_SIGMA:
         sigma_paper, side = PAPER_SIGMA[kind]
         picks["paper"] = {"sigma": sigma_paper * cfg.task.resolution / side, "seconds": 0.0}
-    if kind in ("photo", "text"):
-        top = nyquist(task)
+    if kind in ("photo", "text", "ct", "mri"):
+        top = nyquist(task) if kind in ("photo", "text") else task.n / 2.0
         candidates = log_candidates(0.01 * top, top, 25)
         start = time.perf_counter()
         scores = fresh_scores(task, cfg, candidates)
@@ -264,13 +275,15 @@ def report(res: Results, args, case_kinds: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench_sigma.json"))
-    ap.add_argument("--tasks", default="image,toy1d,ct", help="comma-separated: image, toy1d, ct")
-    ap.add_argument("--resolution", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--tasks", default="image,toy1d,ct,mri",
+                    help="comma-separated: image, toy1d (at --resolution / --steps), ct, mri, shape, nerf (at "
+                         "ffrun-reproduce's cpu scale)")
+    ap.add_argument("--resolution", type=int, default=64, help="image side of the image cases")
+    ap.add_argument("--steps", type=int, default=1000, help="training steps of the image and toy1d cases")
+    ap.add_argument("--data", type=Path, default=None, help="data folder of the cpu-scale tasks (default: $FFRUN_DATA, "
+                    "else ../shared/data beside the checkout)")
     ap.add_argument("--grid", default="-4,-3,-2,-1,0,1,2,3",
                     help="k of the grid sigmas default * 2^(k/2) (at least 8 for the issue's protocol)")
-    ap.add_argument("--ct-angles", type=int, default=None,
-                    help="CT projection angles (default: the preset's, 20 at 512 per unit of resolution)")
     ap.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     ap.add_argument("--phase", choices=("grid", "methods", "noise", "all"), default="all",
                     help="grid: only the grid's trainings; methods: only the methods' picks and their trainings "
@@ -281,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (1: steady on a shared CPU)")
     args = ap.parse_args(argv)
     args.tasks = args.tasks.split(",")
+    args.data = args.data or data_dir()
     args.grid = [int(k) for k in args.grid.split(",")]
     torch.set_num_threads(args.threads)
     res = Results(args.out)

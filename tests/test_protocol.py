@@ -210,6 +210,21 @@ def test_paper_nerf_sigma_follows_the_downscale(compose):
     assert default.sigma == pytest.approx(26.0 / (2 * math.pi) / 8, rel=1e-3)
 
 
+@pytest.mark.parametrize("preset,scale,reference,side", [("paper_image", 6.0, 512, 128), ("paper_text", 5.0, 512, 64),
+                                                        ("paper_ct", 3.0, 512, 128), ("paper_mri", 4.0, 96, 32)])
+def test_posenc_top_band_follows_the_resolution(compose, preset, scale, reference, side):
+    """posenc's top band 2^scale - 1 keeps its fraction of the Nyquist frequency (docs/protocol.md, rule 1)."""
+    at_paper = compose(f"experiment={preset}", "encoding=posenc", f"task.resolution={reference}")
+    assert at_paper.encoding.scale == pytest.approx(scale)
+    small = compose(f"experiment={preset}", "encoding=posenc", f"task.resolution={side}")
+    top = 2.0 ** small.encoding.scale - 1.0
+    assert top == pytest.approx((2.0**scale - 1.0) * side / reference)
+    # and the field built from it has exactly that top frequency
+    from ffrun.models.encodings import posenc_matrix
+
+    assert posenc_matrix(2, 256, small.encoding.scale).max().item() == pytest.approx(top, rel=1e-9)
+
+
 # ---- CT phantoms -------------------------------------------------------------------------------------
 
 

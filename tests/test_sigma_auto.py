@@ -18,9 +18,11 @@ from ffrun.sigma_auto import (
     fresh_scores,
     gd_filter,
     kernel_on_offsets,
+    kspace_expected_error,
     lattice_holdout,
     lattice_offsets,
     mirror,
+    negated_frequencies,
     plateau_centre,
     predict_sigma,
     resolve_auto_sigma,
@@ -230,3 +232,56 @@ def test_prediction_leaves_the_global_random_state_alone(compose):
     torch.manual_seed(123)
     predict_sigma(task, cfg)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_kspace_expected_error_is_the_kernel_gradient_flow():
+    """The MRI proxy's closed form against the dense flow df/dt = -K grad L(f), L = 0.5 sum over sampled k of
+    |FFT(f)_k - y_k|^2, integrated exactly (matrix exponential), for a truth with no energy at the never-sampled
+    frequencies (so the constant the proxy leaves out is zero) and a mask that samples k without -k."""
+    n, tau = 6, 30.0
+    g = torch.Generator().manual_seed(0)
+    offsets = lattice_offsets((n, n, n), torch.eye(3, dtype=torch.float64) / n)
+    row = torch.exp(-20.0 * (offsets**2).sum(-1)).reshape(n, n, n)
+    lam = torch.fft.fftn(row).real
+    idx = torch.stack(torch.meshgrid(*[torch.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    diff = (idx[:, None, :] - idx[None, :, :]) % n
+    kernel = row[diff[..., 0], diff[..., 1], diff[..., 2]]  # the circulant kernel matrix (n^3, n^3)
+    mask = torch.rand(n, n, n, generator=g) < 0.3
+    mask[0, 0, 0] = True
+    assert (mask & ~negated_frequencies(mask)).any()  # some k sampled without its pair -k
+    seen = mask | negated_frequencies(mask)
+    truth = torch.fft.ifftn(torch.fft.fftn(torch.rand(n, n, n, generator=g, dtype=torch.float64)) * seen).real
+    observed = torch.fft.fftn(truth) * mask
+    f0 = 0.3 * torch.randn(n, n, n, generator=g, dtype=torch.float64)
+
+    def grad(f):  # dL/df for a real volume f
+        return n**3 * torch.fft.ifftn(mask * (torch.fft.fftn(f) - observed)).real
+
+    zero = torch.zeros(n, n, n, dtype=torch.float64)
+    b = -grad(zero).reshape(-1)
+    hessian = torch.stack([grad(e.reshape(n, n, n)).reshape(-1) + b for e in torch.eye(n**3, dtype=torch.float64)], 1)
+    flow = kernel @ hessian
+    t = tau / torch.linalg.eigvals(flow).real.max()
+    augmented = torch.zeros(n**3 + 1, n**3 + 1, dtype=torch.float64)
+    augmented[:-1, :-1] = -flow
+    augmented[:-1, -1] = kernel @ b
+    state = torch.linalg.matrix_exp(augmented * t) @ torch.cat([f0.reshape(-1), torch.ones(1, dtype=torch.float64)])
+    exact = torch.mean((state[:-1] - truth.reshape(-1)) ** 2).item()
+    assert kspace_expected_error(lam, mask, observed, f0, tau) == pytest.approx(exact, rel=1e-6)
+    assert exact < torch.mean((f0 - truth) ** 2).item()  # the flow did fit something
+
+
+def test_mri_sigma_auto_uses_the_kspace_samples_only(compose):
+    cfg = compose("experiment=paper_mri", "task.resolution=12", "device=cpu", "sigma=auto", "trainer.steps=100",
+                  "encoding.m=32", "model.width=32")
+    task = build_task(cfg.task, torch.device("cpu"), None, 0)
+    before = predict_sigma(task, cfg, count=7)
+    assert predict_sigma(task, cfg, count=7).scores == before.scores  # deterministic for a seed
+    task.truth.fill_(float("nan"))  # the volume itself is test data
+    task.volume[:] = np.nan
+    after = predict_sigma(task, cfg, count=7)
+    assert after.scores == before.scores and after.sigma == before.sigma
+    assert all(math.isfinite(s) for s in before.scores) and before.method.startswith("expected-error")
+    # small sigmas leave the sampled high frequencies unfitted, large ones leave f0's noise: an inner optimum
+    best = max(range(7), key=lambda i: before.scores[i])
+    assert 0 < best < 6

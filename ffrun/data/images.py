@@ -62,6 +62,9 @@ _WORDS = (
 ).split()
 
 
+TEXT_RENDER_SIZE = 512  # the paper's text images are 512 x 512
+
+
 def render_text(resolution: int = 512, seed: int = 0) -> np.ndarray:
     """A text image in the spirit of the paper's text dataset: lines of words in random TrueType fonts,
     sizes and colours on a white background. Deterministic for a given seed."""
@@ -183,7 +186,10 @@ def load_image(spec: str, resolution: int, seed: int = 0) -> np.ndarray:
                          f"of {MAX_IMAGE_PIXELS} pixels; use at most {int(MAX_IMAGE_PIXELS ** 0.5)}")
     peak = None
     if spec == "text":
-        return render_text(resolution, seed)
+        # One picture at every resolution, as a photograph is: rendered at the paper's 512 px (or above)
+        # and box-reduced. Rendered at 128 px, the glyphs' minimum size would make the page four times
+        # denser than the paper's, with 1 px strokes that the even/odd split cannot resolve.
+        return center_crop_resize(render_text(max(resolution, TEXT_RENDER_SIZE), seed), resolution)
     if spec in SAMPLE_IMAGES:
         img = _sample_image(spec)
     else:

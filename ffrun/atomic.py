@@ -65,6 +65,32 @@ def write_text(path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): a run directory,
+# image path or metric name from a run someone sent could carry "=HYPERLINK(...)".
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(header: list[Any], rows: list[list[Any]]) -> str:
+    """CSV of `header` and `rows` in which no text cell can act as a spreadsheet formula: text starting with
+    = + - @ tab or CR (and not a number) gets a leading apostrophe, as OWASP recommends. Numbers stay numbers."""
+    import csv
+
+    def cell(v: Any) -> Any:
+        if isinstance(v, str) and v.startswith(FORMULA_START):
+            try:
+                float(v)
+                return v
+            except ValueError:
+                return "'" + v
+        return v
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    for row in [header, *rows]:
+        writer.writerow([cell(v) for v in row])
+    return buf.getvalue()
+
+
 def finite_json(obj: Any) -> Any:
     """`obj` with every non-finite float replaced by None, so that json.dumps writes strict JSON."""
     if isinstance(obj, float):

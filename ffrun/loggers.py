@@ -5,13 +5,11 @@ slices) at each evaluation: `tensorboard --logdir outputs/`."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
 
-from ffrun.atomic import write_text
+from ffrun.atomic import csv_text, write_text
 from ffrun.errors import FfrunError
 
 LOGGERS = ("csv", "tensorboard")
@@ -39,11 +37,7 @@ class RunLogger:
     def log(self, history: list[dict[str, float]], images: dict[str, np.ndarray] | None = None) -> None:
         """Record the newest evaluation (history[-1]); the CSV is rewritten whole, atomically."""
         keys = list(dict.fromkeys(k for row in history for k in row))
-        buf = io.StringIO()
-        out = csv.DictWriter(buf, fieldnames=keys)
-        out.writeheader()
-        out.writerows(history)
-        write_text(self.csv_path, buf.getvalue())
+        write_text(self.csv_path, csv_text(keys, [[row.get(k, "") for k in keys] for row in history]))
         if self.writer is None:
             return
         row = history[-1]

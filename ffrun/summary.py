@@ -16,9 +16,7 @@ becomes a file name only through `safe_filename`, so no name writes outside the 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import math
 import re
@@ -29,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ffrun.atomic import save_figure, write_text
+from ffrun.atomic import csv_text, save_figure, write_text
 from ffrun.config import flatten
 from ffrun.errors import FfrunError
 
@@ -202,14 +200,6 @@ def to_markdown(rows: list[dict], varying: list[str], runs: list[dict]) -> str:
     return text
 
 
-def _csv(header: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
-
-
 def to_csv(rows: list[dict], varying: list[str]) -> str:
     names = metric_names(rows, varying) + ["wall_s"]
     header = ["task", "encoding", "sigma", *varying, "n"] + [f"{n}_{s}" for n in names for s in ("mean", "std")]
@@ -220,7 +210,7 @@ def to_csv(rows: list[dict], varying: list[str]) -> str:
             v = r.get(n)
             line += [v[0], v[1]] if v else ["", ""]
         body.append(line)
-    return _csv(header, body)
+    return csv_text(header, body)
 
 
 def runs_csv(runs: list[dict]) -> str:
@@ -229,7 +219,7 @@ def runs_csv(runs: list[dict]) -> str:
     body = [[r["run_dir"], r.get("status", ""), r.get("task"), r.get("encoding"), r.get("sigma"), r.get("seed"),
              r.get("config", {}).get("task", {}).get("image", ""), r.get("steps"), r.get("wall_s"),
              *(r.get("metrics", {}).get(n, "") for n in names)] for r in runs]
-    return _csv(header, body)
+    return csv_text(header, body)
 
 
 def _printable(text: str, limit: int = 60) -> str:

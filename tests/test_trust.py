@@ -404,3 +404,20 @@ def test_mri_sampling_settings_out_of_range_are_refused():
         cfg = OmegaConf.structured(MRITaskConfig(**{key: value}))
         with pytest.raises(FfrunError, match=message):
             MRITask(cfg, torch.device("cpu"))
+
+
+def test_csv_cells_never_act_as_spreadsheet_formulas():
+    """A run someone sent can name a metric or a path "=HYPERLINK(...)": every CSV ffrun writes quotes it."""
+    import csv
+    import io
+
+    from ffrun.atomic import csv_text
+    from ffrun.summary import runs_csv
+
+    text = csv_text(["a", "b", "c"], [["=1+2", -1.5, "-3"], ["@SUM(A1)", "+x", "plain"]])
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[1] == ["'=1+2", "-1.5", "-3"] and rows[2] == ["'@SUM(A1)", "'+x", "plain"]
+    run = {"run_dir": "=cmd|' /C calc'!A0", "status": "completed", "task": "image", "encoding": "gauss",
+           "sigma": 10.0, "seed": 0, "steps": 1, "wall_s": 1.0, "metrics": {"=evil": 3.0}}
+    header, body = list(csv.reader(io.StringIO(runs_csv([run]))))
+    assert "'=evil" in header and body[0].startswith("'=cmd")

@@ -473,8 +473,10 @@ def _predict_sigma(task, cfg, tau: float, count: int) -> SigmaChoice:
         scores, details = _kspace_scores(task, cfg, candidates, tau)
         method = "expected-error NTK (k-space)"
     else:
+        default = cfg.task.get("default_sigma")
+        hint = f" (task.default_sigma={float(default):.4g} is this task's default)" if default else ""
         raise FfrunError(f"sigma=auto: task={type(task).__name__} has no training-data proxy in ffrun.sigma_auto "
-                         "(image, toy1d, ct and mri have); give sigma as a number")
+                         f"(image, toy1d, ct and mri have); give sigma as a number{hint}")
     # Scores are those of the kernel at each candidate; the network's sigma is NETWORK_FACTOR times it.
     candidates = [NETWORK_FACTOR * c for c in candidates]
     sigma = float(f"{plateau_centre(candidates, scores, PLATEAU_DB):.4g}")  # 4 digits: the same value everywhere

@@ -188,9 +188,18 @@ class Run:
         return rec.get("status", "unknown")
 
 
-def _job_keys(overrides: list[str]) -> set[str]:
-    """The overrides that define a job's result (not where it runs, how it resumes or shows progress)."""
-    return {o for o in overrides if not o.startswith(("hydra", "trainer.resume=", "trainer.progress="))}
+def _job_keys(overrides: list[str]) -> set[tuple[str, str]]:
+    """The overrides that define a job's result (not where it runs, how it resumes or shows progress), as
+    (key, value) parsed by Hydra: .hydra/overrides.yaml records a sweep's values re-serialised
+    (trainer.lr=2e-3 comes back as trainer.lr=0.002, true as True), so the text alone does not compare."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    kept = [o for o in overrides if not o.startswith(("hydra", "trainer.resume=", "trainer.progress="))]
+    try:
+        parsed = OverridesParser.create().parse_overrides(kept)
+    except Exception:  # not parseable: compare the text
+        return {(o, "") for o in kept}
+    return {(f"{o.get_key_element()}", repr(o.value())) for o in parsed}
 
 
 def ffrun_command() -> list[str]:

@@ -130,3 +130,20 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, args, needle):
 
 def test_every_encoding_of_table1_is_covered():
     assert set(ENCODINGS) <= set(PAPER["image"][1]) and "grid" in PAPER["ct"][1] and "grid" in PAPER["mri"][1]
+
+
+def test_a_completed_run_is_not_stale_because_hydra_reserialised_its_overrides(tmp_path):
+    """Hydra writes a sweep job's overrides back re-serialised (trainer.lr=2e-3 as 0.002, false as False): the
+    same command must still find the run complete, not move it aside as run with other settings."""
+    from ffrun.reproduce import Run
+
+    run_dir = tmp_path / "gauss"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "completed"}))
+    recorded = ["experiment=paper_shape", "encoding=gauss", "trainer.progress=False", "trainer.lr=0.002",
+                "trainer.steps=600"]
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in recorded))
+    ours = ["experiment=paper_shape", "encoding=gauss", "trainer.progress=false", "trainer.lr=2e-3",
+            "trainer.steps=600"]
+    assert Run("shape", "dragon", "gauss", run_dir, ours).status() == "completed"
+    assert Run("shape", "dragon", "gauss", run_dir, [*ours[:3], "trainer.lr=1e-3", ours[4]]).status() == "stale"

@@ -34,6 +34,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            # mkstemp creates 0600; a result file gets the permissions any new file would (0666 less the umask)
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
@@ -44,6 +46,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
                              "free some space and run again") from None
         raise
     return path
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it: done once, at import, before any thread writes files
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def _disk_full(e: BaseException) -> bool:

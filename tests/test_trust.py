@@ -421,3 +421,17 @@ def test_csv_cells_never_act_as_spreadsheet_formulas():
            "sigma": 10.0, "seed": 0, "steps": 1, "wall_s": 1.0, "metrics": {"=evil": 3.0}}
     header, body = list(csv.reader(io.StringIO(runs_csv([run]))))
     assert "'=evil" in header and body[0].startswith("'=cmd")
+
+
+def test_atomic_outputs_get_the_permissions_of_any_new_file(tmp_path):
+    """Results written through a temporary file (mkstemp: 0600) are readable by whoever the umask allows, as a
+    plain open() would make them: a run directory shared with a group must not hold owner-only files."""
+    import os
+
+    from ffrun.atomic import _UMASK, write_text
+
+    path = write_text(tmp_path / "metrics.json", "{}")
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~_UMASK
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert os.stat(path).st_mode & 0o777 == os.stat(plain).st_mode & 0o777

@@ -186,10 +186,13 @@ def load_image(spec: str, resolution: int, seed: int = 0) -> np.ndarray:
                          f"of {MAX_IMAGE_PIXELS} pixels; use at most {int(MAX_IMAGE_PIXELS ** 0.5)}")
     peak = None
     if spec == "text":
-        # One picture at every resolution, as a photograph is: rendered at the paper's 512 px (or above)
-        # and box-reduced. Rendered at 128 px, the glyphs' minimum size would make the page four times
-        # denser than the paper's, with 1 px strokes that the even/odd split cannot resolve.
-        return center_crop_resize(render_text(max(resolution, TEXT_RENDER_SIZE), seed), resolution)
+        # The paper's type sizes at every resolution: a page rendered at 512 px (the paper's size) and, for a
+        # smaller image, its centre window. What makes text hard is its size in pixels (strokes a pixel or
+        # two wide against the even/odd split): rendered at 128 px the page was denser than the paper's, and
+        # box-reduced from 512 px its glyphs fell below the pixel (posenc and gauss then scored below basic).
+        page = render_text(max(resolution, TEXT_RENDER_SIZE), seed)
+        top = (page.shape[0] - resolution) // 2
+        return np.ascontiguousarray(page[top : top + resolution, top : top + resolution])
     if spec in SAMPLE_IMAGES:
         img = _sample_image(spec)
     else:

@@ -88,7 +88,10 @@ def labelled_row(panels: list[tuple[str, np.ndarray]], min_side: int = MIN_SIDE,
     for (label, _), img in zip(panels, imgs):
         for i, text in enumerate(label.split("\n")):  # a label may hold a second line (the metric)
             draw.text((x, title_h + 2 + i * line), _fit(text, font, img.shape[1]), fill="black", font=font)
-        sheet.paste(Image.fromarray((img * 255.0 + 0.5).astype(np.uint8)), (x, title_h + label_h))
+        top = title_h + label_h
+        sheet.paste(Image.fromarray((img * 255.0 + 0.5).astype(np.uint8)), (x, top))
+        # a grey frame in the gap: white pictures (text, NeRF on white) stay apart from the sheet and each other
+        draw.rectangle((x - 1, top - 1, x + img.shape[1], top + img.shape[0]), outline=(160, 160, 160))
         x += img.shape[1] + GAP
     return np.asarray(sheet, dtype=np.float64) / 255.0
 

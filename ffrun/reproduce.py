@@ -296,6 +296,7 @@ class Row:
     values: list[float] = field(default_factory=list)
     view_std: float | None = None  # a single scene: the spread over its test views, as the paper reports
     failed: list[str] = field(default_factory=list)
+    wall_s: float = 0.0  # the runs' own wall time (metrics.json), summed: what the table cost, over reruns
 
     @property
     def mean(self) -> float | None:
@@ -314,6 +315,8 @@ def collect(runs: list[Run]) -> dict[str, dict[str, Row]]:
         metric = PAPER[run.task][0]
         row = table.setdefault(run.task, {}).setdefault(run.encoding, Row(run.task, run.encoding, metric))
         rec = run.record() or {}
+        if isinstance(rec.get("wall_s"), (int, float)) and math.isfinite(rec["wall_s"]):
+            row.wall_s += float(rec["wall_s"])
         value = (rec.get("metrics") or {}).get(metric)
         if rec.get("status") == "completed" and isinstance(value, (int, float)) and math.isfinite(value):
             row.values.append(float(value))
@@ -383,7 +386,10 @@ def write_table(out: Path, table: dict[str, dict[str, Row]], scale: str, plans_:
     failures = [f"{t}/{r.encoding} {f}" for t, rows in table.items() for r in rows.values() for f in r.failed]
     if failures:
         md += ["", "## Runs without a result", ""] + [f"- {f}" for f in failures]
-    md += ["", f"Wall time of this invocation: {_hms(wall_s)} (runs already complete were skipped)."]
+    per_task = {t: sum(r.wall_s for r in rows.values()) for t, rows in table.items()}
+    md += ["", f"Wall time of this invocation: {_hms(wall_s)} (runs already complete were skipped). The runs' own "
+           f"wall times (metrics.json `wall_s`, whichever invocation ran them) sum to {_hms(sum(per_task.values()))}: "
+           + ", ".join(f"{t} {_hms(v)}" for t, v in per_task.items()) + "."]
     text = "\n".join(md) + "\n"
     write_text(out / "table1.csv", csv_text(header, csv_rows))
     write_text(out / "table1.md", text)

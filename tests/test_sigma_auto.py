@@ -15,6 +15,7 @@ from ffrun.config import validate
 from ffrun.errors import FfrunError
 from ffrun.ntk import relu_ntk
 from ffrun.sigma_auto import (
+    _ct_scores,
     fresh_scores,
     gd_filter,
     kernel_on_offsets,
@@ -212,17 +213,21 @@ def test_ct_projection_matrix_is_the_projector(compose, mode):
 
 
 def test_ct_sigma_auto_uses_the_sinogram_only(compose):
-    cfg = compose("experiment=paper_ct", "task.resolution=32", "task.num_angles=6", "device=cpu", "sigma=auto",
+    cfg = compose("experiment=paper_ct", "task.resolution=32", "task.num_angles=8", "device=cpu", "sigma=auto",
                   "trainer.steps=100")
     task = build_task(cfg.task, torch.device("cpu"), None, 0)
     before = predict_sigma(task, cfg, count=7)
     task.truth.fill_(float("nan"))  # the phantom itself is test data
     task.image[:] = np.nan
     assert predict_sigma(task, cfg, count=7).scores == before.scores
-    assert before.details["density_factor"] == pytest.approx(2.0)  # 6 angles, 3 fitted
-    few = compose("experiment=paper_ct", "task.resolution=32", "task.num_angles=3", "device=cpu", "sigma=auto")
-    with pytest.raises(FfrunError, match="task.num_angles=3 is too few"):
-        predict_sigma(build_task(few.task, torch.device("cpu"), None, 0), few)
+    assert before.details["density_factor"] == pytest.approx(2.0)  # 8 angles, 4 fitted
+    # 5 angles (the paper's ratio at 128^2): too few for the proxy, the task's default and the reason
+    five = compose("experiment=paper_ct", "task.resolution=32", "task.num_angles=5", "device=cpu", "sigma=auto")
+    choice = predict_sigma(build_task(five.task, torch.device("cpu"), None, 0), five)
+    assert choice.sigma == pytest.approx(float(five.task.default_sigma)) and "too few" in choice.method
+    with pytest.raises(FfrunError, match="num_angles=3 is too few"):  # the proxy itself, called directly
+        few = compose("experiment=paper_ct", "task.resolution=32", "task.num_angles=3", "device=cpu", "sigma=auto")
+        _ct_scores(build_task(few.task, torch.device("cpu"), None, 0), few, [1.0], 100.0)
 
 
 def test_prediction_leaves_the_global_random_state_alone(compose):

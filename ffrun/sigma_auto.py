@@ -376,8 +376,8 @@ def kspace_expected_error(lam: Tensor, mask: Tensor, observed: Tensor, f0: Tenso
     lambda_k times the share of the pair that was sampled (1/2 or 1) and keeps the residual
     exp(-rate t) (y_k - f0_k); a pair never sampled keeps f0_k."""
     pair = 0.5 * (mask.double() + negated_frequencies(mask).double())
-    target = torch.where(mask, observed.to(torch.complex128),
-                         negated_frequencies(observed.to(torch.complex128)).conj())
+    observed = observed.to(torch.complex128)
+    target = torch.where(mask, observed, negated_frequencies(observed).conj())
     init = torch.fft.fftn(f0.double())
     rate = pair * lam.double().clamp_min(0.0)
     seen = pair > 0
@@ -417,6 +417,21 @@ def nyquist(task) -> float:
     """The training grid's Nyquist frequency (cycles per unit) along its first axis."""
     _, steps, _ = training_grid(task)
     return 1.0 / (2.0 * steps[0].norm().item())
+
+
+def grid_nyquist(task) -> float:
+    """The Nyquist frequency (cycles per unit) of the grid the task's field is learnt on: the training
+    lattice of a point-regression task, else the n-point pixel or voxel grid on [0, 1) (CT, MRI). The
+    candidate sigmas of the proxies and of FreSh span fractions of it."""
+    if getattr(task, "train", None) is not None:
+        return nyquist(task)
+    return task.n / 2.0
+
+
+def candidate_sigmas(task, count: int = CANDIDATES) -> tuple[float, list[float]]:
+    """(the grid's Nyquist frequency, `count` sigmas log-spaced over NYQUIST_RANGE of it), in kernel units."""
+    top = grid_nyquist(task)
+    return top, log_candidates(NYQUIST_RANGE[0] * top, NYQUIST_RANGE[1] * top, count)
 
 
 @contextmanager
@@ -461,8 +476,7 @@ def _predict_sigma(task, cfg, tau: float, count: int) -> SigmaChoice:
         raise FfrunError(f"sigma=auto: encoding={cfg.encoding.name} has no sigma; use encoding=gauss")
     start = time.perf_counter()
     if getattr(task, "train", None) is not None:
-        top = nyquist(task)
-        candidates = log_candidates(NYQUIST_RANGE[0] * top, NYQUIST_RANGE[1] * top, count)
+        top, candidates = candidate_sigmas(task, count)
         scores = _grid_scores(task, cfg, candidates, tau)
         details = {"proxy": "fit the even points of the training grid, score its odd points",
                    "density_factor": DENSITY_FACTOR, "points": int(task.train[0].shape[0])}
@@ -475,13 +489,11 @@ def _predict_sigma(task, cfg, tau: float, count: int) -> SigmaChoice:
                                f"proxy (it needs {MIN_CT_PROXY_ANGLES})", [default], [float("nan")],
                                "none (no proxy ran)", time.perf_counter() - start,
                                {"angles": angles, "min_proxy_angles": MIN_CT_PROXY_ANGLES})
-        top = task.n / 2.0  # the pixel grid's Nyquist frequency
-        candidates = log_candidates(NYQUIST_RANGE[0] * top, NYQUIST_RANGE[1] * top, count)
+        top, candidates = candidate_sigmas(task, count)
         scores, details = _ct_scores(task, cfg, candidates, tau)
         method = "held-out NTK (projections)"
     elif getattr(task, "observed", None) is not None and getattr(task, "mask", None) is not None:
-        top = task.n / 2.0  # the voxel grid's Nyquist frequency
-        candidates = log_candidates(NYQUIST_RANGE[0] * top, NYQUIST_RANGE[1] * top, count)
+        top, candidates = candidate_sigmas(task, count)
         scores, details = _kspace_scores(task, cfg, candidates, tau)
         method = "expected-error NTK (k-space)"
     else:

@@ -40,7 +40,7 @@ from ffrun.atomic import write_json
 from ffrun.errors import FfrunError
 from ffrun.data.location import data_dir
 from ffrun.reproduce import plans
-from ffrun.sigma_auto import fresh_scores, log_candidates, nyquist, predict_sigma
+from ffrun.sigma_auto import candidate_sigmas, fresh_scores, predict_sigma
 
 try:  # the run preparation moved from ffrun.cli to ffrun.runner
     from ffrun.runner import compose, prepare
@@ -193,8 +193,7 @@ def run_case(res: Results, name: str, kind: str, overrides: list[str], args) -> 
         sigma_paper, side = PAPER_SIGMA[kind]
         picks["paper"] = {"sigma": sigma_paper * cfg.task.resolution / side, "seconds": 0.0}
     if kind in ("photo", "text", "ct", "mri"):
-        top = nyquist(task) if kind in ("photo", "text") else task.n / 2.0
-        candidates = log_candidates(0.01 * top, top, 25)
+        _, candidates = candidate_sigmas(task)  # the same candidates as sigma=auto's
         start = time.perf_counter()
         scores = fresh_scores(task, cfg, candidates)
         best = min(range(len(scores)), key=lambda i: scores[i])

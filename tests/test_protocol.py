@@ -273,11 +273,13 @@ def test_glorot_init_matches_stax_dense():
 # ---- reduced sizes -----------------------------------------------------------------------------------
 
 
-def test_reduced_size_keeps_sigma_per_sample_and_measurements_per_unknown(compose):
+def test_reduced_size_keeps_sigma_per_sample_and_the_papers_20_angles(compose):
     for size in (512, 256, 128):
         ct = compose("experiment=paper_ct", f"task.resolution={size}")
         assert ct.sigma == pytest.approx(4.0 * size / 512)
-        assert ct.task.num_angles * size / size**2 == pytest.approx(20 * 512 / 512**2)  # angles x bins per pixel
+        assert ct.task.num_angles == 20  # the acquisition is the paper's at every grid size
+        assert compose("task=ct", f"task.resolution={size}").task.num_angles == 20  # and the plain task's
+    assert compose("task=ct", "task.resolution=128", "task.num_angles=5").task.num_angles == 5  # the user's choice
     mri = compose("experiment=paper_mri", "task.resolution=32")
     assert mri.sigma == pytest.approx(5.0 / 3)
     assert compose("experiment=paper_image", "task.resolution=256").sigma == 5.0

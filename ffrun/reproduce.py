@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -54,9 +55,10 @@ PAPER = {
 }
 # The paper's data for each task, and what stands in for it when it is absent.
 PAPER_DATA = {
-    "image": "DIV2K crops (the paper's test images are not redistributed): stand-in = photographs shipped "
-             "with scikit-image and matplotlib",
-    "text": "the authors' rendered text images: stand-in = text rendered by ffrun with the DejaVu/STIX fonts",
+    "image": "the authors' DIV2K crops ($FFRUN_DATA/images/div2k): stand-in = photographs shipped with "
+             "scikit-image and matplotlib",
+    "text": "the authors' text images ($FFRUN_DATA/images/text): stand-in = text rendered by ffrun with the "
+            "DejaVu fonts",
     "shape": "Stanford meshes ($FFRUN_DATA/meshes/*.obj)",
     "ct": "modified Shepp-Logan phantoms with perturbed ellipses (generated, as the paper)",
     "mri": "ATLAS brain volumes (not redistributed): stand-in = the Colin27 T1 brain ($FFRUN_DATA/mri)",
@@ -78,6 +80,34 @@ class TaskPlan:
 
 
 PHOTOS = ("camera", "coffee", "chelsea", "rocket", "grace_hopper", "immunohistochemistry")
+# The authors' image sets in the data directory (images/<set>/<split>/NN.png, ffrun.data.images), per task;
+# the cpu scale trains the first CPU_SET_IMAGES test images of each (the paper scale all of them).
+IMAGE_SETS = {"image": "div2k", "text": "text"}
+CPU_SET_IMAGES = 2
+
+
+def set_indices(data: Path, name: str, split: str = "test") -> list[int]:
+    """The image numbers of images/<name>/<split>/NN.png under `data`, [] when absent."""
+    folder = data / "images" / name / split
+    return sorted(int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit()) if folder.is_dir() else []
+
+
+def set_items(name: str, indices: list[int], split: str = "test") -> dict[str, list[str]]:
+    """One data item per image: `<set>_NN` (or `<set>_<split>_NN`) -> task.image=<set>:NN (<set>:<split>/NN)."""
+    tag = "" if split == "test" else f"{split}_"
+    ref = "" if split == "test" else f"{split}/"
+    return {f"{name}_{tag}{i:02d}": [f"task.image={name}:{ref}{i:02d}"] for i in indices}
+
+
+def _set_note(task: str, data: Path, indices: list[int], used: int, resolution: int | None = None) -> str:
+    """The table's data column for an image set: which images, and how they were reduced to `resolution`."""
+    name = IMAGE_SETS[task]
+    what = {"image": "the authors' DIV2K test crops", "text": "the authors' text test images"}[task]
+    how = {"image": f", area-averaged to {resolution} px",
+           "text": f", a {resolution} px window of each 512 px page (glyphs keep their size in pixels)"}[task]
+    which = (f"all {used}, {name}:{indices[0]:02d}..{indices[-1]:02d}" if used >= len(indices) else
+             f"{used} of {len(indices)}, {', '.join(f'{name}:{i:02d}' for i in indices[:used])}")
+    return f"{what} ({data / 'images' / name / 'test'}): {which}{how if resolution else ''}"
 
 
 def plans(scale: str, data: Path) -> dict[str, TaskPlan]:
@@ -93,15 +123,20 @@ def plans(scale: str, data: Path) -> dict[str, TaskPlan]:
     notes = {"shape": "" if meshes else f"Stanford meshes {missing} (a ridged sphere)",
              "mri": "" if brain.is_file() else f"a brain volume {missing} (a 3D Shepp-Logan phantom)",
              "nerf": "" if has_lego else f"the Lego scene {missing} (a ray-traced still life)"}
+    sets = {t: set_indices(data, name) for t, name in IMAGE_SETS.items()}
+    for task, name in IMAGE_SETS.items():
+        if not sets[task]:
+            notes[task] = (f"stand-in: {PAPER_DATA[task].split(' = ')[1]} (the authors' set, images/{name}/test/, "
+                           f"not found under {data})")
     fast = ["trainer.progress=false"]
     if scale == "smoke":
         tiny = ["model.width=32", "trainer.eval_every=1000", "trainer.ckpt_every=0"]
         builtin = "smoke scale: ffrun's built-in stand-in"
         return {
             "image": TaskPlan("paper_image", [*fast, *tiny, "task.resolution=32", "trainer.steps=30"],
-                              {"astronaut": ["task.image=astronaut"]}),
+                              {"astronaut": ["task.image=astronaut"]}, note=builtin),
             "text": TaskPlan("paper_text", [*fast, *tiny, "task.resolution=32", "trainer.steps=30"],
-                             {"text0": ["task.data_seed=0"]}),
+                             {"text0": ["task.data_seed=0"]}, note=builtin),
             "shape": TaskPlan("paper_shape", [*fast, *tiny, "model.depth=3", "trainer.steps=10",
                                               "trainer.batch_size=1024", "task.test_points=4096",
                                               "task.mesh_resolution=24"], {"builtin": []}, note=builtin),
@@ -114,22 +149,30 @@ def plans(scale: str, data: Path) -> dict[str, TaskPlan]:
                                             "task.turntable_frames=0"], {"builtin": []}, note=builtin),
         }
     if scale == "cpu":
-        # About 40 minutes on an idle 2-core CPU: each task's protocol at a smaller size (sigma and CT angles
-        # follow the size through the presets' per-sample rules), fewer data items, and fewer steps where a
-        # full schedule would not fit.
+        # About 40 minutes on an idle 2-core CPU: each task's protocol at a smaller size (sigma and posenc's
+        # top band follow the size through the presets' per-sample rules), fewer data items, and fewer steps
+        # where a full schedule would not fit. Image and text: the first CPU_SET_IMAGES of the authors' test
+        # images at 128 px.
+        for task in IMAGE_SETS:
+            if sets[task]:
+                notes[task] = _set_note(task, data, sets[task], CPU_SET_IMAGES, 128)
         return {
             "image": TaskPlan("paper_image", [*fast, "task.resolution=128", "trainer.steps=1000",
                                               "trainer.eval_every=1000"],
-                              {p: [f"task.image={p}"] for p in PHOTOS[:2]}),
+                              set_items("div2k", sets["image"][:CPU_SET_IMAGES])
+                              or {p: [f"task.image={p}"] for p in PHOTOS[:2]}, note=notes["image"]),
             "text": TaskPlan("paper_text", [*fast, "task.resolution=128", "trainer.steps=1000",
-                                            "trainer.eval_every=1000"], {"text0": ["task.data_seed=0"]}),
+                                            "trainer.eval_every=1000"],
+                             set_items("text", sets["text"][:CPU_SET_IMAGES]) or {"text0": ["task.data_seed=0"]},
+                             note=notes["text"]),
             "shape": TaskPlan("paper_shape", [*fast, "trainer.steps=600", "trainer.batch_size=8192",
                                               "trainer.lr=2e-3", "trainer.lr_decay_steps=600",
                                               "trainer.eval_every=600", "trainer.ckpt_every=300",
                                               "task.mesh_resolution=96"],
                               dict(list(mesh_items.items())[:1]), note=notes["shape"]),
-            "ct": TaskPlan("paper_ct", [*fast, "task.resolution=128", "trainer.steps=500",
-                                        "trainer.eval_every=500"],
+            # The paper's CT protocol but for the grid: 20 angles and 1000 steps at 128^2 (docs/protocol.md).
+            "ct": TaskPlan("paper_ct", [*fast, "task.resolution=128", "trainer.steps=1000",
+                                        "trainer.eval_every=1000"],
                            {"phantom0": ["task.data_seed=0"]}, (*ENCODINGS, "grid")),
             "mri": TaskPlan("paper_mri", [*fast, "task.resolution=32", "trainer.steps=500",
                                           "trainer.eval_every=500"], brain_item, (*ENCODINGS, "grid"),
@@ -139,9 +182,14 @@ def plans(scale: str, data: Path) -> dict[str, TaskPlan]:
                                             "task.turntable_frames=0"], nerf_item, note=notes["nerf"]),
         }
     if scale == "paper":
+        for task in IMAGE_SETS:
+            if sets[task]:
+                notes[task] = _set_note(task, data, sets[task], len(sets[task]))
         return {
-            "image": TaskPlan("paper_image", fast, {p: [f"task.image={p}"] for p in PHOTOS}),
-            "text": TaskPlan("paper_text", fast, {f"text{s}": [f"task.data_seed={s}"] for s in range(6)}),
+            "image": TaskPlan("paper_image", fast, set_items("div2k", sets["image"])
+                              or {p: [f"task.image={p}"] for p in PHOTOS}, note=notes["image"]),
+            "text": TaskPlan("paper_text", fast, set_items("text", sets["text"])
+                             or {f"text{s}": [f"task.data_seed={s}"] for s in range(6)}, note=notes["text"]),
             "shape": TaskPlan("paper_shape", fast, mesh_items, note=notes["shape"]),
             "ct": TaskPlan("paper_ct", fast, {f"phantom{s}": [f"task.data_seed={s}"] for s in range(4)},
                            (*ENCODINGS, "grid")),
@@ -336,28 +384,46 @@ def verdict(task: str, rows: dict[str, Row]) -> str:
     missing = [e for e in ENCODINGS if e not in m]
     if missing:
         return f"{task}: no verdict (no completed run for {', '.join(missing)})"
-    checks = [(f"none < basic ({m['none']:.3g} < {m['basic']:.3g})", m["none"] < m["basic"]),
-              (f"basic < posenc ({m['basic']:.3g} < {m['posenc']:.3g})", m["basic"] < m["posenc"]),
-              (f"gauss >= posenc - {tol:g} ({m['gauss']:.3g} >= {m['posenc'] - tol:.3g})",
-               m["gauss"] >= m["posenc"] - tol)]
+    def v(e: str) -> str:
+        return f"{e} {m[e]:.4g}"
+
+    # (what the paper has, how it held, what came out instead when it did not)
+    checks = [("none < basic", f"{m['none']:.3g} < {m['basic']:.3g}", f"{v('none')} >= {v('basic')}",
+               m["none"] < m["basic"]),
+              ("basic < posenc", f"{m['basic']:.3g} < {m['posenc']:.3g}", f"{v('basic')} >= {v('posenc')}",
+               m["basic"] < m["posenc"]),
+              (f"gauss >= posenc - {tol:g}", f"{m['gauss']:.3g} >= {m['posenc'] - tol:.3g}",
+               f"{v('gauss')} < {v('posenc')} - {tol:g} = {m['posenc'] - tol:.4g}", m["gauss"] >= m["posenc"] - tol)]
     if "grid" in paper and "grid" in m:
         below = [e for e in ENCODINGS if paper[e][0] < paper["grid"][0]]
         above = [e for e in ENCODINGS if paper[e][0] > paper["grid"][0]]
         lo = max(below, key=lambda e: paper[e][0]) if below else None
         hi = min(above, key=lambda e: paper[e][0]) if above else None
-        ok = (lo is None or m["grid"] > m[lo]) and (hi is None or m["grid"] < m[hi])
         where = " < ".join(x for x in (lo, "grid", hi) if x)
-        checks.append((f"{where} as in the paper (grid {m['grid']:.3g})", ok))
-    failed = [c for c, ok in checks if not ok]
+        under = lo is not None and m["grid"] <= m[lo]
+        over = hi is not None and m["grid"] >= m[hi]
+        came = (f"{v('grid')} <= {v(lo)}" if under else f"{v('grid')} >= {v(hi)}") if under or over else ""
+        paper_order = " < ".join(f"{paper[x][0]:.4g}" for x in (lo, "grid", hi) if x)
+        checks.append((f"{where} (the paper: {paper_order})", f"grid {m['grid']:.3g}", came, not (under or over)))
+    failed = [(want, came) for want, _, came, ok in checks if not ok]
     if not failed:
-        return f"{task}: the paper's ordering holds: " + "; ".join(c for c, _ in checks)
-    return f"{task}: the paper's ordering does NOT hold: " + "; ".join(failed)
+        return f"{task}: the paper's ordering holds: " + "; ".join(f"{w} ({held})" for w, held, _, _ in checks)
+    return f"{task}: the paper's ordering does NOT hold: " + "; ".join(
+        f"expected {want}, got {came}" for want, came in failed)
 
 
 def _fmt(x: float | None, metric: str) -> str:
     if x is None:
         return "-"
     return f"{x:.3f}" if metric.startswith("iou") else f"{x:.2f}"
+
+
+def _data_label(plan: TaskPlan) -> str:
+    """The markdown table's data column: the data items (the full description is under "Data" and in the
+    CSV), marked when a stand-in replaces the paper's data."""
+    names = list(plan.items)
+    items = f"{names[0]} .. {names[-1]} ({len(names)})" if len(names) > 3 else ", ".join(names)
+    return f"stand-in: {items}" if "stand-in" in plan.note else items
 
 
 def write_table(out: Path, table: dict[str, dict[str, Row]], scale: str, plans_: dict[str, TaskPlan],
@@ -367,7 +433,7 @@ def write_table(out: Path, table: dict[str, dict[str, Row]], scale: str, plans_:
     md = [f"# Table 1, regenerated by ffrun (scale `{scale}`)", "",
           "ffrun: mean over the data items (std: population std over items; for one NeRF scene, over its "
           "test views). paper: the authors' notebooks (PAPER.md).", "",
-          "| " + " | ".join(header[:-1]) + " |", "|" + " --- |" * (len(header) - 1)]
+          "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     verdicts = []
     for task, rows in table.items():
         metric, paper = PAPER[task]
@@ -379,7 +445,7 @@ def write_table(out: Path, table: dict[str, dict[str, Row]], scale: str, plans_:
             cells = [task, enc, metric, _fmt(r.mean, metric), _fmt(r.std, metric), str(len(r.values)),
                      _fmt(p_mean, metric), _fmt(p_std, metric), scale]
             csv_rows.append([*cells, data_notes[task]])
-            md.append("| " + " | ".join(cells) + " |")
+            md.append("| " + " | ".join([*cells, _data_label(plans_[task])]) + " |")
         verdicts.append(verdict(task, rows))
     md += ["", "## Verdicts", ""] + [f"- {v}" for v in verdicts]
     md += ["", "## Data", ""] + [f"- {t}: {data_notes[t]}" for t in table]
@@ -430,6 +496,181 @@ def gallery(out: Path, task: str, runs: list[Run]) -> Path | None:
     return path
 
 
+# ---------------------------------------------------------------------------------------------- tune
+
+# The authors chose sigma by a grid search on separate tuning images (their notebook, PAPER.md: the
+# Gaussian encoding trained on the even pixels of each tuning image, scored on its odd pixels, averaged
+# over the images; the best mean wins). `--tune` runs that search with the preset's protocol at the
+# scale: sigma = the density rule's (the paper's sigma x resolution / 512) x 2^(k/2), k in TUNE_STEPS,
+# on the first TUNE_IMAGES[scale] tuning images of the set (all at the paper scale), plus one sigma=auto
+# run per tuning image, scored against the same search. It never trains on or scores a test image.
+PAPER_SIGMA = {"image": 10.0, "text": 14.0}
+TUNE_STEPS = {"smoke": (-2, 2), "cpu": (-2, -1, 0, 1, 2), "paper": (-2, -1, 0, 1, 2)}
+TUNE_IMAGES = {"smoke": 1, "cpu": 2, "paper": None}
+
+
+def _resolution(overrides: list[str]) -> int:
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("task.resolution=")]
+    return int(given[-1]) if given else 512
+
+
+def tune_plan(task: str, scale: str, data: Path, plan: TaskPlan, extra: list[str]) -> tuple[TaskPlan, list[str], str]:
+    """The tuning runs of one task: (a plan over the tuning images, the sigma labels, the rule's label)."""
+    name = IMAGE_SETS[task]
+    indices = set_indices(data, name, "tuning")[: TUNE_IMAGES[scale]]
+    rule = PAPER_SIGMA[task] * _resolution([*plan.overrides, *extra]) / 512
+    sigmas = [f"{float(f'{rule * 2 ** (k / 2):.3g}')}" for k in TUNE_STEPS[scale]]
+    return (TaskPlan(plan.preset, plan.overrides, set_items(name, indices, "tuning"), ("gauss",)),
+            [*sigmas, "auto"], f"{float(f'{rule:.3g}')}")
+
+
+def launch_tune(task: str, plan: TaskPlan, item: str, sigmas: list[str], sweep_dir: Path, launcher: str,
+                extra: list[str]) -> int:
+    """One Hydra multirun of the Gaussian encoding over `sigmas` for one tuning image; each in sigma_<value>."""
+    args = [*ffrun_command(), "-m", f"experiment={plan.preset}", "encoding=gauss", f"sigma={','.join(sigmas)}",
+            *plan.overrides, *plan.items[item], *extra,
+            f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=sigma_${sigma}"]
+    if LAUNCHERS[launcher]:
+        args.append(f"hydra/launcher={LAUNCHERS[launcher]}")
+    return _call(args, f"tuning {task} [{item}]")
+
+
+def _test_psnr(run: Run) -> float | None:
+    rec = run.record() or {}
+    value = (rec.get("metrics") or {}).get("test_psnr")
+    ok = rec.get("status") == "completed" and isinstance(value, (int, float)) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def tune_report(out: Path, runs: list[Run], rules: dict[str, str], scale: str, notes: dict[str, str]) -> str:
+    """tune.md and tune.csv: per set, the mean test PSNR of every sigma over the tuning images, the
+    search's choice against the density rule's sigma, and sigma=auto against the search, image by image."""
+    md = [f"# The authors' sigma search on their tuning images (scale `{scale}`)", "",
+          "The Gaussian encoding trained on the even pixels of each tuning image and scored on its odd "
+          "pixels (test_psnr, dB), averaged over the tuning images; the best mean is the search's sigma "
+          "(the authors' notebook). The test images are never used. The grid is the density rule's sigma "
+          "(the paper's 10 natural / 14 text at 512 px, x resolution / 512) x 2^(k/2).", ""]
+    csv_rows = []
+    for task in dict.fromkeys(r.task for r in runs):
+        mine = [r for r in runs if r.task == task]
+        items = list(dict.fromkeys(r.item for r in mine))
+        grid = [r.encoding for r in mine if r.encoding != "auto" and r.item == items[0]]
+        psnr = {(r.item, r.encoding): _test_psnr(r) for r in mine}
+        means = {}
+        md += [f"## {task}: {notes[task]}", "", "| sigma | mean test_psnr | std | n |", "| --- | --- | --- | --- |"]
+        for s in grid:
+            vals = [psnr[(i, s)] for i in items if psnr[(i, s)] is not None]
+            if vals:
+                means[s] = _stats(vals)
+            mean, std = means.get(s, (None, None))
+            rule_mark = " (the density rule)" if s == rules[task] else ""
+            md.append(f"| {s}{rule_mark} | {_fmt(mean, 'psnr')} | {_fmt(std, 'psnr')} | {len(vals)} |")
+            csv_rows.append([task, s, _fmt(mean, "psnr"), _fmt(std, "psnr"), str(len(vals)), notes[task]])
+        if not means:
+            md += ["", "No completed tuning run.", ""]
+            continue
+        chosen = max(means, key=lambda s: means[s][0])
+        rule = rules[task]
+        if chosen == rule:
+            agree = f"the search chose {chosen}, the density rule's sigma: they agree"
+        else:
+            steps = round(2 * math.log2(float(chosen) / float(rule)))
+            lower = (f", whose mean is {means[chosen][0] - means[rule][0]:.2f} dB lower" if rule in means
+                     else " (not on this grid)")
+            agree = (f"the search chose {chosen}, {abs(steps)} half-octave{'s' if abs(steps) > 1 else ''} "
+                     f"{'above' if steps > 0 else 'below'} the density rule's {rule}{lower}: they disagree")
+        md += ["", f"- {task}: {agree}."]
+        auto_rows = []
+        for i in items:
+            rec = next((r for r in mine if r.item == i and r.encoding == "auto"), None)
+            got = psnr.get((i, "auto"))
+            row_best = [(psnr[(i, s)], s) for s in grid if psnr.get((i, s)) is not None]
+            if rec is None or got is None or not row_best:
+                continue
+            best, best_s = max(row_best)
+            picked = (rec.record() or {}).get("sigma")
+            at_chosen = psnr.get((i, chosen))
+            auto_rows.append((i, picked, got, best, best_s, at_chosen))
+        if auto_rows:
+            md += ["", f"sigma=auto on the same tuning images (chosen from each image's training pixels alone):", "",
+                   "| tuning image | auto's sigma | auto | the image's grid best (sigma) | the search's sigma | "
+                   "auto - grid best | auto - search |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            for i, picked, got, best, best_s, at_chosen in auto_rows:
+                vs_search = f"{got - at_chosen:+.2f}" if at_chosen is not None else "-"
+                md.append(f"| {i} | {picked:.3g} | {got:.2f} | {best:.2f} ({best_s}) | "
+                          f"{_fmt(at_chosen, 'psnr')} ({chosen}) | {got - best:+.2f} | {vs_search} |")
+            gaps = [got - best for _, _, got, best, _, _ in auto_rows]
+            vs = [got - c for _, _, got, _, _, c in auto_rows if c is not None]
+            md += ["", f"- {task}: sigma=auto is {statistics.fmean(gaps):+.2f} dB from each image's grid best on "
+                   f"average (worst {min(gaps):+.2f}) and {statistics.fmean(vs):+.2f} dB from the search's sigma."
+                   if vs else ""]
+            for i, picked, got, *_ in auto_rows:
+                csv_rows.append([task, f"auto[{i}]={picked:.4g}", f"{got:.2f}", "", "1", notes[task]])
+        md.append("")
+    text = "\n".join(md) + "\n"
+    write_text(out / "tune.csv", csv_text(["task", "sigma", "test_psnr", "std", "n", "data"], csv_rows))
+    write_text(out / "tune.md", text)
+    return text
+
+
+def tune(args: argparse.Namespace, tasks: list[str], data: Path, out: Path, extra: list[str]) -> int:
+    """`--tune`: the authors' sigma search on the tuning images of the image and text sets."""
+    bad = [t for t in tasks if t not in IMAGE_SETS]
+    if bad:
+        return fail(f"--tune searches sigma on the image sets of the image and text tasks; drop {','.join(bad)} "
+                    "from --tasks")
+    all_plans = plans(args.scale, data)
+    runs: list[Run] = []
+    sweeps: list[tuple[str, TaskPlan, str, list[Run]]] = []
+    rules, notes = {}, {}
+    for task in tasks:
+        tplan, sigmas, rules[task] = tune_plan(task, args.scale, data, all_plans[task], extra)
+        name = IMAGE_SETS[task]
+        if not tplan.items:
+            return fail(f"--tune: no tuning images at {data / 'images' / name / 'tuning'} (NN.png); set --data or "
+                        "$FFRUN_DATA to the data directory holding the authors' images")
+        notes[task] = (f"{name} tuning images {', '.join(f'{name}:tuning/{i[-2:]}' for i in tplan.items)} at "
+                       f"{_resolution([*tplan.overrides, *extra])} px")
+        for item in tplan.items:
+            item_runs = [Run(task, item, s, out / "tune" / task / item / f"sigma_{s}",
+                             [*job_overrides(tplan, item, "gauss", extra), f"sigma={s}"]) for s in sigmas]
+            runs += item_runs
+            sweeps.append((task, tplan, item, item_runs))
+    todo = [r for r in runs if r.status() not in ("completed", "diverged")]
+    print(f"ffrun-reproduce --tune: scale {args.scale}, {len(runs)} runs ({len(runs) - len(todo)} already done), "
+          f"out {out / 'tune'}", flush=True)
+    progress = Progress(runs, todo)
+    stop = threading.Event()
+    watcher = threading.Thread(target=progress.watch, args=(stop,), daemon=True)
+    watcher.start()
+    interrupted = False
+    try:
+        for task, tplan, item, item_runs in sweeps:
+            pending = [r for r in item_runs if r in todo]
+            for run in pending:
+                if run.status() == "stale":
+                    aside = run.dir.with_name(f"{run.dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+                    run.dir.rename(aside)
+            fresh = [r for r in pending if not (r.dir / "checkpoint.pt").is_file()]
+            for run in pending:
+                if run not in fresh and resume(run) in (130, 143):
+                    raise KeyboardInterrupt
+            if fresh and launch_tune(task, tplan, item, [r.encoding for r in fresh], out / "tune" / task / item,
+                                     args.launcher, extra) in (130, 143):
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stop.set()
+        watcher.join()
+        progress.poll()
+    print(tune_report(out, runs, rules, args.scale, notes))
+    if interrupted:
+        print("ffrun-reproduce: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -439,12 +680,16 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="cpu",
                     help="smoke: seconds (CI); cpu: the reduced protocol, about 90 min on 2 CPU cores; paper: the "
                          "authors' full protocol (a GPU job)")
-    ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
+    ap.add_argument("--tasks", default=None, help=f"comma-separated subset of {','.join(TASKS)} (default: all; "
+                                                  f"with --tune, {','.join(IMAGE_SETS)})")
     ap.add_argument("--out", default="reproduce", help="output folder (default ./reproduce)")
     ap.add_argument("--launcher", choices=tuple(LAUNCHERS), default="basic",
                     help="Hydra launcher for each task's sweep (vectorized batches compatible jobs; slurm submits)")
     ap.add_argument("--data", default=None, help="data directory (default $FFRUN_DATA, else ../shared/data "
                                                  "beside a checkout); missing data falls back to built-in stand-ins")
+    ap.add_argument("--tune", action="store_true",
+                    help="the authors' sigma search instead of the table: the Gaussian encoding over a sigma grid, "
+                         "and sigma=auto, on the tuning images of the image and text sets (writes tune.md)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run (e.g. device=cuda)")
     args = ap.parse_args(argv)
     return args, list(args.overrides)
@@ -457,6 +702,7 @@ def fail(msg: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(argv)
+    args.tasks = args.tasks if args.tasks is not None else ",".join(IMAGE_SETS if args.tune else TASKS)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
@@ -467,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data).expanduser() if args.data else data_dir()
     if args.data and not data.is_dir():
         return fail(f"--data {args.data}: no such folder; give the data directory (one folder per task's data)")
+    if args.data:
+        os.environ["FFRUN_DATA"] = str(data)  # the runs find image sets (task.image=div2k:3) through it
     out = Path(args.out).expanduser().resolve()
     manifest = {"scale": args.scale, "overrides": extra, "data": str(data)}
     try:
@@ -479,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"overrides {previous.get('overrides')}); use another --out folder or the same settings")
     write_json(out / "reproduce.json", {**manifest, "tasks": sorted(set(tasks) | set((previous or {}).get("tasks", [])))})
 
+    if args.tune:
+        return tune(args, tasks, data, out, extra)
     all_plans = plans(args.scale, data)
     runs: list[Run] = []
     for task in tasks:

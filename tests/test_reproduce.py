@@ -23,7 +23,8 @@ def test_verdict_holds_and_names_what_breaks():
     bad = verdict("image", rows("image", none=19.0, basic=21.0, posenc=25.0, gauss=24.4))
     assert "does NOT hold" in bad and "gauss >= posenc - 0.5" in bad and "none < basic" not in bad
     swapped = verdict("nerf", rows("nerf", none=22.5, basic=21.8, posenc=24.5, gauss=27.2))
-    assert "NOT" in swapped and "none < basic (22.5 < 21.8)" in swapped
+    assert "NOT" in swapped and "expected none < basic, got none 22.5 >= basic 21.8" in swapped
+    assert "22.5 < 21.8" not in swapped  # a failed check never reads as if it held
     missing = verdict("image", rows("image", none=19.0, basic=21.0, posenc=25.0))
     assert "no verdict" in missing and "gauss" in missing
 
@@ -32,8 +33,11 @@ def test_verdict_places_grid_where_the_paper_does():
     # CT: basic 23.31 < grid 24.99 < posenc 26.89; MRI: posenc 32.23 < grid 32.71 < gauss 34.51
     ct = dict(none=16.0, basic=23.0, posenc=27.0, gauss=28.0)
     assert "NOT" not in verdict("ct", rows("ct", **ct, grid=25.0))
-    assert "basic < grid < posenc" in verdict("ct", rows("ct", **ct, grid=22.0))
-    assert "NOT" in verdict("ct", rows("ct", **ct, grid=22.0))
+    low = verdict("ct", rows("ct", **ct, grid=22.0))
+    assert "NOT" in low and "expected basic < grid < posenc (the paper: 23.31 < 24.99 < 26.89)" in low
+    assert "got grid 22 <= basic 23" in low
+    high = verdict("ct", rows("ct", **ct, grid=27.5))
+    assert "got grid 27.5 >= posenc 27" in high
     mri = dict(none=26.0, basic=28.0, posenc=32.0, gauss=34.0)
     assert "NOT" not in verdict("mri", rows("mri", **mri, grid=33.0))
     assert "NOT" in verdict("mri", rows("mri", **mri, grid=31.0))

@@ -13,12 +13,14 @@ float copy of it. Float images with NaN or infinite pixels are refused.
 from __future__ import annotations
 
 import random
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
+from ffrun.data.location import data_dir
 from ffrun.errors import FfrunError
 
 # Pixels an image file may have (Pillow's default Image.MAX_IMAGE_PIXELS, fixed here so another library
@@ -31,6 +33,66 @@ OVERSAMPLE = 4
 
 # Photographs that ship inside scikit-image (no download) and matplotlib.
 SAMPLE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry", "grace_hopper")
+
+# Image sets in the data directory, named `<set>:<index>` (the set's `test` split: the images a table
+# averages) or `<set>:<split>/<index>` (e.g. `div2k:tuning/5`, the images a sigma search may see), read
+# from `$FFRUN_DATA/images/<set>/<split>/<NN>.png`: the folder layout, with `test` as the default split.
+IMAGE_SET = re.compile(r"^(?P<set>[A-Za-z0-9_-]+):(?:(?P<split>[A-Za-z0-9_-]+)/)?(?P<index>[0-9]+)$")
+DEFAULT_SPLIT = "test"
+# Sets of text pages: reduced to a smaller resolution by a window of the page, never by averaging pixels
+# (see `text_window`). Every other set is reduced by area averaging (a box filter).
+TEXT_SETS = ("text",)
+
+
+def image_set_path(spec: str) -> Path | None:
+    """The file an image-set name (`div2k:3`, `text:tuning/5`) stands for, or None when `spec` is no such
+    name. A name whose set, split or index is not in the data directory raises FfrunError: one line naming
+    what is missing, where it was looked for, and how to fix it."""
+    m = IMAGE_SET.match(spec)
+    if m is None:
+        return None
+    name, split, index = m["set"], m["split"] or DEFAULT_SPLIT, int(m["index"])
+    root = data_dir() / "images"
+    where = f"task.image={spec!r}"
+    if not (root / name).is_dir():
+        sets = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        have = f"it holds: {', '.join(sets)}" if sets else "no image sets there"
+        raise FfrunError(f"{where}: no image set {name!r} under {root} ({have}); set $FFRUN_DATA to the data "
+                         f"directory holding images/{name}/{split}/NN.png, or give an image file or sample name")
+    if not (root / name / split).is_dir():
+        splits = sorted(p.name for p in (root / name).iterdir() if p.is_dir())
+        raise FfrunError(f"{where}: image set {name!r} has no split {split!r} under {root / name} (it has: "
+                         f"{', '.join(splits) or 'none'}); use {name}:<index> for {DEFAULT_SPLIT} or "
+                         f"{name}:<split>/<index>")
+    path = root / name / split / f"{index:02d}.png"
+    if not path.is_file():
+        found = sorted(int(p.stem) for p in (root / name / split).glob("*.png") if p.stem.isdigit())
+        have = f"it holds {found[0]:02d}..{found[-1]:02d}" if found else "it holds no NN.png images"
+        raise FfrunError(f"{where}: no image {index:02d}.png in {path.parent} ({have}); use an index that "
+                         "exists")
+    return path
+
+
+def text_window(page: np.ndarray, resolution: int) -> np.ndarray:
+    """A resolution x resolution window of a text page at its own pixel size, so glyphs keep their size in
+    pixels (what makes text hard against the even/odd split; averaged down, they fall below the pixel).
+    The authors' pages scatter words over white, and a fixed centre window can be blank (4 of their 16
+    test pages at 128 px), so the window is the one whose share of text pixels (those differing from the
+    page's median colour by more than 0.1) is nearest the whole page's, the nearest to the centre among
+    equals: the reduced image is as full of text as the page it comes from."""
+    h, w = page.shape[:2]
+    r = resolution
+    background = np.median(page.reshape(-1, page.shape[-1]), axis=0)
+    ink = (np.abs(page - background).max(axis=-1) > 0.1).astype(np.int64)
+    c = np.zeros((h + 1, w + 1), dtype=np.int64)
+    c[1:, 1:] = ink.cumsum(0).cumsum(1)
+    counts = c[r:, r:] - c[:-r, r:] - c[r:, :-r] + c[:-r, :-r]  # ink in the window at each top-left corner
+    miss = np.abs(counts - round(ink.mean() * r * r))
+    ys, xs = np.mgrid[: h - r + 1, : w - r + 1]
+    centre = (ys - (h - r) / 2) ** 2 + (xs - (w - r) / 2) ** 2
+    best = np.flatnonzero(miss.ravel() == miss.min())
+    top, left = np.unravel_index(best[np.argmin(centre.ravel()[best])], miss.shape)
+    return np.ascontiguousarray(page[top : top + r, left : left + r])
 
 
 def _sample_image(name: str) -> Image.Image:
@@ -195,6 +257,14 @@ def load_image(spec: str, resolution: int, seed: int = 0) -> np.ndarray:
         return np.ascontiguousarray(page[top : top + resolution, top : top + resolution])
     if spec in SAMPLE_IMAGES:
         img = _sample_image(spec)
+    elif (set_path := image_set_path(spec)) is not None:
+        if IMAGE_SET.match(spec)["set"] in TEXT_SETS:
+            # Decoded at the page's own size (no box reduction), then a window of it when smaller.
+            page = to_rgb(*_decode(set_path, spec, max(resolution, TEXT_RENDER_SIZE)))
+            if min(page.shape[:2]) > resolution:
+                return text_window(page, resolution)
+            return center_crop_resize(page, resolution)
+        img, peak = _decode(set_path, spec, resolution)  # a natural image: area-averaged below
     else:
         path = Path(spec).expanduser()
         if not path.exists():

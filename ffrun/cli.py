@@ -11,16 +11,21 @@ The work itself is in ffrun.runner; this module is the command line around it.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from ffrun.errors import quiet_interrupt_while_starting
 
-from ffrun import runner
-from ffrun.config import register_configs
-from ffrun.runner import EXIT_BAD_INPUT, report, resolve_device, run, seed_everything  # noqa: F401 (the app's API)
+quiet_interrupt_while_starting()  # before the slow imports below (torch)
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from ffrun import runner  # noqa: E402
+from ffrun.config import register_configs  # noqa: E402
+from ffrun.runner import EXIT_BAD_INPUT, report, resolve_device, run, seed_everything  # noqa: F401,E402 (the app's API)
 
 register_configs()
 
@@ -94,8 +99,27 @@ class _UntilJobStarts:
         return getattr(self.real, name)
 
 
+_OS_ERROR = re.compile(r"^(?:\w+\.)*(\w*Error): \[Errno (\d+)\] ([^:]+)(?:: '(.*)')?", re.M)
+
+
+def _os_error_line(report: str) -> str | None:
+    """A traceback Hydra printed for a file-system error before the app started (the run or sweep directory
+    cannot be made or written: read-only, a file in the way, a name too long) as one line with the fix."""
+    found = _OS_ERROR.findall(report)
+    if "Traceback (most recent call last)" not in report or not found:
+        return None
+    _, errno_, what, path = found[-1]
+    shown = path if len(path) <= 120 else f"{path[:60]}...{path[-40:]} ({len(path)} characters)"
+    fix = ("give it a shorter path: each folder name at most 255 bytes, the whole path at most 4096"
+           if int(errno_) == 36 else "give hydra.run.dir (or hydra.sweep.dir for -m) a folder you can write to")
+    return f"cannot write {shown} (the run directory or a file in it): {what.lower()}; {fix}"
+
+
 def _one_line(report: str) -> str:
     """Hydra's error report as one line: its message lines, without the hints about stack traces."""
+    os_error = _os_error_line(report)
+    if os_error:
+        return os_error
     keep = [ln.strip() for ln in report.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln
             and not ln.strip().startswith(("full_key:", "object_type=", "reference_type=", "provider=", "Config search"))]
     return " ".join(keep)[:500]
@@ -123,6 +147,9 @@ def run_hydra_app(app) -> None:
 
 def main() -> None:
     run_hydra_app(_app)
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the sweep has ended: no longer "while starting"
     if runner.failed_jobs:
         print(f"ffrun: {len(runner.failed_jobs)} job(s) of the sweep did not complete: "
               + "; ".join(f"{d} ({status})" for d, status, _ in runner.failed_jobs), file=sys.stderr)

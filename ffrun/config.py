@@ -258,8 +258,36 @@ def validate(cfg: DictConfig) -> None:
         probe = cfg.copy()
         probe.sigma = 1.0
         validate(probe)
+# Task settings that other values are derived from (the default sigma, CT's angle count), with their
+# smallest sensible value: checked on the raw setting first, so a bad one is named itself rather than
+# through what it derives (task.resolution=-2 is not "sigma=-0.04 is out of range").
+TASK_MINIMUMS: dict[str, dict[str, tuple[float, str]]] = {
+    "image": {"resolution": (4, "an even size >= 4")},
+    "ct": {"resolution": (8, "at least 8 pixels")},
+    "mri": {"resolution": (8, "at least 8 voxels per axis")},
+    "nerf": {"downscale": (1, "an integer >= 1"), "builtin_resolution": (8, "at least 8 pixels")},
+    "shape": {"chunk": (1, "a positive number of points"), "surface_std": (1e-300, "a positive spread")},
+    "toy1d": {"n_points": (8, "an even number >= 8")},
+}
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The checks that must come before any interpolation is resolved: the raw task settings derived values
+    come from, and a sigma that is neither a number nor `auto` (resolving `encoding.sigma` from it fails)."""
+    task = cfg.get("task")
+    for key, (low, rule) in TASK_MINIMUMS.get(getattr(task, "name", None), {}).items():
+        value = task.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value >= low:
+            raise FfrunError(f"config: task.{key}={value!r} is out of range for task={task.name}: use {rule}")
+    sigma = cfg.get("sigma")
+    if isinstance(sigma, str) and sigma.strip().lower() != "auto":
+        raise FfrunError(f"config: sigma={sigma!r} is not a number; give sigma >= 0, or sigma=auto to "
+                         "choose it from the training data")
+
+
         return
 
+    check_settings(cfg)
     # The range checks below let inf through (and would name nan merely "out of range"); no setting
     # means anything at either, so they are refused wherever they appear, lists included.
     import math

@@ -15,19 +15,26 @@ from ffrun.errors import FfrunError
 LOGGERS = ("csv", "tensorboard")
 
 
+def check_logger(name: str):
+    """The SummaryWriter class for logger=tensorboard (None for csv); FfrunError for an unknown logger or a
+    missing tensorboard package. Called when a run is prepared, before any data loads or a sweep groups it."""
+    if name not in LOGGERS:
+        raise FfrunError(f"logger={name!r} is not a logger; choose one of {', '.join(LOGGERS)}")
+    if name != "tensorboard":
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise FfrunError("logger=tensorboard needs the tensorboard package: pip install 'ffrun[tensorboard]' "
+                         "(or pip install tensorboard), or use logger=csv") from None
+    return SummaryWriter
+
+
 class RunLogger:
     def __init__(self, run_dir: Path, name: str = "csv", images: bool = True):
-        if name not in LOGGERS:
-            raise FfrunError(f"logger={name!r} is not a logger; choose one of {', '.join(LOGGERS)}")
+        writer = check_logger(name)
         self.csv_path = Path(run_dir) / "history.csv"
-        self.writer = None
-        if name == "tensorboard":
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise FfrunError("logger=tensorboard needs the tensorboard package: pip install 'ffrun[tensorboard]' "
-                                 "(or pip install tensorboard), or use logger=csv") from None
-            self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        self.writer = None if writer is None else writer(log_dir=str(Path(run_dir) / "tensorboard"))
         self.images = images and self.writer is not None
 
     @property

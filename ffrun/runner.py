@@ -31,9 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 from ffrun.allocator import tune_cpu
 from ffrun.atomic import write_json, write_text
 from ffrun.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint
-from ffrun.config import flatten, register_configs, validate
+from ffrun.config import check_settings, flatten, register_configs, validate
 from ffrun.errors import FfrunError
-from ffrun.loggers import RunLogger
+from ffrun.loggers import RunLogger, check_logger
 from ffrun.models.field import build_field
 from ffrun.sigma_auto import is_auto, resolve_auto_sigma
 from ffrun.tasks import Task, build_task
@@ -88,6 +88,33 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def memory_bytes(device: torch.device) -> int:
+    """The memory of the device a run trains on: the GPU's, or this machine's physical memory."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(cfg: DictConfig, device: torch.device) -> None:
+    """Refuse a network whose first layer obviously cannot fit (encoding.m=1e8): its 2m x width weights, their
+    gradient and Adam's two moments in float32, against the whole memory of the device."""
+    if cfg.encoding.name not in ("gauss", "posenc"):
+        return
+    need = 4 * 4 * 2 * int(cfg.encoding.m) * int(cfg.model.width)
+    have = memory_bytes(device)
+    if need > have:
+        raise FfrunError(f"config: encoding.m={cfg.encoding.m} with model.width={cfg.model.width}: the first layer "
+                         f"alone needs {need / 2**30:.1f} GiB for training, more than the {have / 2**30:.1f} GiB of "
+                         f"{device}; use a smaller encoding.m (the paper's is 256)")
+
+
+def memory_error(e: BaseException) -> bool:
+    """An allocation that failed (CPU or CUDA), as torch or Python report it."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(e, RuntimeError) and any(s in str(e) for s in ("can't allocate memory", "out of memory"))
 
 
 def seed_everything(seed: int) -> None:
@@ -255,6 +282,7 @@ def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
         task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
     field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed,
                         grid_shape=task.grid_shape)
+    check_logger(cfg.logger.name)
     field.to(device)
     sigma = float(cfg.encoding.sigma) if cfg.encoding.name == "gauss" else None
     label = f"{cfg.task.name}/{cfg.encoding.name}" + (f" sigma={sigma:g}" if sigma is not None else "")
@@ -285,6 +313,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def train_together(jobs: list[Job]) -> list[TrainResult]:
+    check_fits(cfg, device)
     """Train jobs that share a task object (see `ffrun.vectorized.group_key`) as one batched network, through
     the same loop as a single run; each job's run directory gets what its separate run would write, its
     config.yaml first. Returns one TrainResult per job (its final metrics.json is left to `Job.finish`)."""
@@ -431,3 +460,10 @@ def _report(cfg: DictConfig, run_dir: Path, produce: Callable[[], dict], exit_on
     if rec["status"] == "diverged":
         fail(run_dir, cfg, "diverged", rec["reason"], EXIT_DIVERGED)
     return rec["metrics"].get(rec["primary_metric"], float("nan"))
+        check_settings(cfg)  # before write_config resolves anything derived from a bad setting
+        if memory_error(e):
+            first = " ".join(str(e).split())[:200]
+            fail(run_dir, cfg, "failed", f"out of memory ({first}); use a smaller encoding.m, model.width, "
+                 "task size or trainer.batch_size, or a device with more memory", EXIT_BAD_INPUT,
+                 partial=getattr(e, "ffrun_record", None))
+            return float("nan")

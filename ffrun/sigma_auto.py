@@ -185,9 +185,13 @@ def training_grid(task) -> tuple[Tensor, Tensor, Tensor]:
     d = coords.shape[1]
     side = round(coords.shape[0] ** (1.0 / d))
     shape = (side,) * d
-    if side ** d != coords.shape[0] or side < 4:
+    if side ** d != coords.shape[0]:
         raise FfrunError(f"sigma=auto: the {coords.shape[0]} training points of task={type(task).__name__} do not "
                          "form a square grid; give sigma as a number")
+    if side < 4:
+        raise FfrunError(f"sigma=auto: the training grid is {side} points per axis and the held-out fit needs at "
+                         f"least 4 (task.resolution >= 8, or task.n_points >= 8); use a larger task or give sigma "
+                         "as a number")
     grid = coords.reshape(*shape, d)
     steps = torch.stack([grid[tuple(1 if a == b else 0 for b in range(d))] - grid[(0,) * d] for a in range(d)])
     idx = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64, device=coords.device) for n in shape],

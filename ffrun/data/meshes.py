@@ -29,10 +29,18 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
     try:
         text = _as_utf8(p)
         # Unprocessed first: processing would silently drop the faces of non-finite vertices.
-        source = str(p) if text is None else io.BytesIO(text)
-        mesh = trimesh.load(source, file_type=p.suffix.lower()[1:], force="mesh", process=False)
+        def read(**force):
+            source = str(p) if text is None else io.BytesIO(text)
+            return trimesh.load(source, file_type=p.suffix.lower()[1:], process=False, **force)
+
+        mesh = read(force="mesh")
+        # Without faces, force="mesh" drops the vertices too: read again to tell points from garbage.
+        points = len(getattr(mesh, "faces", ())) == 0 and len(getattr(read(), "vertices", ())) > 0
     except Exception as e:
         raise FfrunError(f"task.mesh={path}: cannot read it as a mesh ({type(e).__name__}: {e})") from None
+    if len(getattr(mesh, "faces", ())) == 0 and not points:
+        raise FfrunError(f"task.mesh={path}: no vertices or faces could be read from it, so it is not a readable "
+                         f"{p.suffix.lower()[1:].upper()} mesh (damaged, empty, or another format); give a surface mesh")
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise FfrunError(f"task.mesh={path}: the file holds no triangles (a point cloud?); occupancy needs a "
                          "surface mesh with faces")

@@ -58,6 +58,12 @@ class VectorizedLauncher(Launcher):
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        if not isinstance(self.max_group, int) or isinstance(self.max_group, bool) or self.max_group < 1:
+            import sys
+
+            print(f"ffrun: error: hydra.launcher.max_group={self.max_group!r} is out of range: use an integer >= 1 "
+                  "(the most jobs trained together; 64 by default)", file=sys.stderr)
+            sys.exit(2)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs (vectorized where compatible)")
@@ -72,7 +78,11 @@ class VectorizedLauncher(Launcher):
             jobs.append((idx, sweep_config))
         groups: dict[tuple, list] = {}
         for idx, sweep_config in jobs:
-            groups.setdefault(group_key(_job_config(sweep_config, resolve=True)), []).append((idx, sweep_config))
+            try:
+                key = group_key(_job_config(sweep_config, resolve=True))
+            except Exception:  # sigma=auto or a bad value does not resolve: the job runs alone and reports it
+                key = ("alone", idx)
+            groups.setdefault(key, []).append((idx, sweep_config))
         returns: dict[int, JobReturn] = {}
         for members in groups.values():
             for start in range(0, len(members), self.max_group):

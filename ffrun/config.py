@@ -242,22 +242,6 @@ def register_configs() -> None:
         cs.store(group="schema/task", name=name, node=schema)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Range checks the types alone cannot express; raises FfrunError naming the key and the fix."""
-
-    def check(ok: bool, key: str, value: Any, rule: str) -> None:
-        if not ok:
-            raise FfrunError(f"config: {key}={value!r} is out of range: {rule}")
-
-    if isinstance(cfg.sigma, (str, bool)) or not isinstance(cfg.sigma, (int, float)):
-        if not (isinstance(cfg.sigma, str) and cfg.sigma.strip().lower() == "auto"):
-            raise FfrunError(f"config: sigma={cfg.sigma!r} is not a number; give sigma >= 0, or sigma=auto to "
-                             "choose it from the training data")
-        # sigma=auto is resolved once the task is built (ffrun.sigma_auto.resolve_auto_sigma); everything
-        # else is checked now, with a stand-in sigma (encoding.sigma cannot resolve to a string).
-        probe = cfg.copy()
-        probe.sigma = 1.0
-        validate(probe)
 # Task settings that other values are derived from (the default sigma, CT's angle count), with their
 # smallest sensible value: checked on the raw setting first, so a bad one is named itself rather than
 # through what it derives (task.resolution=-2 is not "sigma=-0.04 is out of range").
@@ -285,9 +269,25 @@ def check_settings(cfg: DictConfig) -> None:
                          "choose it from the training data")
 
 
+def validate(cfg: DictConfig) -> None:
+    """Range checks the types alone cannot express; raises FfrunError naming the key and the fix."""
+    check_settings(cfg)
+
+    def check(ok: bool, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            raise FfrunError(f"config: {key}={value!r} is out of range: {rule}")
+
+    if isinstance(cfg.sigma, (str, bool)) or not isinstance(cfg.sigma, (int, float)):
+        if not (isinstance(cfg.sigma, str) and cfg.sigma.strip().lower() == "auto"):
+            raise FfrunError(f"config: sigma={cfg.sigma!r} is not a number; give sigma >= 0, or sigma=auto to "
+                             "choose it from the training data")
+        # sigma=auto is resolved once the task is built (ffrun.sigma_auto.resolve_auto_sigma); everything
+        # else is checked now, with a stand-in sigma (encoding.sigma cannot resolve to a string).
+        probe = cfg.copy()
+        probe.sigma = 1.0
+        validate(probe)
         return
 
-    check_settings(cfg)
     # The range checks below let inf through (and would name nan merely "out of range"); no setting
     # means anything at either, so they are refused wherever they appear, lists included.
     import math

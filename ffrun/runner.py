@@ -259,6 +259,7 @@ class Job:
 def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
     """Validate the config and build the task (unless one is shared in) and the field on the device."""
     validate(cfg)
+    check_logger(cfg.logger.name)
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         tune_cpu()
@@ -278,11 +279,11 @@ def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
     if cfg.trainer.resume is True and resume_from is None:
         log.warning("trainer.resume=true: no earlier run of this experiment under ./outputs has a checkpoint; "
                     "starting from step 0")
+    check_fits(cfg, device)
     if task is None:
         task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
     field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed,
                         grid_shape=task.grid_shape)
-    check_logger(cfg.logger.name)
     field.to(device)
     sigma = float(cfg.encoding.sigma) if cfg.encoding.name == "gauss" else None
     label = f"{cfg.task.name}/{cfg.encoding.name}" + (f" sigma={sigma:g}" if sigma is not None else "")
@@ -313,7 +314,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def train_together(jobs: list[Job]) -> list[TrainResult]:
-    check_fits(cfg, device)
     """Train jobs that share a task object (see `ffrun.vectorized.group_key`) as one batched network, through
     the same loop as a single run; each job's run directory gets what its separate run would write, its
     config.yaml first. Returns one TrainResult per job (its final metrics.json is left to `Job.finish`)."""
@@ -433,6 +433,7 @@ def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], dict], exit_on_
 
 def _report(cfg: DictConfig, run_dir: Path, produce: Callable[[], dict], exit_on_signal: bool) -> float:
     try:
+        check_settings(cfg)  # before write_config resolves anything derived from a bad setting
         write_config(cfg, run_dir)
         rec = produce()
     except StopSignal as e:
@@ -450,6 +451,12 @@ def _report(cfg: DictConfig, run_dir: Path, produce: Callable[[], dict], exit_on
         fail(run_dir, cfg, "failed", str(e), EXIT_BAD_INPUT, partial=getattr(e, "ffrun_record", None))
         return float("nan")
     except Exception as e:  # a bug or an environment fault: keep the traceback in cli.log, record the failure
+        if memory_error(e):
+            first = " ".join(str(e).split())[:200]
+            fail(run_dir, cfg, "failed", f"out of memory ({first}); use a smaller encoding.m, model.width, "
+                 "task size or trainer.batch_size, or a device with more memory", EXIT_BAD_INPUT,
+                 partial=getattr(e, "ffrun_record", None))
+            return float("nan")
         log.error("unexpected error", exc_info=True)
         fail(run_dir, cfg, "failed", f"{type(e).__name__}: {e} (traceback in {run_dir / 'cli.log'})", 1,
              partial=getattr(e, "ffrun_record", None))
@@ -460,10 +467,3 @@ def _report(cfg: DictConfig, run_dir: Path, produce: Callable[[], dict], exit_on
     if rec["status"] == "diverged":
         fail(run_dir, cfg, "diverged", rec["reason"], EXIT_DIVERGED)
     return rec["metrics"].get(rec["primary_metric"], float("nan"))
-        check_settings(cfg)  # before write_config resolves anything derived from a bad setting
-        if memory_error(e):
-            first = " ".join(str(e).split())[:200]
-            fail(run_dir, cfg, "failed", f"out of memory ({first}); use a smaller encoding.m, model.width, "
-                 "task size or trainer.batch_size, or a device with more memory", EXIT_BAD_INPUT,
-                 partial=getattr(e, "ffrun_record", None))
-            return float("nan")

@@ -266,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="ffrun overrides for every task that has the key "
                    "(task.resolution=256), or for one task (nerf:trainer.batch_size=256)")
     args = p.parse_args(argv)
+    for flag, value, least in (("--repeats", args.repeats, 1), ("--check-steps", args.check_steps, 0),
+                               ("--vectorized", args.vectorized, 0), ("--vectorized-steps", args.vectorized_steps, 1)):
+        if value < least:
+            print(f"ffrun-bench: error: {flag} {value}: give at least {least}", file=sys.stderr)
+            return 2
 
     from ffrun.allocator import tune_cpu
 

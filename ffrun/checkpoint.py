@@ -14,8 +14,10 @@ included.
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,9 @@ def find_checkpoint(spec: str | Path, where: str) -> Path:
     setting in the error (e.g. `trainer.resume=...`)."""
     path = Path(spec).expanduser()
     ckpt = path if path.is_file() else path / CHECKPOINT
+    if ckpt.exists() and not ckpt.is_file():
+        raise FfrunError(f"{where}: {ckpt} is not a regular file (a FIFO, device or folder); give the directory "
+                         "of an ffrun run that holds a checkpoint.pt written by ffrun")
     if not ckpt.is_file():
         raise FfrunError(f"{where}: no {CHECKPOINT} there; give the directory of an ffrun run that holds one")
     return ckpt
@@ -99,19 +104,62 @@ def _legacy_numpy_globals() -> list:
     return allowed
 
 
-def _reason(e: BaseException) -> str:
-    """One line out of torch's multi-paragraph load errors: the unpickler's own complaint when there is one."""
+def _pickle_globals(path: Path) -> list[str] | None:
+    """The globals (module.name) a well-formed pickle asks for, read with pickletools (which runs nothing):
+    that of a torch zip (its data.pkl) or the file itself. None when there is no well-formed pickle."""
+    import io
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return None
+                data = z.read(name)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(64 << 20)
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL":
+                found.append(".".join(strings[-2:]))
+            if isinstance(arg, str):
+                strings.append(arg)
+        return found
+    except Exception:  # not a zip, not a pickle, truncated: no well-formed pickle
+        return None
+
+
+def _why_unreadable(path: Path, e: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused `path`, in ffrun's words: a well-formed pickle that asks for
+    other globals than tensors' (a crafted file), or a file that is damaged or no torch file at all. Torch's
+    own advice for the first (load it with weights_only=False) is never passed on."""
     text = str(e)
-    m = re.search(r"WeightsUnpickler error: (.*)", text)
-    line = m.group(1) if m else (text.strip().splitlines() or [type(e).__name__])[0]
-    line = re.sub(r"\s+", " ", line).strip()
-    line = re.sub(r" Please use `torch\.serialization.*", "", line)
-    return (line[:300] + "...") if len(line) > 300 else line
+    named = re.search(r"GLOBAL ([\w.]+)", text)
+    asked = _pickle_globals(path)
+    if named or asked:
+        what = named.group(1) if named else asked[0]
+        return (f"refused: it holds Python objects other than tensors and plain values (GLOBAL {what[:80]}); "
+                "ffrun never unpickles code")
+    detail = next((ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln
+                   and "WeightsUnpickler" not in ln and "torch.serialization" not in ln), type(e).__name__)
+    detail = re.sub(r"\s+", " ", detail).split(". ")[0]
+    return f"cannot be read (damaged, truncated or not a torch file: {detail[:200]})"
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's content, loaded without running any code the file may carry; FfrunError (one line
     naming the file) for a file that is not an ffrun checkpoint, is damaged, or asks for more than data."""
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as e:
+        raise FfrunError(f"{path}: cannot be read ({e.strerror}); use a checkpoint.pt written by ffrun") from None
+    if not regular:  # a FIFO or a device would make the read wait forever or never end
+        raise FfrunError(f"{path}: not a regular file (a FIFO, device or folder); use a checkpoint.pt written by ffrun")
     safe_globals = getattr(torch.serialization, "safe_globals", None)
     try:
         if safe_globals is not None:
@@ -120,10 +168,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        unsafe = "WeightsUnpickler" in str(e) or "Unsupported global" in str(e)
-        what = ("refused: it asks the unpickler for more than tensors and plain values, which could run code"
-                if unsafe else "cannot be read (damaged, truncated or not a torch file)")
-        raise FfrunError(f"{path}: not a loadable ffrun checkpoint: {what} ({_reason(e)}); "
+        raise FfrunError(f"{path}: not a loadable ffrun checkpoint: {_why_unreadable(path, e)}; "
                          "use a checkpoint.pt written by ffrun") from None
     missing = [k for k in REQUIRED_KEYS if k not in state] if isinstance(state, dict) else list(REQUIRED_KEYS)
     if missing or not isinstance(state.get("config"), dict):

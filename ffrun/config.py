@@ -313,6 +313,8 @@ def validate(cfg: DictConfig) -> None:
     enc = cfg.encoding
     check(enc.name in ENCODINGS, "encoding.name", enc.name, f"choose one of {', '.join(ENCODINGS)}")
     check(cfg.sigma >= 0, "sigma", float(cfg.sigma), "use sigma >= 0, or sigma=auto")
+    # NumPy takes seeds below 2**32: seeds equal modulo 2**32 would give the same data and sampling.
+    check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "use 0 <= seed < 2**32")
     check(enc.sigma >= 0, "encoding.sigma", enc.sigma, "use sigma >= 0")
     check(enc.m >= 1, "encoding.m", enc.m, "use m >= 1")
     check(enc.levels is None or enc.levels >= 1, "encoding.levels", enc.levels, "use levels >= 1, or null for m // d")

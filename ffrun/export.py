@@ -100,8 +100,8 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> torch
         raise FfrunError(f"{folder / 'field.json'}: not an ffrun-export file (format {found!r})")
     try:
         return _build_exported(meta, load_file(str(folder / "field.safetensors"))).to(device).eval()
-    except FfrunError:
-        raise
+    except FfrunError as e:
+        raise FfrunError(f"{folder}: {e}") from None
     except Exception as e:  # field.json and field.safetensors that do not describe one field
         raise FfrunError(f"{folder}: not a loadable ffrun export ({type(e).__name__}: "
                          f"{' '.join(str(e).split())[:300]})") from None
@@ -120,7 +120,12 @@ def _build_exported(meta: dict, tensors: dict[str, torch.Tensor]) -> torch.nn.Mo
         if enc["name"] == "none":
             encoding = IdentityEncoding(meta["in_dim"], enc["center"])
         else:
-            encoding = FourierEncoding(tensors["encoding.B"], two_pi=enc["two_pi"], normalize=enc["normalize"])
+            B = tensors["encoding.B"]
+            # field.json writes B out for readers without safetensors: the two must be the same matrix.
+            if "B" in enc and not torch.equal(torch.as_tensor(enc["B"], dtype=B.dtype), B):
+                raise FfrunError("field.json's encoding.B differs from field.safetensors' encoding.B; one of the "
+                                 "two files was changed: export the run again with ffrun-export")
+            encoding = FourierEncoding(B, two_pi=enc["two_pi"], normalize=enc["normalize"])
         m = meta["mlp"]
         mlp = MLP(encoding.out_dim, meta["out_dim"], m["depth"], m["width"], m["out_activation"], "torch",
                   m["parametrization"], m["w_std"], m["b_std"])

@@ -21,9 +21,11 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -239,7 +241,9 @@ class Run:
 def _job_keys(overrides: list[str]) -> set[tuple[str, str]]:
     """The overrides that define a job's result (not where it runs, how it resumes or shows progress), as
     (key, value) parsed by Hydra: .hydra/overrides.yaml records a sweep's values re-serialised
-    (trainer.lr=2e-3 comes back as trainer.lr=0.002, true as True), so the text alone does not compare."""
+    (trainer.lr=2e-3 comes back as trainer.lr=0.002, true as True), so the text alone does not compare.
+    A key given twice counts with its last value, as Hydra applies it (a trailing `trainer.steps=...` after the
+    scale's own)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     kept = [o for o in overrides if not o.startswith(("hydra", "trainer.resume=", "trainer.progress="))]
@@ -247,7 +251,7 @@ def _job_keys(overrides: list[str]) -> set[tuple[str, str]]:
         parsed = OverridesParser.create().parse_overrides(kept)
     except Exception:  # not parseable: compare the text
         return {(o, "") for o in kept}
-    return {(f"{o.get_key_element()}", repr(o.value())) for o in parsed}
+    return set({f"{o.get_key_element()}": repr(o.value()) for o in parsed}.items())
 
 
 def ffrun_command() -> list[str]:
@@ -269,14 +273,46 @@ def launch(task: str, plan: TaskPlan, item: str, encodings: list[str], sweep_dir
     return _call(args, f"{task} [{item}]")
 
 
+class Stop(KeyboardInterrupt):
+    """SIGINT or SIGTERM to ffrun-reproduce (see `main`): handed on to the ffrun process running."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _call(args: list[str], what: str) -> int:
-    """Run one ffrun process; its log goes to each run's cli.log, its error lines are shown here."""
-    proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ffrun") or "Error" in ln][-5:]
-        print(f"ffrun-reproduce: {what} exited {proc.returncode}" + "".join(f"\n  {ln}" for ln in lines),
+    """Run one ffrun process; its log goes to each run's cli.log, its error lines are shown here.
+
+    The process has its own process group, so a Ctrl-C at the terminal reaches ffrun-reproduce alone, which
+    hands each signal on and waits: the run finishes its step, checkpoints and exits "interrupted" (a
+    second Ctrl-C stops it at once, still with its last checkpoint), and a rerun resumes it."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, text=True, process_group=0)
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt as e:
+                try:
+                    os.killpg(proc.pid, getattr(e, "signum", signal.SIGINT))
+                except ProcessLookupError:  # it has just ended
+                    pass
+        err.seek(0)
+        stderr = err.read()
+    if code != 0:
+        lines = [ln for ln in stderr.splitlines() if ln.startswith("ffrun") or "Error" in ln][-5:]
+        print(f"ffrun-reproduce: {what} exited {code}" + "".join(f"\n  {ln}" for ln in lines),
               file=sys.stderr, flush=True)
-    return proc.returncode
+    return code
+
+
+def say(text: str) -> None:
+    """Print to stdout; a reader that went away (`| head`) stops the printing, not the reproduction."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def resume(run: Run) -> int:
@@ -316,8 +352,8 @@ class Progress:
                 metric = rec.get("primary_metric")
                 value = (rec.get("metrics") or {}).get(metric) if metric else None
                 shown = f"{metric} {value:.4g}" if isinstance(value, (int, float)) else rec.get("status")
-                print(f"[{len(self.reported)}/{len(self.runs)}] {run.label}: {rec.get('status')}, {shown}, "
-                      f"{rec.get('wall_s') or 0:.0f} s; elapsed {_hms(elapsed)}, ~{_hms(left)} left", flush=True)
+                say(f"[{len(self.reported)}/{len(self.runs)}] {run.label}: {rec.get('status')}, {shown}, "
+                    f"{rec.get('wall_s') or 0:.0f} s; elapsed {_hms(elapsed)}, ~{_hms(left)} left")
 
     def watch(self, stop: threading.Event) -> None:
         while not stop.wait(2.0):
@@ -700,6 +736,44 @@ def fail(msg: str) -> int:
     return 2
 
 
+def check_overrides(plans_: dict[str, TaskPlan], tasks: list[str], extra: list[str]) -> str | None:
+    """Why the trailing overrides cannot run, as one line, or None: they must compose with every task's
+    plan and pass ffrun's range checks, before anything is recorded or run; and the encoding is the
+    table's own sweep, not an override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(extra)
+    except Exception as e:
+        return f"overrides {' '.join(extra)!r}: {' '.join(str(e).split())[:300]}"
+    for o in parsed:
+        if o.key_or_group in ("encoding", "encoding.name") or o.key_or_group.startswith("encoding@"):
+            return (f"{o.input_line!r}: the table sweeps every encoding itself; drop the override (or run "
+                    f"`ffrun -m encoding=...` for a sweep of your own)")
+    from ffrun.config import validate
+    from ffrun.runner import compose
+
+    for task in tasks:
+        plan = plans_[task]
+        item = next(iter(plan.items))
+        try:
+            validate(compose(job_overrides(plan, item, plan.encodings[-1], extra)))
+        except Exception as e:
+            return f"overrides {' '.join(extra)!r} do not fit the {task} runs: {' '.join(str(e).split())[:300]}"
+    return None
+
+
+def _has_results(out: Path) -> bool:
+    """Whether a reproduction folder holds any run that trained (its settings then bind the folder)."""
+    for path in (out / "runs").rglob("metrics.json"):
+        try:
+            if json.loads(path.read_text()).get("status") not in (None, "failed"):
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(argv)
     args.tasks = args.tasks if args.tasks is not None else ",".join(IMAGE_SETS if args.tune else TASKS)
@@ -715,6 +789,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--data {args.data}: no such folder; give the data directory (one folder per task's data)")
     if args.data:
         os.environ["FFRUN_DATA"] = str(data)  # the runs find image sets (task.image=div2k:3) through it
+    refused = check_overrides(plans(args.scale, data), tasks, extra)
+    if refused:
+        return fail(refused)
     out = Path(args.out).expanduser().resolve()
     manifest = {"scale": args.scale, "overrides": extra, "data": str(data)}
     try:
@@ -722,7 +799,8 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads((out / "reproduce.json").read_text()) if (out / "reproduce.json").exists() else None
     except (OSError, ValueError) as e:
         return fail(f"--out {out}: {e}")
-    if previous is not None and {k: previous.get(k) for k in manifest} != manifest:
+    # Other settings are refused once a run trained with them; a folder of failed runs takes the new ones.
+    if previous is not None and {k: previous.get(k) for k in manifest} != manifest and _has_results(out):
         return fail(f"--out {out} holds a reproduction with other settings ({previous.get('scale')} scale, "
                     f"overrides {previous.get('overrides')}); use another --out folder or the same settings")
     write_json(out / "reproduce.json", {**manifest, "tasks": sorted(set(tasks) | set((previous or {}).get("tasks", [])))})
@@ -741,9 +819,9 @@ def main(argv: list[str] | None = None) -> int:
         if run.status() == "stale":  # another protocol's result: keep it aside, never mix it into this table
             aside = run.dir.with_name(f"{run.dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
             run.dir.rename(aside)
-            print(f"ffrun-reproduce: {run.dir} was run with other settings; moved to {aside.name}", flush=True)
-    print(f"ffrun-reproduce: scale {args.scale}, {len(runs)} runs ({len(runs) - len(todo)} already done), "
-          f"data {data}, out {out}", flush=True)
+            say(f"ffrun-reproduce: {run.dir} was run with other settings; moved to {aside.name}")
+    say(f"ffrun-reproduce: scale {args.scale}, {len(runs)} runs ({len(runs) - len(todo)} already done), "
+        f"data {data}, out {out}")
     progress = Progress(runs, todo)
     stop = threading.Event()
     watcher = threading.Thread(target=progress.watch, args=(stop,), daemon=True)
@@ -779,15 +857,27 @@ def main(argv: list[str] | None = None) -> int:
     text = write_table(out, table, args.scale, all_plans, data_notes, wall)
     for task in tasks:
         gallery(out, task, [r for r in runs if r.task == task])
-    print(text)
+    say(text)
     if interrupted:
         print("ffrun-reproduce: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+    failed = [(r, rec) for r in runs if (rec := r.record() or {}).get("status") in (None, "failed")]
+    if failed:
+        shown = "; ".join(f"{r.label} ({str(rec.get('reason') or 'not run')[:120]})" for r, rec in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        return fail(f"{len(failed)} of {len(runs)} runs failed: {shown}{more}; the table holds the others")
     return 0
 
 
 def console() -> None:
-    """Console entry point: argparse errors exit 2 as usual; no traceback for a user's Ctrl-C."""
+    """Console entry point: argparse errors exit 2 as usual; no traceback for a user's Ctrl-C. SIGINT and
+    SIGTERM are handed on to the run in progress (see `_call`), then the table is written as it stands."""
+
+    def stop(signum, frame):
+        raise Stop(signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, stop)
     try:
         code = main()
     except KeyboardInterrupt:

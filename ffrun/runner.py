@@ -123,16 +123,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
-    """The keys (other than RESUME_FREE_KEYS) in which two resolved configs differ, as `key (old -> new)`."""
+def config_differences(old: dict, new: dict, free: frozenset[str] = frozenset()) -> list[str]:
+    """The keys (other than RESUME_FREE_KEYS and `free`) in which two resolved configs differ, as
+    `key (old -> new)`."""
     fa, fb = flatten(old), flatten(new)
     # A key only one side has was added or removed by an ffrun update, not chosen by the user.
-    keys = sorted((set(fa) & set(fb)) - RESUME_FREE_KEYS)
+    keys = sorted((set(fa) & set(fb)) - RESUME_FREE_KEYS - free)
     return [f"{k} ({fa.get(k)!r:.40} -> {fb.get(k)!r:.40})" for k in keys if fa.get(k) != fb.get(k)]
-
-
-def _same_experiment(a: dict, b: dict) -> bool:
-    return not config_differences(a, b)
 
 
 def _unfinished(run_dir: Path, steps: int) -> bool:
@@ -145,31 +142,57 @@ def _unfinished(run_dir: Path, steps: int) -> bool:
         return True
 
 
-def find_resume_checkpoint(resume: bool | str, config: dict, run_dir: Path) -> Path | None:
+SIGMA_KEYS = frozenset({"sigma", "encoding.sigma"})
+
+
+def _chose_sigma_auto(run_dir: Path) -> bool:
+    """Whether the run in `run_dir` predicted its sigma (sigma=auto): its metrics.json records how."""
+    try:
+        return isinstance(json.loads((run_dir / "metrics.json").read_text()).get("sigma_auto"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def find_resume_checkpoint(resume: bool | str, config: dict, run_dir: Path, auto: bool = False) -> Path | None:
     """The checkpoint to continue from: that of the given run directory (refused when that run is another
-    experiment), or (resume=true) of the newest unfinished run of the same experiment under ./outputs."""
+    experiment, or already past trainer.steps), or (resume=true) of the newest unfinished run of the same
+    experiment under ./outputs. The checkpoint's own config decides, not the config.yaml beside it.
+    `auto` (sigma=auto): a run that predicted its own sigma matches whatever sigma it chose, since the
+    prediction depends on the step count; `prepare` then keeps that sigma."""
     if isinstance(resume, str):
         ckpt = find_checkpoint(resume, f"trainer.resume={resume}")
-        differences = config_differences(load_checkpoint(ckpt)["config"], config)
+        state = load_checkpoint(ckpt)
+        free = SIGMA_KEYS if auto and _chose_sigma_auto(ckpt.parent) else frozenset()
+        differences = config_differences(state["config"], config, free)
         if differences:
             shown = ", ".join(differences[:6]) + (f" and {len(differences) - 6} more" if len(differences) > 6 else "")
             raise FfrunError(f"trainer.resume={resume}: that run is another experiment, it differs in {shown}; "
                              "resume with the run's own settings, or start a new run without trainer.resume")
+        steps = config["trainer"]["steps"]
+        if isinstance(state["step"], int) and state["step"] > steps:
+            raise FfrunError(f"trainer.resume={resume}: that run is already at step {state['step']}, past "
+                             f"trainer.steps={steps}; ask for trainer.steps>={state['step']} to continue it")
         return ckpt
     candidates = []
     for ckpt in Path("outputs").rglob(CHECKPOINT):
         other = ckpt.parent
-        if other.resolve() == run_dir.resolve() or not _unfinished(other, config["trainer"]["steps"]):
-            continue
+        if (not ckpt.is_file() or other.resolve() == run_dir.resolve()
+                or not _unfinished(other, config["trainer"]["steps"])):
+            continue  # not a regular file (reading a FIFO would wait forever), itself, or nothing left to train
+        free = SIGMA_KEYS if auto and _chose_sigma_auto(other) else frozenset()
         try:
             other_cfg = OmegaConf.to_container(OmegaConf.load(other / "config.yaml"))
         except Exception:
             continue
-        if _same_experiment(other_cfg, config):
-            candidates.append(ckpt)
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+        if not config_differences(other_cfg, config, free):
+            candidates.append((ckpt, free))
+    for ckpt, free in sorted(candidates, key=lambda c: c[0].stat().st_mtime, reverse=True):
+        try:  # config.yaml is only the quick look: the checkpoint is what resuming loads
+            if not config_differences(load_checkpoint(ckpt)["config"], config, free):
+                return ckpt
+        except FfrunError as e:
+            log.warning("trainer.resume=true: skipping %s: %s", ckpt, e)
+    return None
 
 
 def write_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -275,7 +298,18 @@ def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
         if (run_dir / "config.yaml").is_file():
             write_config(cfg, run_dir)  # now with the chosen sigma
     config = OmegaConf.to_container(cfg, resolve=True)
-    resume_from = find_resume_checkpoint(cfg.trainer.resume, config, run_dir) if cfg.trainer.resume else None
+    resume_from = find_resume_checkpoint(cfg.trainer.resume, config, run_dir, auto) if cfg.trainer.resume else None
+    if resume_from is not None and auto and cfg.encoding.name == "gauss":
+        # The resumed run's own choice: predicted for its step count, it is what its weights were trained with.
+        kept = load_checkpoint(resume_from)["config"]["sigma"]
+        if kept != cfg.sigma:
+            log.info("sigma=auto: keeping sigma %.4g chosen by the resumed run %s", kept, resume_from.parent)
+            OmegaConf.update(cfg, "sigma", float(kept))
+            sigma_auto = {**(sigma_auto or {}), "sigma": float(kept), "predicted_now": chosen,
+                          "kept_from": str(resume_from.parent)}
+            config = OmegaConf.to_container(cfg, resolve=True)
+            if (run_dir / "config.yaml").is_file():
+                write_config(cfg, run_dir)
     if cfg.trainer.resume is True and resume_from is None:
         log.warning("trainer.resume=true: no earlier run of this experiment under ./outputs has a checkpoint; "
                     "starting from step 0")
@@ -320,8 +354,10 @@ def train_together(jobs: list[Job]) -> list[TrainResult]:
     from ffrun.vectorized import BatchedTraining
 
     for job in jobs:
-        if not lock_run_dir(job.run_dir):  # the launcher leaves held directories to `report`, which refuses them
-            raise FfrunError(f"{job.run_dir} is in use by another ffrun run")
+        # The vectorized launcher claims its members' directories first, and leaves refused jobs to `report`.
+        refused = None if job.run_dir.resolve() in _locks else claim_run_dir(job.run_dir, job=None)
+        if refused:
+            raise FfrunError(refused)
         write_config(job.cfg, job.run_dir)
     trainee = BatchedTraining(jobs, jobs[0].cfg.trainer.precision)
     loggers = [job.logger() for job in jobs]
@@ -375,6 +411,53 @@ def fail(run_dir: Path, cfg: DictConfig, status: str, reason: str, code: int, ex
 
 LOCK_FILE = ".ffrun.lock"
 _locks: dict[Path, int] = {}  # run directories this process holds, by resolved path -> the lock file's fd
+_claims: dict[Path, object] = {}  # run directories a job of this process has used -> that job's number
+
+
+def _job_number() -> object:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return OmegaConf.select(HydraConfig.get(), "job.num", default=None, throw_on_missing=False)
+    except Exception:  # outside a Hydra job
+        return None
+
+
+def claim_run_dir(run_dir: Path, job: object = "current") -> str | None:
+    """Hold `run_dir` for one job (`job`: its number in the sweep; by default the current Hydra job's):
+    None when held, else why not, as one line. Refused: a directory another process holds, one an earlier
+    job of this process (another job of the same sweep) used, and a lock that cannot be taken."""
+    job = _job_number() if job == "current" else job
+    key = run_dir.resolve()
+    if key in _claims and _claims[key] != job:
+        return (f"{run_dir} is also the run directory of job {_claims[key]} of this sweep; give every job its "
+                "own directory (hydra.sweep.subdir)")
+    try:
+        held = lock_run_dir(run_dir)
+    except OSError as e:
+        return (f"cannot lock {run_dir / LOCK_FILE}: {e.strerror or e}; it must be a regular file (remove it) in "
+                "a writable run directory, or give this run another hydra.run.dir")
+    if not held:
+        return (f"{run_dir} is in use by another ffrun run (it holds {run_dir / LOCK_FILE}); give this run its own "
+                "hydra.run.dir, or wait for that run to end")
+    _claims[key] = job
+    return None
+
+
+def _claim_before_hydra_writes(subdir: str) -> str | None:
+    """`hydra.output_subdir` (configs/config.yaml): Hydra resolves it inside each job just before it writes
+    `.hydra/` into the run directory, so the directory is claimed there; a refused job gets None, and Hydra
+    writes nothing into a directory that belongs to another run (`report` then refuses the job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        output_dir = HydraConfig.get().runtime.output_dir
+    except Exception:  # not inside a job (printing the config): nothing to claim
+        return subdir
+    return subdir if claim_run_dir(Path(output_dir)) is None else None
+
+
+OmegaConf.register_new_resolver("ffrun_claim", _claim_before_hydra_writes, replace=True)
 
 
 def lock_run_dir(run_dir: Path) -> bool:
@@ -411,10 +494,10 @@ def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], dict], exit_on_
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not lock_run_dir(run_dir):
+    refused = claim_run_dir(run_dir)
+    if refused:
         # Nothing is written: the directory and every file in it belong to the run that holds it.
-        print(f"ffrun: error: {run_dir} is in use by another ffrun run (it holds {run_dir / LOCK_FILE}); "
-              "give this run its own hydra.run.dir, or wait for that run to end", file=sys.stderr)
+        print(f"ffrun: error: {refused}", file=sys.stderr)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             failed_jobs.append((run_dir, "failed", EXIT_BAD_INPUT))
             return float("nan")

@@ -82,7 +82,14 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
                          f"({' '.join(str(e).split())[:300]})") from None
     field.config = OmegaConf.to_container(cfg)
     field.step = state["step"]
-    return field.to(device).eval()
+    return field.to(_device(device)).eval()
+
+
+def _device(device: str | torch.device) -> torch.device:
+    """`device` checked as a run checks it: FfrunError (one line) for cuda without a CUDA device."""
+    from ffrun.runner import resolve_device
+
+    return resolve_device(str(device))
 
 
 def load_task(run_dir: str | Path, device: str | torch.device = "cpu"):
@@ -90,4 +97,4 @@ def load_task(run_dir: str | Path, device: str | torch.device = "cpu"):
     from ffrun.tasks import build_task
 
     cfg = run_config(run_dir)
-    return build_task(cfg.task, torch.device(device), cfg.trainer.batch_size, cfg.seed)
+    return build_task(cfg.task, _device(device), cfg.trainer.batch_size, cfg.seed)

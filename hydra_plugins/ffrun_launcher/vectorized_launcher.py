@@ -111,11 +111,11 @@ class VectorizedLauncher(Launcher):
         out: dict[int, JobReturn] = {}
         # Sub-groups with the same feature width (posenc and gauss can share one when their m match).
         widths: dict[int, list] = {}
-        from ffrun.runner import lock_run_dir
+        from ffrun.runner import claim_run_dir
 
         for item in prepared:
-            if not lock_run_dir(item[2].run_dir):
-                continue  # held by another run: the basic path refuses it without touching the directory
+            if claim_run_dir(item[2].run_dir, job=item[0]):
+                continue  # held by another run or job: the basic path refuses it without touching the directory
             widths.setdefault(item[2].field.encoding.out_dim, []).append(item)
         for same in widths.values():
             if len(same) < 2:

@@ -145,11 +145,62 @@ def run_hydra_app(app) -> None:
         stderr.release()
 
 
+GROUPS = (("task", "what to learn"), ("encoding", "how coordinates enter the network"),
+          ("model", "the network"), ("trainer", "steps, learning rate, checkpoints, resume"),
+          ("logger", "what is recorded beside metrics.json"), ("experiment", "presets: the paper's protocols"))
+
+
+def _choices(group: str) -> list[str]:
+    """The options of a config group, read from ffrun's config package (installed) or configs/ (a checkout)."""
+    try:
+        from importlib.resources import files
+
+        folder = files("ffrun.configs") / group
+        names = [p.name for p in folder.iterdir()]
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        names = [p.name for p in (Path(__file__).resolve().parents[1] / "configs" / group).glob("*.yaml")]
+    return sorted(n[: -len(".yaml")] for n in names if n.endswith(".yaml"))
+
+
+def help_text() -> str:
+    """`ffrun --help`: what ffrun is, its config groups and their choices, examples, where outputs go."""
+    groups = "\n".join(f"  {name:<11} {what}: {', '.join(_choices(name))}" for name, what in GROUPS)
+    return f"""ffrun: train a coordinate MLP with Fourier features (Tancik et al., NeurIPS 2020), one command per experiment.
+
+Usage: ffrun [-m] [group=option ...] [key=value ...]
+
+Config groups (group=option):
+{groups}
+
+Top-level keys: sigma (the Gaussian scale; a number or auto), seed, device (auto, cpu, cuda, cuda:N).
+Any key can be set: task.resolution=128, trainer.steps=500, model.width=128, encoding.m=128.
+
+Examples:
+  ffrun experiment=smoke                           a 32x32 check, about a second of training
+  ffrun task=image encoding=gauss sigma=10         the default run: 512x512, 2000 steps, about 15 min on a 2-core CPU
+  ffrun task.image=coffee task.resolution=128 sigma=auto    choose sigma from the training data, then train
+  ffrun -m task=image encoding=gauss sigma=1,10,100         a sweep (one run per sigma)
+  ffrun-summary outputs/multirun/DATE/TIME                  the sweep's table and plots
+
+Outputs: outputs/DATE/TIME/ (a sweep: outputs/multirun/DATE/TIME/N/), relative to where you run ffrun; each
+holds config.yaml, metrics.json, history.csv, checkpoint.pt, the pictures and cli.log. Move them with
+hydra.run.dir=... (hydra.sweep.dir=... for -m). Resume with trainer.resume=true or trainer.resume=RUN_DIR.
+
+Exit status: 0 completed, 2 bad input (one line on stderr), 3 diverged, 130/143 interrupted (checkpointed).
+More: the README and docs/ of the repository; the full config: ffrun --cfg job; Hydra's own flags: ffrun --hydra-help
+"""
+
+
 def main() -> None:
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):
+        print(help_text(), end="")
+        return
     run_hydra_app(_app)
     import signal
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the sweep has ended: no longer "while starting"
+    for sweep, jobs in runner.sweep_dirs.items():
+        print(f"ffrun: sweep of {jobs} run(s) in {sweep}; table and plots: ffrun-summary {sweep}")
     if runner.failed_jobs:
         print(f"ffrun: {len(runner.failed_jobs)} job(s) of the sweep did not complete: "
               + "; ".join(f"{d} ({status})" for d, status, _ in runner.failed_jobs), file=sys.stderr)

@@ -95,6 +95,9 @@ class TrainerConfig:
     resume: Any = False
     progress: bool = True  # tqdm bar
     precision: str = "fp32"  # fp32 | tf32 (CUDA TensorFloat-32 matmuls) | bf16 (autocast for the training step)
+    # CPU threads: auto (one thread for a small problem, where more threads only wait on each other, else
+    # torch's default; docs/performance.md, "Threads") or a number
+    threads: Any = "auto"
 
 
 @dataclass

@@ -50,6 +50,7 @@ RESUME_FREE_KEYS = {"trainer.resume", "trainer.progress", "trainer.steps", "trai
                     "trainer.precision"}
 
 failed_jobs: list[tuple[Path, str, int]] = []  # multirun jobs that did not complete, in this process
+sweep_dirs: dict[str, int] = {}  # multirun: each sweep folder of this process -> its jobs reported so far
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -108,6 +109,38 @@ def check_fits(cfg: DictConfig, device: torch.device) -> None:
         raise FfrunError(f"config: encoding.m={cfg.encoding.m} with model.width={cfg.model.width}: the first layer "
                          f"alone needs {need / 2**30:.1f} GiB for training, more than the {have / 2**30:.1f} GiB of "
                          f"{device}; use a smaller encoding.m (the paper's is 256)")
+
+
+SMALL_STEP_FLOPS = 1e10  # below this (a 128 px image, 4x256) trainer.threads=auto takes one CPU thread (scripts/threads.py)
+
+
+def step_flops(cfg: DictConfig, task: Task) -> float | None:
+    """Floating-point operations of one training step of a point-regression task (forward and backward of
+    the MLP, 6 per multiply-add and point), or None when the task does not say how many points it trains on."""
+    train = getattr(task, "train", None)
+    if not isinstance(train, tuple) or not hasattr(train[0], "shape"):
+        return None
+    points = cfg.trainer.batch_size or train[0].shape[0]
+    width = int(cfg.model.width)
+    first = 2 * int(cfg.encoding.m) if cfg.encoding.name in ("gauss", "posenc") else task.in_dim
+    return 6.0 * points * width * (first + (int(cfg.model.depth) - 1) * width)
+
+
+def set_threads(cfg: DictConfig, task: Task, device: torch.device) -> None:
+    """trainer.threads on the CPU: a number, or auto (one thread when a step is small: with two or more
+    threads a small step mostly waits on synchronisation, many times slower on a loaded machine)."""
+    threads = cfg.trainer.get("threads", "auto")
+    if device.type != "cpu":
+        return
+    if isinstance(threads, str) and threads.strip().lower() == "auto":
+        flops = step_flops(cfg, task)
+        if flops is not None and flops < SMALL_STEP_FLOPS and torch.get_num_threads() > 1:
+            log.info("trainer.threads=auto: one CPU thread for this small problem (%.2g FLOP per step)", flops)
+            torch.set_num_threads(1)
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise FfrunError(f"config: trainer.threads={threads!r} is out of range: use auto or a number of threads >= 1")
+    torch.set_num_threads(threads)
 
 
 def memory_error(e: BaseException) -> bool:
@@ -319,6 +352,7 @@ def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
     field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed,
                         grid_shape=task.grid_shape)
     field.to(device)
+    set_threads(cfg, task, device)
     sigma = float(cfg.encoding.sigma) if cfg.encoding.name == "gauss" else None
     label = f"{cfg.task.name}/{cfg.encoding.name}" + (f" sigma={sigma:g}" if sigma is not None else "")
     return Job(cfg, run_dir, device, config, task, field, float(cfg.trainer.lr), sigma, label, resume_from,
@@ -493,6 +527,10 @@ def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], dict], exit_on_
     return the job's primary metric to the sweeper (nan when it did not complete)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # `ffrun -m` names the folder for ffrun-summary at the end
+        sweep = str(HydraConfig.get().sweep.dir)
+        sweep_dirs[sweep] = sweep_dirs.get(sweep, 0) + 1
 
     refused = claim_run_dir(run_dir)
     if refused:

@@ -41,6 +41,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> SigmaChoice:
     print(f"sigma=auto: {choice.sigma:.4g} for task={cfg.task.name} ({choice.method}, "
           f"{len(choice.candidates)} candidates, {choice.seconds:.2f} s)"
           + ("" if is_auto(configured) else f"; the configured sigma is {float(configured):.4g}"))
+    print(f"ffrun-sigma: wrote the curve {run_dir / 'sigma_curve.png'} and the scores {run_dir / 'sigma_auto.json'}")
     return choice
 
 

@@ -186,10 +186,10 @@ def to_markdown(rows: list[dict], varying: list[str], runs: list[dict]) -> str:
             v = r.get(name)
             if v is None:
                 cells.append("-")
-            elif v[2] > 1:
-                cells.append(f"{v[0]:.2f} ± {v[1]:.2f}")
+            elif v[2] > 1:  # 4 significant digits: a loss of 3e-5 is not 0.00
+                cells.append(f"{v[0]:.4g} ± {v[1]:.2g}")
             else:
-                cells.append(f"{v[0]:.2f}")
+                cells.append(f"{v[0]:.4g}")
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     bad = [r for r in runs if r.get("status", "completed") != "completed"]

@@ -15,6 +15,7 @@ the full-batch loss; memory is bounded by `task.chunk`, at the cost of one more 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ from ffrun.data.volumes import MAX_VOXELS, load_nifti, resample_cube, save_nifti
 from ffrun.errors import FfrunError
 from ffrun.metrics import psnr
 from ffrun.tasks.base import Task
+
+log = logging.getLogger("ffrun.mri")
 
 
 def gaussian_kspace_mask(n: int, samples: int, std: float, seed: int) -> Tensor:
@@ -75,6 +78,8 @@ class MRITask(Task):
         if not cfg.sample_std > 0:
             raise FfrunError(f"task.sample_std={cfg.sample_std}: use a positive spread (voxels at 96^3)")
         if cfg.volume is None:
+            log.info("task.volume is not set: using the built-in 3D Shepp-Logan phantom (give task.volume=PATH for "
+                     "a NIfTI volume, e.g. $FFRUN_DATA/mri/colin27_t1_brain.nii.gz)")
             vol, self.affine = shepp_logan_3d(n), np.diag([2.0 * 96 / n] * 3 + [1.0])  # ~19 cm field of view
         else:
             data, affine = load_nifti(cfg.volume)

@@ -45,6 +45,9 @@ class ShapeTask(Task):
             raise FfrunError(f"task.test_points={cfg.test_points}: use at least 1")
         if cfg.box not in BOXES:
             raise FfrunError(f"task.box={cfg.box}: use tight (the mesh's bounding box + 1e-3, the paper) or unit")
+        if cfg.mesh is None:
+            log.info("task.mesh is not set: using ffrun's built-in ridged sphere (give task.mesh=PATH for a mesh, "
+                     "e.g. one of $FFRUN_DATA/meshes/*.obj)")
         raw = builtin_shape() if cfg.mesh is None else load_mesh(cfg.mesh)
         self.mesh, self.centre, self.scale = normalise(raw)
         self.box = sampling_box(self.mesh, cfg.box)

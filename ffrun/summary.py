@@ -187,7 +187,7 @@ def to_markdown(rows: list[dict], varying: list[str], runs: list[dict]) -> str:
             if v is None:
                 cells.append("-")
             elif v[2] > 1:  # 4 significant digits: a loss of 3e-5 is not 0.00
-                cells.append(f"{v[0]:.4g} ± {v[1]:.2g}")
+                cells.append(f"{v[0]:.4g} ± {f'{v[1]:#.2g}'.rstrip('.')}")
             else:
                 cells.append(f"{v[0]:.4g}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -89,7 +89,7 @@ def check_vertices(vertices: np.ndarray, where: str) -> None:
 
 
 def normalise(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, np.ndarray, float]:
-    """PAPER.md: centre on the vertex mean, divide by the largest absolute coordinate, map to [0, 1].
+    """The paper (docs/protocol.md): centre on the vertex mean, divide by the largest absolute coordinate, map to [0, 1].
     Returns the normalised mesh, the centre and the scale (original = (v * 2 - 1) * scale + centre)."""
     check_vertices(mesh.vertices, "task.mesh")
     v = np.asarray(mesh.vertices, dtype=np.float64)
@@ -132,7 +132,7 @@ def uniform_points(n: int, rng: np.random.Generator, box: tuple[np.ndarray, np.n
 
 
 def near_surface_points(mesh: trimesh.Trimesh, n: int, std: float, rng: np.random.Generator) -> np.ndarray:
-    """PAPER.md: a random face (uniformly, not area-weighted), a uniform barycentric point on it, plus
+    """The paper (docs/protocol.md): a random face (uniformly, not area-weighted), a uniform barycentric point on it, plus
     N(0, std^2) noise per axis."""
     tri = np.asarray(mesh.triangles)[rng.integers(0, len(mesh.faces), n)]
     r1, r2 = rng.random((2, n, 1))

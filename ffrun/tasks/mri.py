@@ -1,6 +1,6 @@
 """3D MRI: reconstruct a volume from sparse samples of its Fourier transform (k-space).
 
-Forward model (PAPER.md): the unnormalised 3D FFT of the volume, multiplied by a mask of k-space
+Forward model (docs/protocol.md): the unnormalised 3D FFT of the volume, multiplied by a mask of k-space
 samples drawn from a Gaussian centred on DC (at 96^3: 200,000 draws, std 13.9 voxels, ~12.6% of
 k-space once duplicates merge). Loss 0.5 * mean |mask * FFT(pred) - mask * FFT(truth)|^2 over all of
 k-space. Metrics: `psnr` of the reconstruction clipped to [0, 1], and `kspace_loss`.

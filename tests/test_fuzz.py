@@ -1,0 +1,32 @@
+"""A sample of scripts/fuzz.py's table, run the same way (each case in a forked child), so it stays honest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import fuzz  # noqa: E402
+
+SAMPLE = ["ffrun sigma=automatic", "ffrun task.resolution=-2", "ffrun encoding.m=100000000",
+          "ffrun hydra.run.dir=/etc/passwd/x", "ffrun task=nerf task.downscale=0", "ffrun task=shape task.mesh=rand.obj",
+          "ffrun task.image=garbage.png", "ffrun-summary sweep", "python: ffrun.load(run)  # checkpoint: pickle",
+          "ffrun-export /nonexistent", "ffrun-bench --tasks foo", "ffrun "]
+
+
+def _sample() -> list[fuzz.Case]:
+    by_command: dict[str, fuzz.Case] = {}
+    for case in fuzz.cases():
+        by_command.setdefault(case.command, case)  # the first of a command (ffrun-summary sweep: not JSON)
+    return [by_command[c] for c in SAMPLE]
+
+
+@pytest.mark.parametrize("case", _sample(), ids=lambda c: c.command)
+def test_fuzz_case(case):
+    import ffrun.cli  # noqa: F401 (imported before forking, as the script does)
+
+    outcome, said = fuzz.classify(case, fuzz.run_case(case, timeout=120))
+    assert outcome == "ok", f"{case.command}: {outcome}: {said}"

@@ -261,6 +261,13 @@ TASK_MINIMUMS: dict[str, dict[str, tuple[float, str]]] = {
 def check_settings(cfg: DictConfig) -> None:
     """The checks that must come before any interpolation is resolved: the raw task settings derived values
     come from, and a sigma that is neither a number nor `auto` (resolving `encoding.sigma` from it fails)."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(NTKAppConfig)}  # ffrun's keys, and ffrun-ntk's `ntk`
+    extra = sorted(k for k in cfg.keys() if k not in known and k != "hydra")
+    if extra:  # `+foo=1` adds a key Hydra accepts and nothing reads: the run would ignore it
+        raise FfrunError(f"config: {', '.join(extra)}: not a setting of ffrun (added with +?); see ffrun --help "
+                         "or ffrun --cfg job for the keys")
     task = cfg.get("task")
     for key, (low, rule) in TASK_MINIMUMS.get(getattr(task, "name", None), {}).items():
         value = task.get(key)

@@ -139,7 +139,7 @@ def cases() -> list[Case]:
               "trainer.batch_size=0", "trainer.eval_every=0", "trainer.ckpt_every=-1", "trainer.lr_decay=0",
               "trainer.lr_decay=2", "trainer.lr_decay_steps=-1", "trainer.precision=fp8", "trainer.optimizer=lbfgs",
               "trainer.threads=0", "trainer.threads=abc", "trainer.threads=-2", "trainer.resume=/nonexistent/run",
-              "trainer.resume=''", "device=cuda:7", "device=tpu", "device=cuda", "seed=abc", "seed=1.5",
+              "trainer.resume=''", "seed=18446744073709551615", "seed=-1", "device=cuda:7", "device=tpu", "device=cuda", "seed=abc", "seed=1.5",
               "task=shapee", "encoding=foo", "logger=foo", "model=foo", "experiment=nope", "trainer.stpes=10",
               "sigmaa=2", "task.imag=x", "model.depth=1.5", "trainer.progress=maybe", "+foo=1",
               "task.resolution=-2", "task.resolution=0", "task.resolution=3", "task.resolution=33",
@@ -185,7 +185,7 @@ def cases() -> list[Case]:
         ffrun(a, setup=setup, base=TINY)
     # runs that must complete, small
     for a in ["", "encoding=none", "encoding=basic", "encoding=posenc", "trainer.threads=1", "logger=tensorboard",
-              "sigma=auto task.resolution=16", "seed=18446744073709551615", "trainer.batch_size=16", "sigma=0"]:
+              "sigma=auto task.resolution=16", "trainer.batch_size=16", "sigma=0"]:
         ffrun(a, "complete")
     for a in ["task=toy1d task.n_points=32", "task=ct task.resolution=16", "task=mri task.resolution=8",
               "task=shape task.test_points=512 task.mesh_resolution=8 trainer.batch_size=256"]:
@@ -205,7 +205,8 @@ def cases() -> list[Case]:
     summary("empty", "refuse", lambda d: (d / "empty").mkdir())
     summary("sweep", "refuse", _metrics("not json"))
     summary("sweep", "refuse", _metrics("[1, 2, 3]"))
-    summary("sweep", "refuse", _metrics('{"status": "completed", "metrics": {"../../x": 1}}'))
+    summary("sweep", "complete", _metrics('{"status": "completed", "task": "image", "encoding": "gauss", "sigma": 1, '
+                                          '"metrics": {"../../x": 1}}'), ("sweep/summary.md",))  # a safe file name
     summary("sweep", "refuse", _metrics('{"status": "completed", "task": "image", "encoding": "gauss", "metrics": []}'))
     summary("sweep", "refuse", _bytes("sweep/0/metrics.json", _random(200)))
     summary("file.txt", "refuse", _bytes("file.txt", b"x"))
@@ -225,11 +226,12 @@ def cases() -> list[Case]:
             (d / "run" / "checkpoint.pt").read_bytes()[:3000])),
         "foreign": lambda d: _torch_save(d / "run" / "checkpoint.pt", {"weights": [1, 2, 3]}),
         "dir": lambda d: (d / "run" / "checkpoint.pt").mkdir(parents=True),
-        "config-interp": lambda d: (_real_run(d), (d / "run" / "config.yaml").write_text("sigma: ${oc.env:HOME}\n")),
+        "config.yaml planted beside it": lambda d: (_real_run(d), (d / "run" / "config.yaml").write_text("sigma: ${oc.env:HOME}\n")),
     }
     for name, make in crafted.items():
-        export(f"run  # checkpoint: {name}", "refuse", make)
-        c.append(Case(f"python: ffrun.load(run)  # checkpoint: {name}", "refuse", make,
+        # A planted config.yaml is not what export reads (the checkpoint's own config is): it completes.
+        export(f"run  # checkpoint: {name}", "complete" if "planted" in name else "refuse", make)
+        c.append(Case(f"python: ffrun.load(run)  # checkpoint: {name}", "complete" if "planted" in name else "refuse", make,
                       call=lambda d: __import__("ffrun").load(d / "run")))
     export("/nonexistent", "refuse")
     export("empty", "refuse", lambda d: (d / "empty").mkdir())
@@ -419,7 +421,8 @@ def classify(case: Case, r: dict) -> tuple[str, str]:
         return "traceback", (tb[-1] if tb else said)[:160]
     if case.expect == "refuse":
         if r["rc"] == 0:
-            return "wrong", "exit 0: " + (said or r["stdout"].strip().splitlines()[-1:] and "accepted")
+            shown = said or "".join(r["stdout"].strip().splitlines()[-1:]) or "accepted"
+            return "wrong", f"exit 0: {shown[:150]}"
         if r["rc"] != 2:
             return f"exit {r['rc']}", said
         return "ok", said

@@ -14,7 +14,7 @@ import fuzz  # noqa: E402
 SAMPLE = ["ffrun sigma=automatic", "ffrun task.resolution=-2", "ffrun encoding.m=100000000",
           "ffrun hydra.run.dir=/etc/passwd/x", "ffrun task=nerf task.downscale=0", "ffrun task=shape task.mesh=rand.obj",
           "ffrun task.image=garbage.png", "ffrun-summary sweep", "python: ffrun.load(run)  # checkpoint: pickle",
-          "ffrun-export /nonexistent", "ffrun-bench --tasks foo", "ffrun "]
+          "ffrun-export /nonexistent", "ffrun-bench --tasks foo", "ffrun experiment=nope", "ffrun "]
 
 
 def _sample() -> list[fuzz.Case]:

@@ -26,6 +26,7 @@ from ffrun.errors import FfrunError
     (["task=ct", "task.resolution=0"], "task.resolution=0"),
     (["sigma=abc"], "sigma='abc' is not a number"),
     (["sigma=automatic"], "sigma='automatic' is not a number"),
+    (["+foo=1"], "foo: not a setting of ffrun"),
 ])
 def test_the_raw_setting_is_named_not_what_it_derives(compose, overrides, named):
     with pytest.raises(FfrunError) as e:

@@ -98,7 +98,8 @@ def build(cfg, device: torch.device):
     from ffrun.tasks import build_task
 
     task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
-    field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed).to(device)
+    field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed,
+                        bounds=task.bounds).to(device)
     optimizer, schedule = make_optimizer(field, float(cfg.trainer.lr), cfg.trainer.lr_decay, cfg.trainer.lr_decay_steps)
     return task, field, optimizer, schedule
 

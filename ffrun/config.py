@@ -15,8 +15,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ffrun.errors import FfrunError
+from ffrun.models.configs import EncodingConfig, ModelConfig  # noqa: F401  (the schemas live beside the models)
 
-ENCODINGS = ("none", "basic", "posenc", "gauss", "grid")
 
 
 def per_sample(value: Any, size: Any, reference: Any) -> float:
@@ -47,34 +47,6 @@ def register_resolvers() -> None:
 
 
 register_resolvers()  # at import: any code that composes or loads an ffrun config has them
-
-
-@dataclass
-class EncodingConfig:
-    name: str = MISSING  # none | basic | posenc | gauss | grid (no network: the pixel/voxel values)
-    m: int = 256  # number of frequencies (rows of B) for posenc and gauss; features = 2m
-    sigma: float = 10.0  # gauss: B ~ N(0, sigma^2); the yaml ties it to the top-level `sigma`
-    scale: float = 6.0  # posenc: per-axis frequencies 2**linspace(0, scale, levels) - offset
-    levels: Optional[int] = None  # posenc: frequencies per axis; None = m // d
-    offset: float = 1.0  # posenc: 1 = the notebooks' posenc_new (includes frequency 0); 0 = NeRF's 2^0..2^scale
-    two_pi: bool = True  # the 2*pi factor inside sin/cos (the paper's NeRF mapping has none)
-    normalize: bool = False  # divide the features by sqrt(m) (the paper's shape task)
-    center: bool = False  # none only: feed 2v - 1 instead of v (the paper's shape task)
-    # grid only: the values are logits through the task's output activation (sigmoid for CT and MRI) and
-    # start at 0, as the notebooks' train_gridopt (grid.yaml sets true); false = the values are the image.
-    logits: bool = False
-
-
-@dataclass
-class ModelConfig:
-    depth: int = 4  # number of Linear layers: (depth - 1) x [Linear(width) + ReLU], then Linear
-    width: int = 256
-    # glorot = the notebooks' stax.Dense: truncated-normal Glorot W (variance 2 / (fan_in + fan_out)),
-    # b ~ N(0, 1e-2^2); torch = nn.Linear's default
-    init: str = "glorot"
-    parametrization: str = "standard"  # standard | ntk (W, b ~ N(0,1), scaled by w_std/sqrt(fan_in) and b_std)
-    w_std: float = 1.4142135623730951  # ntk parametrization only
-    b_std: float = 0.1  # ntk parametrization only
 
 
 @dataclass
@@ -187,8 +159,8 @@ class NeRFTaskConfig(TaskConfig):
 @dataclass
 class Config:
     task: Any = MISSING
-    encoding: EncodingConfig = MISSING
-    model: ModelConfig = MISSING
+    encoding: Any = MISSING  # each encoding's yaml names its schema (EncodingConfig or one in ffrun/models)
+    model: Any = MISSING  # likewise for networks
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # The Gaussian encoding's scale, the hyperparameter the paper sweeps: a number >= 0, or "auto" (chosen
@@ -237,8 +209,15 @@ def register_configs() -> None:
     # each YAML file names its schema first in its defaults list (`/schema/task@_here_: image`).
     cs.store(group="schema", name="config", node=Config)
     cs.store(group="schema", name="ntk", node=NTKAppConfig)
+    from ffrun.models.registry import ENCODINGS, NETWORKS, load_builtins
+
+    load_builtins()
     cs.store(group="schema/encoding", name="encoding", node=EncodingConfig)
-    cs.store(group="schema/model", name="mlp", node=ModelConfig)
+    for entry in ENCODINGS.values():
+        if entry.schema is not EncodingConfig:
+            cs.store(group="schema/encoding", name=entry.name, node=entry.schema)
+    for entry in NETWORKS.values():
+        cs.store(group="schema/model", name=entry.name, node=entry.schema)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
     cs.store(group="schema/logger", name="logger", node=LoggerConfig)
     for name, schema in TASK_SCHEMAS.items():
@@ -320,14 +299,23 @@ def validate(cfg: DictConfig) -> None:
     if found:
         raise FfrunError(f"config: {found[0]}={found[1]!r} is not a finite number; give a finite value")
 
+    from ffrun.models.registry import encoding_entry, network_entry
+
     enc = cfg.encoding
-    check(enc.name in ENCODINGS, "encoding.name", enc.name, f"choose one of {', '.join(ENCODINGS)}")
+    encoding_entry(enc.name)
+    network_entry(cfg.model.name)
     check(cfg.sigma >= 0, "sigma", float(cfg.sigma), "use sigma >= 0, or sigma=auto")
     # NumPy takes seeds below 2**32: seeds equal modulo 2**32 would give the same data and sampling.
     check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "use 0 <= seed < 2**32")
-    check(enc.sigma >= 0, "encoding.sigma", enc.sigma, "use sigma >= 0")
-    check(enc.m >= 1, "encoding.m", enc.m, "use m >= 1")
-    check(enc.levels is None or enc.levels >= 1, "encoding.levels", enc.levels, "use levels >= 1, or null for m // d")
+    if "m" in enc:  # the Fourier family
+        check(enc.sigma >= 0, "encoding.sigma", enc.sigma, "use sigma >= 0")
+        check(enc.m >= 1, "encoding.m", enc.m, "use m >= 1")
+        check(enc.levels is None or enc.levels >= 1, "encoding.levels", enc.levels,
+              "use levels >= 1, or null for m // d")
+        check(enc.name != "multiscale" or bool(enc.sigmas) and min(enc.sigmas) >= 0, "encoding.sigmas",
+              enc.sigmas, "give multiscale a list of sigmas >= 0, e.g. encoding.sigmas=[1,10]")
+    check(cfg.model.params is None or cfg.model.params >= 1, "model.params", cfg.model.params,
+          "use a parameter budget >= 1, or null")
     check(cfg.model.depth >= 1, "model.depth", cfg.model.depth, "use depth >= 1")
     check(cfg.model.width >= 1, "model.width", cfg.model.width, "use width >= 1")
     check(cfg.model.init in ("glorot", "torch"), "model.init", cfg.model.init, "use glorot or torch")

@@ -7,6 +7,9 @@ that reads safetensors and follows field.json:
 
     gamma(v) = [sin(c v B^T), cos(c v B^T)] (/ sqrt(m) if normalize), c = 2 pi if two_pi else 1
     h_0 = gamma(v); h_k = ReLU(W_k h_{k-1} + b_k) for k < depth; out = act(W_depth h + b_depth)
+
+Other methods (SIREN, WIRE, hash and dense grids; field.json's `network`) are rebuilt from the run's config
+in field.json by ffrun's own modules, then given the weights of field.safetensors.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import torch
 
 from ffrun.atomic import write_bytes, write_json
 from ffrun.errors import FfrunError
+from ffrun.models.encodings import FOURIER_NAMES
+from ffrun.models.registry import count_parameters, method_name
 
 FORMAT = "ffrun-field"
 VERSION = 1
@@ -64,11 +69,19 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
     }
     if "encoding.B" in tensors:
         meta["encoding"]["B"] = tensors["encoding.B"].tolist()
+    network = cfg["model"].get("name", "mlp")
+    meta["method"] = method_name(enc["name"], network)
     if enc["name"] == "grid":
         meta["grid"] = {"shape": list(field.shape), "values": "values", "out_activation": field.out_activation}
+    elif enc["name"] not in FOURIER_NAMES or network != "mlp":
+        # SIREN, WIRE, hash and dense grids: the weights plus the config that builds their modules
+        meta["network"] = {"name": network, "params": count_parameters(field), "sizes": field.sizes,
+                           "bounds": list(field.encoding.bounds) if hasattr(field.encoding, "bounds") else [0.0, 1.0],
+                           "out_activation": getattr(field.mlp, "out_activation", "none")}
     else:
         mlp = cfg["model"]
-        meta["mlp"] = {"depth": mlp["depth"], "width": mlp["width"], "hidden_activation": "relu",
+        width = field.sizes.get("model.width", mlp["width"])  # the width a model.params budget chose
+        meta["mlp"] = {"depth": mlp["depth"], "width": width, "hidden_activation": "relu",
                        "out_activation": field.mlp.out_activation, "parametrization": mlp["parametrization"],
                        "w_std": mlp["w_std"], "b_std": mlp["b_std"],
                        "layers": [{"weight": f"mlp.net.{2 * i}.weight", "bias": f"mlp.net.{2 * i}.bias"}
@@ -114,7 +127,9 @@ def _build_exported(meta: dict, tensors: dict[str, torch.Tensor]) -> torch.nn.Mo
     from ffrun.models.mlp import MLP
 
     enc = meta["encoding"]
-    if enc["name"] == "grid":
+    if "network" in meta:  # a method other than the paper's Fourier features + ReLU MLP: built from its config
+        field = _build_from_config(meta)
+    elif enc["name"] == "grid":
         field = GridField(tuple(meta["grid"]["shape"]), meta["out_dim"], meta["grid"].get("out_activation", "none"))
     else:
         if enc["name"] == "none":
@@ -125,13 +140,41 @@ def _build_exported(meta: dict, tensors: dict[str, torch.Tensor]) -> torch.nn.Mo
             if "B" in enc and not torch.equal(torch.as_tensor(enc["B"], dtype=B.dtype), B):
                 raise FfrunError("field.json's encoding.B differs from field.safetensors' encoding.B; one of the "
                                  "two files was changed: export the run again with ffrun-export")
-            encoding = FourierEncoding(B, two_pi=enc["two_pi"], normalize=enc["normalize"])
+            encoding = FourierEncoding(B, two_pi=enc["two_pi"], normalize=enc["normalize"],
+                                       trainable=enc["name"] == "learned")
         m = meta["mlp"]
         mlp = MLP(encoding.out_dim, meta["out_dim"], m["depth"], m["width"], m["out_activation"], "torch",
                   m["parametrization"], m["w_std"], m["b_std"])
         field = Field(encoding, mlp)
     field.load_state_dict(tensors)
     return field
+
+
+def _build_from_config(meta: dict) -> torch.nn.Module:
+    """The field of field.json's config (its schemas' dataclasses: no Hydra or OmegaConf), at the sizes the
+    run's budget chose; its weights come from field.safetensors."""
+    import dataclasses
+
+    from ffrun.models.field import assemble
+    from ffrun.models.registry import FieldSpec, encoding_entry, network_entry
+
+    net = meta["network"]
+    enc_cfg, model_cfg = dict(meta["config"]["encoding"]), dict(meta["config"]["model"])
+    for key, value in (net.get("sizes") or {}).items():
+        if key != "params":
+            group, name = key.split(".", 1)
+            (enc_cfg if group == "encoding" else model_cfg)[name] = value
+    model_cfg["params"] = None
+
+    def make(schema: type, values: dict):
+        known = {f.name for f in dataclasses.fields(schema)}
+        return schema(**{k: v for k, v in values.items() if k in known})
+
+    spec = FieldSpec(int(meta["in_dim"]), int(meta["out_dim"]), net.get("out_activation", "none"),
+                     tuple(net.get("bounds", (0.0, 1.0))), int(meta["config"].get("seed", 0)))
+    with torch.random.fork_rng(devices=[]):
+        return assemble(make(encoding_entry(enc_cfg["name"]).schema, enc_cfg),
+                        make(network_entry(model_cfg.get("name", "mlp")).schema, model_cfg), spec)
 
 
 def main(argv: list[str] | None = None) -> None:

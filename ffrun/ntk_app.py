@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ffrun.atomic import save_figure, write_json, write_text
 from ffrun.cli import run, run_analysis, run_hydra_app, seed_everything
-from ffrun.config import ENCODINGS, register_configs, validate
+from ffrun.config import register_configs, validate
+from ffrun.models.encodings import FOURIER_NAMES
 from ffrun.errors import FfrunError
 from ffrun.models.field import Field, build_field
 from ffrun.train import train
@@ -69,8 +70,9 @@ def check_settings(ntk) -> None:
 def settings_of(cfg: DictConfig) -> list[tuple[str, float | None]]:
     out: list[tuple[str, float | None]] = []
     for name in cfg.ntk.encodings:
-        if name not in ENCODINGS or name == "grid":
-            raise FfrunError(f"ntk.encodings: {name!r} is not an encoding; choose from {', '.join(ENCODINGS)}")
+        if name not in FOURIER_NAMES[:4]:
+            raise FfrunError(f"ntk.encodings: {name!r} is not one of the paper's encodings; choose from "
+                             f"{', '.join(FOURIER_NAMES[:4])}")
         out += [("gauss", float(s)) for s in cfg.ntk.sigmas] if name == "gauss" else [(name, None)]
     return out
 

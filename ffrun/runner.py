@@ -35,6 +35,7 @@ from ffrun.config import check_settings, flatten, register_configs, validate
 from ffrun.errors import FfrunError
 from ffrun.loggers import RunLogger, check_logger
 from ffrun.models.field import build_field
+from ffrun.models.registry import count_parameters, method_name
 from ffrun.sigma_auto import is_auto, resolve_auto_sigma
 from ffrun.tasks import Task, build_task
 from ffrun.train import Member, StopSignal, TrainResult, train, train_members
@@ -268,6 +269,10 @@ class Job:
             "reason": result.reason,
             "task": cfg.task.name,
             "encoding": cfg.encoding.name,
+            "model": cfg.model.get("name", "mlp"),
+            "method": method_name(cfg.encoding.name, cfg.model.get("name", "mlp")),
+            "params": count_parameters(self.field),
+            "sizes": dict(getattr(self.field, "sizes", {})),
             "sigma": self.sigma,
             "seed": cfg.seed,
             "steps": cfg.trainer.steps,
@@ -350,11 +355,12 @@ def prepare(cfg: DictConfig, run_dir: Path, task: Task | None = None) -> Job:
     if task is None:
         task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
     field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed,
-                        grid_shape=task.grid_shape)
+                        grid_shape=task.grid_shape, bounds=task.bounds)
     field.to(device)
     set_threads(cfg, task, device)
     sigma = float(cfg.encoding.sigma) if cfg.encoding.name == "gauss" else None
-    label = f"{cfg.task.name}/{cfg.encoding.name}" + (f" sigma={sigma:g}" if sigma is not None else "")
+    label = f"{cfg.task.name}/{method_name(cfg.encoding.name, cfg.model.get('name', 'mlp'))}" + (
+        f" sigma={sigma:g}" if sigma is not None else "")
     return Job(cfg, run_dir, device, config, task, field, float(cfg.trainer.lr), sigma, label, resume_from,
                sigma_auto)
 

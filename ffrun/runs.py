@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ffrun.checkpoint import find_checkpoint, load_checkpoint
-from ffrun.config import TASK_SCHEMAS, EncodingConfig, ModelConfig
+from ffrun.config import TASK_SCHEMAS
+from ffrun.models.registry import encoding_entry, network_entry
 from ffrun.errors import FfrunError
 
 
@@ -50,8 +51,10 @@ def _complete(saved: dict, path: Path) -> DictConfig:
                          "configs, so this checkpoint was not written by ffrun")
     try:
         cfg = OmegaConf.create(saved)
-        cfg.encoding = OmegaConf.merge(OmegaConf.structured(EncodingConfig), saved["encoding"])
-        cfg.model = OmegaConf.merge(OmegaConf.structured(ModelConfig), saved["model"])
+        cfg.encoding = OmegaConf.merge(OmegaConf.structured(encoding_entry(saved["encoding"]["name"]).schema),
+                                       saved["encoding"])
+        cfg.model = OmegaConf.merge(OmegaConf.structured(network_entry(saved["model"].get("name", "mlp")).schema),
+                                    saved["model"])
         schema = TASK_SCHEMAS.get(saved["task"]["name"])
         if schema is None:
             raise ValueError(f"task {saved['task']['name']!r} is not one of {', '.join(TASK_SCHEMAS)}")
@@ -75,7 +78,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
         grid_shape = tuple(state["field"]["values"].shape[:-1]) if cfg.encoding.name == "grid" else None
         with torch.random.fork_rng(devices=[]):  # building draws B and an init from the seed: keep the caller's RNG
             field = build_field(cfg.encoding, cfg.model, cls.in_dim, cls.out_dim, cls.out_activation, cfg.seed,
-                                grid_shape=grid_shape)
+                                grid_shape=grid_shape, bounds=cls.bounds)
         field.load_state_dict(state["field"])
     except (KeyError, TypeError, AttributeError, RuntimeError) as e:
         raise FfrunError(f"{path}: its weights do not fit the field its config describes "

@@ -11,6 +11,9 @@ and the encodings differ only in the matrix B:
           (the notebooks' "posenc_new", which includes frequency 0; `levels` and `offset` give NeRF's
           octaves 2^0..2^scale instead)
 - gauss:  B ~ N(0, sigma^2), shape (m, d)
+- learned: gauss's B as a trainable parameter (initialised as gauss)
+- multiscale: Gaussian blocks at several sigmas stacked into one B (Wang, Wang and Perdikaris 2021):
+          B = [B_1; ...; B_k], B_j ~ N(0, sigma_j^2), m // k rows each
 
 `none` is the identity (raw coordinates). Two switches cover the paper's task-specific variants:
 `two_pi=False` drops the 2 pi factor (the NeRF mapping) and `normalize=True` divides the features by
@@ -23,6 +26,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from ffrun.models.registry import FieldSpec, register_encoding
 
 
 def fourier_features(v: Tensor, B: Tensor, two_pi: bool = True, normalize: bool = False) -> Tensor:
@@ -82,24 +87,34 @@ def gaussian_matrix(d: int, m: int, sigma: float, generator: torch.Generator | N
 
 
 class IdentityEncoding(nn.Module):
-    """`none`: the raw coordinates, gamma(v) = v, or 2v - 1 when `center` (the paper's shape task)."""
+    """`none`: the raw coordinates, gamma(v) = v, or, when `center`, the box (lo, hi) mapped onto [-1, 1]:
+    2 (v - lo) / (hi - lo) - 1 (2v - 1 on [0, 1]: the paper's shape task; SIREN's input range)."""
 
-    def __init__(self, in_dim: int, center: bool = False):
+    def __init__(self, in_dim: int, center: bool = False, bounds: tuple[float, float] = (0.0, 1.0)):
         super().__init__()
         self.in_dim = in_dim
         self.out_dim = in_dim
         self.center = center
+        self.bounds = (float(bounds[0]), float(bounds[1]))
 
     def forward(self, v: Tensor) -> Tensor:  # (..., d) -> (..., d)
-        return 2.0 * v - 1.0 if self.center else v
+        if not self.center:
+            return v
+        lo, hi = self.bounds
+        return v * (2.0 / (hi - lo)) - (2.0 * lo / (hi - lo) + 1.0)
 
 
 class FourierEncoding(nn.Module):
-    """gamma(v) = [sin(2 pi v B^T), cos(2 pi v B^T)] with a fixed B saved as a buffer (with the weights)."""
+    """gamma(v) = [sin(2 pi v B^T), cos(2 pi v B^T)]. B is saved with the weights: a fixed buffer, or a
+    trainable parameter when `trainable` (learned Fourier features)."""
 
-    def __init__(self, B: Tensor, two_pi: bool = True, normalize: bool = False):
+    def __init__(self, B: Tensor, two_pi: bool = True, normalize: bool = False, trainable: bool = False):
         super().__init__()
-        self.register_buffer("B", B.detach().clone().float())
+        B = B.detach().clone().float()
+        if trainable:
+            self.B = nn.Parameter(B)
+        else:
+            self.register_buffer("B", B)
         self.two_pi = two_pi
         self.normalize = normalize
         self.in_dim = B.shape[1]
@@ -107,6 +122,20 @@ class FourierEncoding(nn.Module):
 
     def forward(self, v: Tensor) -> Tensor:  # (..., d) -> (..., 2m)
         return fourier_features(v, self.B, self.two_pi, self.normalize)
+
+
+def multiscale_matrix(d: int, m: int, sigmas, generator: torch.Generator | None = None) -> Tensor:
+    """B = [B_1; ...; B_k] with B_j ~ N(0, sigma_j^2) of m // k rows (the first m % k blocks get one more),
+    so the k scales share the m frequencies."""
+    sigmas = [float(s) for s in sigmas]
+    if not sigmas:
+        raise ValueError("multiscale needs at least one sigma")
+    k = len(sigmas)
+    rows = [m // k + (1 if j < m % k else 0) for j in range(k)]
+    return torch.cat([gaussian_matrix(d, r, s, generator) for r, s in zip(rows, sigmas) if r > 0])
+
+
+FOURIER_NAMES = ("none", "basic", "posenc", "gauss", "learned", "multiscale")
 
 
 def build_encoding(
@@ -121,16 +150,42 @@ def build_encoding(
     center: bool = False,
     levels: int | None = None,
     offset: float = 1.0,
+    sigmas=(),
+    bounds: tuple[float, float] = (0.0, 1.0),
 ) -> nn.Module:
-    """The encoding called `name` (none | basic | posenc | gauss) for `in_dim`-dimensional coordinates."""
+    """The Fourier-family encoding called `name` (FOURIER_NAMES) for `in_dim`-dimensional coordinates:
+    they differ only in B (and `none`, which has no B)."""
     if name == "none":
-        return IdentityEncoding(in_dim, center)
+        return IdentityEncoding(in_dim, center, bounds)
     if name == "basic":
         B = basic_matrix(in_dim)
     elif name == "posenc":
         B = posenc_matrix(in_dim, m, scale, levels, offset)
-    elif name == "gauss":
+    elif name in ("gauss", "learned"):
         B = gaussian_matrix(in_dim, m, sigma, generator)
+    elif name == "multiscale":
+        B = multiscale_matrix(in_dim, m, sigmas, generator)
     else:
-        raise ValueError(f"unknown encoding {name!r}; choose none, basic, posenc or gauss")
-    return FourierEncoding(B, two_pi=two_pi, normalize=normalize)
+        raise ValueError(f"unknown encoding {name!r}; choose one of {', '.join(FOURIER_NAMES)}")
+    return FourierEncoding(B, two_pi=two_pi, normalize=normalize, trainable=name == "learned")
+
+
+def _build_fourier(cfg, spec: FieldSpec) -> nn.Module:
+    return build_encoding(cfg.name, spec.in_dim, m=cfg.m, sigma=cfg.sigma, scale=cfg.scale, two_pi=cfg.two_pi,
+                          normalize=cfg.normalize, generator=spec.generator(), center=cfg.center,
+                          levels=cfg.levels, offset=cfg.offset, sigmas=list(cfg.sigmas or ()),
+                          bounds=spec.bounds)
+
+
+def _register_fourier() -> None:
+    from ffrun.models.configs import EncodingConfig
+
+    for name in FOURIER_NAMES:
+        register_encoding(name, EncodingConfig)(_build_fourier)
+
+    @register_encoding("grid", EncodingConfig)
+    def _grid(cfg, spec: FieldSpec) -> nn.Module:  # a whole field of the task's own pixels: see build_field
+        raise ValueError("encoding=grid is built by ffrun.models.field.build_field from the task's grid")
+
+
+_register_fourier()

@@ -1,4 +1,4 @@
-"""A field: encoding + MLP, the coordinate network a task trains and `ffrun` saves."""
+"""A field: network(encoding(v)), the coordinate network a task trains and `ffrun` saves."""
 
 from __future__ import annotations
 
@@ -7,19 +7,25 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor, nn
 
-from ffrun.models.encodings import build_encoding
 from ffrun.models.mlp import MLP
+from ffrun.models.registry import FieldSpec, encoding_entry, network_entry
 
 
 class Field(nn.Module):
-    """f(v) = MLP(gamma(v)) for coordinates v of shape (..., in_dim)."""
+    """f(v) = network(gamma(v)) for coordinates v of shape (..., in_dim). The network (a ReLU MLP, SIREN,
+    WIRE, or none) is the attribute `mlp`, the name its weights carry in checkpoints and exports."""
 
-    def __init__(self, encoding: nn.Module, mlp: MLP):
+    sizes: dict = {}  # the sizes model.params chose (build_field), e.g. {"model.width": 181}
+
+    def __init__(self, encoding: nn.Module, mlp: nn.Module):
         super().__init__()
         self.encoding = encoding
         self.mlp = mlp
         self.in_dim = encoding.in_dim
         self.out_dim = mlp.out_dim
+        # Features can be kept between steps only when nothing in the encoding trains (not hash or dense
+        # grids, not learned Fourier features).
+        self.static_encoding = not any(p.requires_grad for p in encoding.parameters())
 
     # Static features above this size are recomputed each step instead of kept (memory over speed).
     STATIC_CACHE_BYTES = 1 << 30
@@ -46,8 +52,10 @@ class Field(nn.Module):
     def forward_static(self, v: Tensor) -> Tensor:
         """f(v) for coordinates that stay the same from step to step (a full-batch training set).
 
-        gamma(v) has no trainable parameters, so it is computed once and kept (outside autograd) while v
+        When gamma(v) has no trainable parameters, it is computed once and kept (outside autograd) while v
         and B are unchanged, instead of 2m sines and cosines per point at every step."""
+        if not self.static_encoding:
+            return self(v)
         B = getattr(self.encoding, "B", None)
         key = (v.data_ptr(), tuple(v.shape), v.device, None if B is None else (B.data_ptr(), B._version))
         cached = self.__dict__.get("_static")
@@ -60,7 +68,7 @@ class Field(nn.Module):
                 cached = (key, torch.cat([g, torch.ones_like(g[..., :1])], dim=-1))
             self.__dict__["_static"] = cached
         with self.network_precision(v.device):
-            if type(self).from_features is not Field.from_features:  # a subclass changes the head
+            if type(self).from_features is not Field.from_features or not isinstance(self.mlp, MLP):
                 out = self.from_features(cached[1][..., :-1])
             else:
                 out = self.mlp.forward_augmented(cached[1])
@@ -79,6 +87,12 @@ def network_autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
+def field_spec(task_cls, seed: int) -> FieldSpec:
+    """The task's sizes, output activation and coordinate box (class attributes: no data needed)."""
+    return FieldSpec(task_cls.in_dim, task_cls.out_dim, task_cls.out_activation,
+                     tuple(getattr(task_cls, "bounds", (0.0, 1.0))), seed)
+
+
 def build_field(
     encoding_cfg,
     model_cfg,
@@ -87,8 +101,11 @@ def build_field(
     out_activation: str,
     seed: int,
     grid_shape: tuple[int, ...] | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
 ) -> nn.Module:
-    """Build encoding and MLP from their configs; B and the weights are drawn from `seed` on the CPU.
+    """Build the encoding and the network named by their configs (ffrun.models.registry); B, tables and
+    weights are drawn from `seed` on the CPU. With `model.params` set, the method's size knob is chosen to
+    meet that budget first (ffrun.models.budget); the sizes chosen are in `field.sizes`.
 
     `encoding.name == "grid"` gives the no-network baseline over the task's `grid_shape` instead."""
     if encoding_cfg.name == "grid":
@@ -98,23 +115,35 @@ def build_field(
             from ffrun.errors import FfrunError
 
             raise FfrunError("encoding=grid is the pixel/voxel baseline of the ct and mri tasks; this task has no "
-                             "grid to optimise, choose none, basic, posenc or gauss")
+                             "grid to optimise: choose another encoding (encoding=densegrid is a grid at any "
+                             "resolution for every task)")
+        if getattr(model_cfg, "params", None) is not None:
+            from ffrun.errors import FfrunError
+
+            raise FfrunError("encoding=grid has one value per pixel of the task, so model.params cannot size it; "
+                             "use encoding=densegrid model=direct for a grid sized by the budget")
         return GridField(grid_shape, out_dim, out_activation if encoding_cfg.logits else "none")
-    generator = torch.Generator().manual_seed(seed)
-    encoding = build_encoding(
-        encoding_cfg.name,
-        in_dim,
-        m=encoding_cfg.m,
-        sigma=encoding_cfg.sigma,
-        scale=encoding_cfg.scale,
-        two_pi=encoding_cfg.two_pi,
-        normalize=encoding_cfg.normalize,
-        generator=generator,
-        center=encoding_cfg.center,
-        levels=encoding_cfg.levels,
-        offset=encoding_cfg.offset,
-    )
-    torch.manual_seed(seed + 1)  # the MLP init uses the global generator; offset it from B's draw
-    mlp = MLP(encoding.out_dim, out_dim, model_cfg.depth, model_cfg.width, out_activation, model_cfg.init,
-              model_cfg.parametrization, model_cfg.w_std, model_cfg.b_std)
-    return Field(encoding, mlp)
+    spec = FieldSpec(in_dim, out_dim, out_activation, tuple(bounds), seed)
+    sizes: dict = {}
+    if getattr(model_cfg, "params", None) is not None:
+        from ffrun.models.budget import meet_budget
+
+        encoding_cfg, model_cfg, sizes = meet_budget(encoding_cfg, model_cfg, spec, assemble)
+    field = assemble(encoding_cfg, model_cfg, spec)
+    field.sizes = sizes
+    return field
+
+
+def assemble(encoding_cfg, model_cfg, spec: FieldSpec) -> "Field":
+    """Field(network(encoding)) from their configs as given (no budget)."""
+    from ffrun.errors import FfrunError
+
+    encoding_entry(encoding_cfg.name)  # one clear line for an unknown name
+    network_entry(getattr(model_cfg, "name", "mlp"))
+    try:
+        encoding = encoding_entry(encoding_cfg.name).build(encoding_cfg, spec)
+        torch.manual_seed(spec.seed + 1)  # network inits use the global generator; offset it from B's draw
+        network = network_entry(getattr(model_cfg, "name", "mlp")).build(model_cfg, encoding.out_dim, spec)
+    except ValueError as e:
+        raise FfrunError(f"config: {e}") from None
+    return Field(encoding, network)

@@ -108,3 +108,35 @@ class MLP(nn.Module):
         for layer in list(self.net)[1:]:
             y = layer(y)
         return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
+
+
+class Direct(nn.Module):
+    """No network: the encoding's features are the outputs, through the task's output activation (a dense
+    grid storing the signal itself, as in the Grids paper)."""
+
+    def __init__(self, in_dim: int, out_dim: int, out_activation: str = "none"):
+        super().__init__()
+        if in_dim != out_dim:
+            raise ValueError(f"model=direct needs the encoding to give the task's {out_dim} outputs, not {in_dim} "
+                             "features; use a network (model=mlp) or encoding.features=null")
+        self.in_dim, self.out_dim, self.out_activation = in_dim, out_dim, out_activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x) if self.out_activation == "sigmoid" else x
+
+
+def _register() -> None:
+    from ffrun.models.configs import ModelConfig
+    from ffrun.models.registry import Budget, register_network
+
+    @register_network("mlp", ModelConfig, Budget("model.width", 1, 1 << 15))
+    def build_mlp(cfg, in_dim: int, spec) -> nn.Module:
+        return MLP(in_dim, spec.out_dim, cfg.depth, cfg.width, spec.out_activation, cfg.init, cfg.parametrization,
+                   cfg.w_std, cfg.b_std)
+
+    @register_network("direct", ModelConfig)
+    def build_direct(cfg, in_dim: int, spec) -> nn.Module:
+        return Direct(in_dim, spec.out_dim, spec.out_activation)
+
+
+_register()

@@ -24,6 +24,8 @@ class Task(ABC):
     out_activation: str  # the MLP's output activation ("sigmoid" | "none")
     primary_metric: str  # the held-out metric a sweep or search optimises (higher is better)
     grid_shape: tuple[int, ...] | None = None  # the pixel/voxel grid a `grid` baseline optimises
+    # The box [lo, hi]^d the coordinates fill: hash and dense grids normalise by it, SIREN centres by it.
+    bounds: tuple[float, float] = (0.0, 1.0)
 
     @abstractmethod
     def sample(self, step: int) -> Any:

@@ -93,6 +93,7 @@ class NeRFTask(Task):
     out_dim = 4
     out_activation = "none"
     primary_metric = "test_psnr"
+    bounds = (-1.5, 1.5)  # the Blender scenes' objects (and the built-in still life) lie inside [-1.5, 1.5]^3
 
     def __init__(self, cfg: DictConfig, device: torch.device, batch_size: int | None = None, seed: int = 0):
         if cfg.downscale < 1:

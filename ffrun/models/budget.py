@@ -1,0 +1,90 @@
+"""Equal budgets: `model.params=N` sizes any method to N trainable parameters, within 5 %.
+
+Each method names the one size it turns (ffrun.models.registry.Budget: the network's width for the MLPs,
+SIREN and WIRE; the table size of a hash grid; the per-axis resolution of a dense grid): the encoding's
+knob if it has one, else the network's. The count of a candidate is that of the field actually built (on
+the meta device: shapes without memory; ffrun.models.registry.count_parameters), so no formula per method can drift from its code. Integer knobs
+are searched by doubling, then bisection (the count grows with them; no candidate is built far above
+the budget); list-valued ones come from the method's candidates.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from ffrun.errors import FfrunError
+from ffrun.models.registry import FieldSpec, count_parameters, encoding_entry, network_entry
+
+TOLERANCE = 0.05
+
+
+def _with(encoding_cfg: DictConfig, model_cfg: DictConfig, key: str, value: Any) -> tuple[DictConfig, DictConfig]:
+    enc, model = encoding_cfg.copy(), model_cfg.copy()
+    group, name = key.split(".", 1)
+    target = enc if group == "encoding" else model
+    with open_dict(target):
+        target[name] = value
+    return enc, model
+
+
+def open_dict(cfg: DictConfig):
+    from omegaconf import open_dict as _open
+
+    return _open(cfg)
+
+
+def _count(encoding_cfg, model_cfg, spec: FieldSpec, assemble: Callable) -> int:
+    import torch
+
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        return count_parameters(assemble(encoding_cfg, model_cfg, spec))
+
+
+def meet_budget(encoding_cfg: DictConfig, model_cfg: DictConfig, spec: FieldSpec, assemble: Callable
+                ) -> tuple[DictConfig, DictConfig, dict[str, Any]]:
+    """(encoding, model) configs with the knob set to meet model.params, and {"key": value, "params": count};
+    `assemble(encoding_cfg, model_cfg, spec)` builds a candidate field (ffrun.models.field.assemble)."""
+    budget = int(model_cfg.params)
+    knob = encoding_entry(encoding_cfg.name).budget or network_entry(getattr(model_cfg, "name", "mlp")).budget
+    what = f"{encoding_cfg.name} + {getattr(model_cfg, 'name', 'mlp')}"
+    if knob is None:
+        raise FfrunError(f"model.params={budget}: {what} has no size to turn (its parameter count is fixed); "
+                         "drop model.params or choose another method")
+
+    seen: dict[str, int] = {}
+
+    def count(value: Any) -> int:
+        if repr(value) not in seen:
+            seen[repr(value)] = _count(*_with(encoding_cfg, model_cfg, knob.key, value), spec, assemble)
+        return seen[repr(value)]
+
+    if knob.candidates is not None:
+        values = knob.candidates(budget, spec, encoding_cfg if knob.key.startswith("encoding.") else model_cfg)
+        counts = [(abs(count(v) - budget), v) for v in values]
+        best = min(counts, key=lambda c: c[0])[1]
+    else:
+        lo, hi = knob.low, knob.high
+        if count(lo) > budget:
+            raise FfrunError(f"model.params={budget} is below the smallest {what} ({count(lo)} parameters at "
+                             f"{knob.key}={lo}); raise the budget or shrink the fixed parts (model.depth, "
+                             "encoding.levels, ...)")
+        hi = lo + 1
+        while hi < knob.high and count(hi) <= budget:  # gallop: never build a field far above the budget
+            lo, hi = hi, min(2 * hi, knob.high)
+        if count(hi) <= budget and abs(count(hi) - budget) > TOLERANCE * budget:
+            raise FfrunError(f"model.params={budget} is unreachable: {what} has at most {count(hi)} parameters "
+                             f"however large {knob.key} is (a hash grid's levels are all dense in "
+                             f"{spec.in_dim}D); lower the budget or raise the fixed sizes")
+        while hi - lo > 1:  # largest value whose count is <= budget
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if count(mid) <= budget else (lo, mid)
+        best = min((lo, hi), key=lambda v: abs(count(v) - budget))
+    got = count(best)
+    if abs(got - budget) > TOLERANCE * budget:
+        raise FfrunError(f"model.params={budget}: the nearest {what} has {got} parameters ({knob.key}={best}), "
+                         f"more than {TOLERANCE:.0%} away; change the budget or the method's fixed sizes")
+    enc, model = _with(encoding_cfg, model_cfg, knob.key, best)
+    value = OmegaConf.to_container(OmegaConf.create({"v": best}))["v"]
+    return enc, model, {knob.key: value, "params": got}

@@ -1,0 +1,198 @@
+"""Multiresolution hash encoding (Instant-NGP, Mueller et al. 2022), in PyTorch so it runs anywhere.
+
+Level l (of L) is a grid of resolution N_l = N_min * b^l, b = exp((ln N_max - ln N_min) / (L - 1)), holding
+F learned features per vertex in a table of T entries. As in tiny-cuda-nn, a point u in [0, 1]^d is at
+pos = u * (N_l - 1) + 1/2 on level l; its 2^d surrounding vertices c are looked up at
+
+    index(c) = sum_i c_i * prod_{j<i} R_l             if the level's dense grid (R_l = ceil(N_l - 1) + 1
+                                                      vertices per axis) fits the table, else
+    index(c) = (c_1 * 1) xor (c_2 * 2654435761) xor (c_3 * 805459861)   (in 32-bit arithmetic)
+
+modulo the level's table size, and their features are blended with d-linear weights
+w_c = prod_i (frac_i if c_i is the upper vertex else 1 - frac_i), which sum to 1. The levels' features are
+concatenated: out_dim = L * F. Tables start at U(-1e-4, 1e-4).
+
+`backend: auto` uses tiny-cuda-nn's fused encoding when it is importable, the points are on a CUDA device
+and the table size is a power of two (its `log2_hashmap_size`); `tests/test_hashgrid.py` checks that it
+agrees with this one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ffrun.models.configs import EncodingConfig
+from ffrun.models.registry import Budget, FieldSpec, register_encoding
+
+log = logging.getLogger("ffrun.hashgrid")
+
+PRIMES = (1, 2654435761, 805459861)  # tiny-cuda-nn's spatial hash, one prime per dimension
+
+
+@dataclass
+class HashGridConfig(EncodingConfig):
+    # EncodingConfig's Fourier keys (m, scale, two_pi, ...) are inherited, unused here, so that a task
+    # preset's Fourier settings compose with every encoding.
+    name: str = "hashgrid"
+    levels: int = 16  # L
+    features: int = 2  # F per level
+    table_size: int = 524288  # T = 2^19 entries per level (tiny-cuda-nn's log2_hashmap_size 19); model.params sizes it
+    min_resolution: int = 16  # N_min
+    max_resolution: int = 2048  # N_max (Instant-NGP's NeRF setting 2048 per unit box)
+    backend: str = "auto"  # auto (tiny-cuda-nn on CUDA when importable) | torch | tcnn
+
+
+def level_scales(levels: int, n_min: float, n_max: float) -> list[float]:
+    """N_l - 1 for each level: tiny-cuda-nn's `scale`, with per_level_scale b from N_min and N_max."""
+    b = math.exp((math.log(n_max) - math.log(n_min)) / (levels - 1)) if levels > 1 else 1.0
+    return [n_min * b**level - 1.0 for level in range(levels)]
+
+
+def level_sizes(d: int, table_size: int, scales: list[float]) -> list[tuple[int, int, bool]]:
+    """(vertices per axis R_l, entries, dense) per level: a level whose R_l^d vertices (rounded up to a
+    multiple of 8, as tiny-cuda-nn) fit in the table stores them densely, the others hash into T entries."""
+    out = []
+    for scale in scales:
+        res = math.ceil(scale) + 1
+        dense = res**d
+        dense = -(-dense // 8) * 8
+        out.append((res, min(dense, table_size), dense <= table_size))
+    return out
+
+
+def spatial_hash(corners: Tensor) -> Tensor:
+    """XOR over the d axes of corner_i * PRIMES[i], in unsigned 32-bit arithmetic; (..., d) int64 -> (...)."""
+    h = torch.zeros(corners.shape[:-1], dtype=torch.int64, device=corners.device)
+    for i in range(corners.shape[-1]):
+        h = h ^ ((corners[..., i] * PRIMES[i]) & 0xFFFFFFFF)
+    return h
+
+
+def corner_offsets(d: int, device=None) -> Tensor:
+    """The 2^d corners of a cell as 0/1 offsets, (2^d, d)."""
+    return torch.tensor([[(c >> i) & 1 for i in range(d)] for c in range(1 << d)], dtype=torch.int64, device=device)
+
+
+def hash_encode(u: Tensor, tables: list[Tensor], scales: list[float], sizes: list[tuple[int, int, bool]]) -> Tensor:
+    """The formula of the module docstring for points u of shape (N, d) in [0, 1]^d; returns (N, L * F)."""
+    d = u.shape[-1]
+    offsets = corner_offsets(d, u.device)  # (C, d)
+    feats = []
+    for table, scale, (res, entries, dense) in zip(tables, scales, sizes):
+        pos = u * scale + 0.5
+        cell = torch.floor(pos)
+        frac = pos - cell  # (N, d)
+        corners = cell.long()[:, None, :] + offsets  # (N, C, d)
+        if dense:
+            strides = torch.tensor([res**i for i in range(d)], dtype=torch.int64, device=u.device)
+            index = (corners * strides).sum(-1)
+        else:
+            index = spatial_hash(corners)
+        index = index % entries
+        weights = torch.where(offsets.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)  # (N, C)
+        feats.append((table[index] * weights[..., None]).sum(1))  # (N, F)
+    return torch.cat(feats, dim=-1)
+
+
+class HashGridEncoding(nn.Module):
+    """Multiresolution hash encoding over the box `bounds`: (..., d) -> (..., levels * features)."""
+
+    def __init__(self, in_dim: int, levels: int = 16, features: int = 2, table_size: int = 1 << 19,
+                 min_resolution: int = 16, max_resolution: int = 2048, bounds: tuple[float, float] = (0.0, 1.0),
+                 backend: str = "auto", generator: torch.Generator | None = None):
+        super().__init__()
+        if in_dim > len(PRIMES):
+            raise ValueError(f"the hash grid supports up to {len(PRIMES)} coordinate dimensions, not {in_dim}")
+        self.in_dim, self.out_dim = in_dim, levels * features
+        self.bounds = (float(bounds[0]), float(bounds[1]))
+        self.scales = level_scales(levels, min_resolution, max_resolution)
+        self.sizes = level_sizes(in_dim, table_size, self.scales)
+        self.table_size, self.min_resolution, self.max_resolution = table_size, min_resolution, max_resolution
+        self.backend = backend
+        # One flat table in tiny-cuda-nn's layout (level after level, F features per entry), so the fused
+        # encoding can train the very same parameter; `tables` are per-level views of it.
+        total = sum(entries for _, entries, _ in self.sizes) * features
+        self.params = nn.Parameter(torch.rand(total, generator=generator) * 2e-4 - 1e-4)
+        self.features = features
+
+    @property
+    def tables(self) -> list[Tensor]:
+        out, start = [], 0
+        for _, entries, _ in self.sizes:
+            out.append(self.params[start : start + entries * self.features].view(entries, self.features))
+            start += entries * self.features
+        return out
+
+    def normalized(self, v: Tensor) -> Tensor:
+        """v mapped from the box onto [0, 1]^d (points outside are clamped to its faces)."""
+        lo, hi = self.bounds
+        return ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+    def forward(self, v: Tensor) -> Tensor:  # (..., d) -> (..., L * F)
+        u = self.normalized(v.float()).reshape(-1, self.in_dim)
+        fused = self.fused(u.device)
+        out = fused(u).float() if fused is not None else hash_encode(u, self.tables, self.scales, self.sizes)
+        return out.reshape(*v.shape[:-1], self.out_dim)
+
+    def fused(self, device: torch.device):
+        """tiny-cuda-nn's HashGrid training this module's own `params`, or None where it cannot be used
+        (backend torch, not CUDA, not importable, or a table size that is not a power of two)."""
+        if self.backend == "torch" or device.type != "cuda":
+            return None
+        if self.__dict__.get("_fused") is not None:
+            return self.__dict__["_fused"]
+        try:
+            import tinycudann as tcnn
+        except ImportError:
+            if self.backend == "tcnn":
+                from ffrun.errors import FfrunError
+
+                raise FfrunError("encoding.backend=tcnn: tiny-cuda-nn is not importable; install its PyTorch "
+                                 "bindings or use encoding.backend=torch") from None
+            return None
+        if self.table_size & (self.table_size - 1):
+            log.info("hash grid: table size %d is not a power of two, which tiny-cuda-nn needs; using PyTorch",
+                     self.table_size)
+            return None
+        module = tcnn.Encoding(self.in_dim, tcnn_config(self), dtype=torch.float32).to(device)
+        if module.params.numel() != self.params.numel():
+            log.info("hash grid: tiny-cuda-nn lays out %d parameters, ffrun %d; using PyTorch",
+                     module.params.numel(), self.params.numel())
+            return None
+        module.params = self.params  # the same Parameter: one set of weights for both paths
+        self.__dict__["_fused"] = module  # not a submodule: the weights are saved once, as `params`
+        return module
+
+
+def tcnn_config(enc: HashGridEncoding) -> dict:
+    """The same encoding in tiny-cuda-nn's terms (for `tcnn.Encoding(d, config)`)."""
+    b = math.exp((math.log(enc.max_resolution) - math.log(enc.min_resolution)) / (len(enc.scales) - 1)) \
+        if len(enc.scales) > 1 else 1.0
+    return {"otype": "HashGrid", "n_levels": len(enc.scales), "n_features_per_level": enc.features,
+            "log2_hashmap_size": int(math.log2(enc.table_size)), "base_resolution": enc.min_resolution,
+            "per_level_scale": b}
+
+
+def _build(cfg, spec: FieldSpec) -> nn.Module:
+    return HashGridEncoding(spec.in_dim, cfg.levels, cfg.features, cfg.table_size, cfg.min_resolution,
+                            cfg.max_resolution, spec.bounds, cfg.backend, spec.generator())
+
+
+register_encoding("hashgrid", HashGridConfig, Budget("encoding.table_size", 8, 1 << 26))(_build)
+
+
+def validate(cfg) -> Optional[str]:
+    """A message for a setting out of range, or None."""
+    if cfg.levels < 1 or cfg.features < 1 or cfg.table_size < 8:
+        return "use encoding.levels >= 1, encoding.features >= 1 and encoding.table_size >= 8"
+    if not 1 <= cfg.min_resolution <= cfg.max_resolution:
+        return "use 1 <= encoding.min_resolution <= encoding.max_resolution"
+    if cfg.backend not in ("auto", "torch", "tcnn"):
+        return "use encoding.backend=auto, torch or tcnn"
+    return None

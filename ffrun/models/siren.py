@@ -1,0 +1,69 @@
+"""SIREN (Sitzmann et al. 2020): a network of sine layers on coordinates in [-1, 1] (`encoding=none` with
+`encoding.center=true` maps the task's box there).
+
+    h_1 = sin(w0 (W_1 x + b_1)),   h_k = sin(w0 (W_k h_{k-1} + b_k)),   y = act(W_L h_{L-1} + b_L)
+
+Initialisation of the reference code: W_1 ~ U(-1/n, 1/n) for n inputs; every later W ~ U(-sqrt(6/n)/w0,
+sqrt(6/n)/w0), so that w0 W h has unit-variance-scale arguments (the final linear layer too); biases keep
+nn.Linear's default U(-1/sqrt(n), 1/sqrt(n)). `depth` counts the Linear layers (the reference's image fit:
+3 hidden layers, depth 5), w0 = 30.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ffrun.models.configs import ModelConfig
+from ffrun.models.registry import Budget, FieldSpec, register_network
+
+
+@dataclass
+class SirenConfig(ModelConfig):
+    name: str = "siren"
+    depth: int = 5
+    width: int = 256
+    w0: float = 30.0  # the frequency factor of every sine layer (first and hidden, as the reference)
+
+
+class SineLayer(nn.Module):
+    """sin(w0 (W x + b)) with SIREN's initialisation (first layer or later)."""
+
+    def __init__(self, in_dim: int, out_dim: int, w0: float, first: bool):
+        super().__init__()
+        self.w0 = w0
+        self.linear = nn.Linear(in_dim, out_dim)
+        bound = 1.0 / in_dim if first else math.sqrt(6.0 / in_dim) / w0
+        with torch.no_grad():
+            self.linear.weight.uniform_(-bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sin(self.w0 * self.linear(x))
+
+
+class Siren(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, depth: int = 5, width: int = 256, w0: float = 30.0,
+                 out_activation: str = "none"):
+        super().__init__()
+        if depth < 2:
+            raise ValueError("SIREN needs model.depth >= 2 (a sine layer and the output layer)")
+        self.in_dim, self.out_dim, self.out_activation = in_dim, out_dim, out_activation
+        layers = [SineLayer(in_dim, width, w0, first=True)]
+        layers += [SineLayer(width, width, w0, first=False) for _ in range(depth - 2)]
+        self.layers = nn.Sequential(*layers)
+        self.last = nn.Linear(width, out_dim)
+        with torch.no_grad():
+            bound = math.sqrt(6.0 / width) / w0
+            self.last.weight.uniform_(-bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.last(self.layers(x))
+        return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
+
+
+@register_network("siren", SirenConfig, Budget("model.width", 1, 1 << 15))
+def build_siren(cfg, in_dim: int, spec: FieldSpec) -> nn.Module:
+    return Siren(in_dim, spec.out_dim, cfg.depth, cfg.width, cfg.w0, spec.out_activation)

@@ -1,0 +1,61 @@
+"""WIRE (Saragadam et al. 2023): complex Gabor wavelet activations.
+
+    psi(z) = exp(i w0 z) exp(-|s0 z|^2)
+
+applied to every layer's pre-activation z = W h + b. The first layer takes the real coordinates (in [-1, 1],
+like SIREN) and gives complex activations; the hidden layers and the output layer are complex; the output is
+the real part of the last layer, through the task's output activation. As in the reference code, the hidden
+width is divided by sqrt(2) (complex weights hold two numbers each) and w0 = 20, s0 = 10; the layers keep
+nn.Linear's initialisation. A complex parameter counts as two in the parameter budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ffrun.models.configs import ModelConfig
+from ffrun.models.registry import Budget, FieldSpec, register_network
+
+
+@dataclass
+class WireConfig(ModelConfig):
+    name: str = "wire"
+    depth: int = 4  # Linear layers: the reference's 2 hidden layers + first + output
+    width: int = 256  # before the division by sqrt(2)
+    w0: float = 20.0  # frequency of the wavelet
+    s0: float = 10.0  # inverse width of its Gaussian window
+
+
+def gabor(z: Tensor, w0: float, s0: float) -> Tensor:
+    """exp(i w0 z - |s0 z|^2) for real or complex z."""
+    return torch.exp(1j * w0 * z - (s0 * z).abs().square())
+
+
+class Wire(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, depth: int = 4, width: int = 256, w0: float = 20.0,
+                 s0: float = 10.0, out_activation: str = "none"):
+        super().__init__()
+        if depth < 2:
+            raise ValueError("WIRE needs model.depth >= 2 (a wavelet layer and the output layer)")
+        hidden = max(1, int(width / math.sqrt(2)))
+        self.in_dim, self.out_dim, self.out_activation = in_dim, out_dim, out_activation
+        self.w0, self.s0 = w0, s0
+        self.first = nn.Linear(in_dim, hidden)
+        self.hidden = nn.ModuleList(nn.Linear(hidden, hidden, dtype=torch.cfloat) for _ in range(depth - 2))
+        self.last = nn.Linear(hidden, out_dim, dtype=torch.cfloat)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = gabor(self.first(x), self.w0, self.s0)
+        for layer in self.hidden:
+            h = gabor(layer(h), self.w0, self.s0)
+        y = self.last(h).real
+        return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
+
+
+@register_network("wire", WireConfig, Budget("model.width", 2, 1 << 15))
+def build_wire(cfg, in_dim: int, spec: FieldSpec) -> nn.Module:
+    return Wire(in_dim, spec.out_dim, cfg.depth, cfg.width, cfg.w0, cfg.s0, spec.out_activation)

@@ -501,7 +501,7 @@ def write_table(out: Path, table: dict[str, dict[str, Row]], scale: str, plans_:
 # ------------------------------------------------------------------------------------------- gallery
 
 
-def gallery(out: Path, task: str, runs: list[Run]) -> Path | None:
+def gallery(out: Path, task: str, runs: list[Run], metric: str | None = None) -> Path | None:
     """gallery_<task>.png: the ground truth, then each encoding's reconstruction of the task's first data
     item, each labelled with its encoding and metric. The task itself says which pictures those are."""
     from ffrun.pictures import labelled_row, metric_label
@@ -521,7 +521,7 @@ def gallery(out: Path, task: str, runs: list[Run]) -> Path | None:
         t, pred = pair
         if truth is None and t is not None:
             truth = t
-        metric = PAPER[run.task][0]
+        metric = metric or PAPER[run.task][0]
         panels.append((f"{run.encoding}\n{metric_label(metric, (rec.get('metrics') or {}).get(metric))}", pred))
     if not panels:
         return None
@@ -680,34 +680,10 @@ def tune(args: argparse.Namespace, tasks: list[str], data: Path, out: Path, extr
                              [*job_overrides(tplan, item, "gauss", extra), f"sigma={s}"]) for s in sigmas]
             runs += item_runs
             sweeps.append((task, tplan, item, item_runs))
-    todo = [r for r in runs if r.status() not in ("completed", "diverged")]
-    print(f"ffrun-reproduce --tune: scale {args.scale}, {len(runs)} runs ({len(runs) - len(todo)} already done), "
-          f"out {out / 'tune'}", flush=True)
-    progress = Progress(runs, todo)
-    stop = threading.Event()
-    watcher = threading.Thread(target=progress.watch, args=(stop,), daemon=True)
-    watcher.start()
-    interrupted = False
-    try:
-        for task, tplan, item, item_runs in sweeps:
-            pending = [r for r in item_runs if r in todo]
-            for run in pending:
-                if run.status() == "stale":
-                    aside = run.dir.with_name(f"{run.dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-                    run.dir.rename(aside)
-            fresh = [r for r in pending if not (r.dir / "checkpoint.pt").is_file()]
-            for run in pending:
-                if run not in fresh and resume(run) in (130, 143):
-                    raise KeyboardInterrupt
-            if fresh and launch_tune(task, tplan, item, [r.encoding for r in fresh], out / "tune" / task / item,
-                                     args.launcher, extra) in (130, 143):
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        stop.set()
-        watcher.join()
-        progress.poll()
+    plans_by = {(task, item): tplan for task, tplan, item, _ in sweeps}
+    _, interrupted, _ = execute(runs, lambda task, item, fresh: launch_tune(
+        task, plans_by[(task, item)], item, [r.encoding for r in fresh], out / "tune" / task / item, args.launcher,
+        extra), f"--tune, scale {args.scale}, out {out / 'tune'}")
     print(tune_report(out, runs, rules, args.scale, notes))
     if interrupted:
         print("ffrun-reproduce: interrupted; run the same command again to continue", file=sys.stderr)
@@ -782,6 +758,42 @@ def _has_results(out: Path) -> bool:
     return False
 
 
+def execute(runs: list[Run], launch_group, what: str) -> tuple[list[Run], bool, float]:
+    """Bring every run to an end: runs recorded with other settings are moved aside, interrupted ones
+    resume from their checkpoints, and the rest start through `launch_group(task, item, fresh_runs)` (one
+    Hydra multirun per task and data item), with a progress line per finished run. Returns (the runs that
+    were not done, whether a signal interrupted, the wall time)."""
+    todo = [r for r in runs if r.status() not in ("completed", "diverged")]
+    for run in todo:
+        if run.status() == "stale":  # another protocol's result: keep it aside, never mix it into this table
+            aside = run.dir.with_name(f"{run.dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            run.dir.rename(aside)
+            say(f"{Path(sys.argv[0]).name}: {run.dir} was run with other settings; moved to {aside.name}")
+    say(f"{Path(sys.argv[0]).name}: {what}: {len(runs)} runs ({len(runs) - len(todo)} already done)")
+    progress = Progress(runs, todo)
+    stop = threading.Event()
+    watcher = threading.Thread(target=progress.watch, args=(stop,), daemon=True)
+    watcher.start()
+    start = time.perf_counter()
+    interrupted = False
+    try:
+        for task, item in dict.fromkeys((r.task, r.item) for r in runs):
+            pending = [r for r in todo if r.task == task and r.item == item]
+            fresh = [r for r in pending if not (r.dir / "checkpoint.pt").is_file()]
+            for run in pending:
+                if run not in fresh and resume(run) in (130, 143):
+                    raise KeyboardInterrupt
+            if fresh and launch_group(task, item, fresh) in (130, 143):
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stop.set()
+        watcher.join()
+        progress.poll()
+    return todo, interrupted, time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(argv)
     args.tasks = args.tasks if args.tasks is not None else ",".join(IMAGE_SETS if args.tune else TASKS)
@@ -822,43 +834,9 @@ def main(argv: list[str] | None = None) -> int:
         for item in plan.items:
             runs += [Run(task, item, enc, out / "runs" / task / item / enc, job_overrides(plan, item, enc, extra))
                      for enc in plan.encodings]
-    todo = [r for r in runs if r.status() not in ("completed", "diverged")]
-    for run in todo:
-        if run.status() == "stale":  # another protocol's result: keep it aside, never mix it into this table
-            aside = run.dir.with_name(f"{run.dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-            run.dir.rename(aside)
-            say(f"ffrun-reproduce: {run.dir} was run with other settings; moved to {aside.name}")
-    say(f"ffrun-reproduce: scale {args.scale}, {len(runs)} runs ({len(runs) - len(todo)} already done), "
-        f"data {data}, out {out}")
-    progress = Progress(runs, todo)
-    stop = threading.Event()
-    watcher = threading.Thread(target=progress.watch, args=(stop,), daemon=True)
-    watcher.start()
-    start = time.perf_counter()
-    interrupted = False
-    try:
-        for task in tasks:
-            plan = all_plans[task]
-            for item in plan.items:
-                pending = [r for r in todo if r.task == task and r.item == item]
-                fresh = [r for r in pending if not (r.dir / "checkpoint.pt").is_file()]
-                for run in pending:
-                    if run not in fresh:
-                        code = resume(run)
-                        if code in (130, 143):
-                            raise KeyboardInterrupt
-                if fresh:
-                    code = launch(task, plan, item, [r.encoding for r in fresh], out / "runs" / task / item,
-                                  args.launcher, extra)
-                    if code in (130, 143):
-                        raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        stop.set()
-        watcher.join()
-        progress.poll()
-    wall = time.perf_counter() - start
+    todo, interrupted, wall = execute(runs, lambda task, item, fresh: launch(
+        task, all_plans[task], item, [r.encoding for r in fresh], out / "runs" / task / item, args.launcher, extra),
+        f"scale {args.scale}, data {data}, out {out}")
 
     data_notes = {t: all_plans[t].note or f"{PAPER_DATA[t]}; items: {', '.join(all_plans[t].items)}" for t in tasks}
     table = collect(runs)
@@ -877,9 +855,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def console() -> None:
-    """Console entry point: argparse errors exit 2 as usual; no traceback for a user's Ctrl-C. SIGINT and
-    SIGTERM are handed on to the run in progress (see `_call`), then the table is written as it stands."""
+def run_console(main_fn) -> None:
+    """A console entry point around `main_fn`: argparse errors exit 2 as usual; no traceback for a user's
+    Ctrl-C. SIGINT and SIGTERM are handed on to the run in progress (see `_call`), then the table is
+    written as it stands."""
 
     def stop(signum, frame):
         raise Stop(signum)
@@ -887,10 +866,14 @@ def console() -> None:
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, stop)
     try:
-        code = main()
+        code = main_fn()
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
+
+
+def console() -> None:
+    run_console(main)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -29,6 +30,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ffrun.data.location import data_dir
+from ffrun.errors import FfrunError
 from ffrun.runner import compose, peak_memory_mb, prepare, resolve_device
 from ffrun.train import SingleField, make_optimizer, precision_context
 
@@ -275,7 +277,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from ffrun.allocator import tune_cpu
 
-    device = resolve_device(args.device)
+    out = Path(args.json).expanduser().resolve().parent if args.json else None
+    if out is not None and not (out.is_dir() and os.access(out, os.W_OK)):
+        print(f"ffrun-bench: error: --json {args.json}: {out} is not a folder this user can write to; "
+              "give a writable path (checked before the benchmark runs)", file=sys.stderr)
+        return 2
+    try:
+        device = resolve_device(args.device)
+    except FfrunError as e:
+        print(f"ffrun-bench: error: --device: {e}", file=sys.stderr)
+        return 2
     if device.type == "cpu":
         tune_cpu()  # as a run does
     print(f"device: {describe_device(device)}", flush=True)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ffrun.atomic import save_figure, write_json
 from ffrun.cli import resolve_device, run_analysis, run_hydra_app
-from ffrun.config import register_configs, validate
+from ffrun.config import check_settings, register_configs, validate
 from ffrun.sigma_auto import SigmaChoice, is_auto, predict_sigma
 from ffrun.tasks import build_task
 
@@ -28,6 +28,7 @@ log = logging.getLogger("ffrun.sigma")
 
 def predict(cfg: DictConfig, run_dir: Path) -> SigmaChoice:
     """Build the task (training data only is read), predict sigma, write the curve and the JSON."""
+    check_settings(cfg)  # sigma=abc is named as given, before it is replaced by auto
     configured = cfg.sigma
     OmegaConf.update(cfg, "sigma", "auto")
     validate(cfg)

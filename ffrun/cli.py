@@ -48,12 +48,13 @@ _job_started = False  # set once Hydra hands a composed config to the app
 @hydra.main(config_path="pkg://ffrun.configs", config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> float:
     mark_job_started()
-    experiment = HydraConfig.get().runtime.choices.get("experiment")
-    if experiment not in (None, "null") and experiment not in _choices("experiment"):
-        # `optional experiment` makes Hydra skip a missing preset without a word: the run would be another one
-        print(f"ffrun: error: experiment={experiment} is not a preset; choose one of "
-              f"{', '.join(_choices('experiment'))}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    for group in ("experiment", "method"):
+        chosen = HydraConfig.get().runtime.choices.get(group)
+        if chosen not in (None, "null") and chosen not in _choices(group):
+            # an `optional` group makes Hydra skip a missing preset without a word: the run would be another one
+            print(f"ffrun: error: {group}={chosen} is not a preset; choose one of "
+                  f"{', '.join(_choices(group))}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     return report(cfg, run_dir, lambda: run(cfg, run_dir))
 

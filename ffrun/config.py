@@ -302,8 +302,10 @@ def validate(cfg: DictConfig) -> None:
     from ffrun.models.registry import encoding_entry, network_entry
 
     enc = cfg.encoding
-    encoding_entry(enc.name)
-    network_entry(cfg.model.name)
+    for key, entry in (("encoding", encoding_entry(enc.name)), ("model", network_entry(cfg.model.name))):
+        why = entry.check(cfg[key]) if entry.check else None
+        if why:
+            raise FfrunError(f"config: {key}={entry.name}: {why}")
     check(cfg.sigma >= 0, "sigma", float(cfg.sigma), "use sigma >= 0, or sigma=auto")
     # NumPy takes seeds below 2**32: seeds equal modulo 2**32 would give the same data and sampling.
     check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "use 0 <= seed < 2**32")

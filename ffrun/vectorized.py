@@ -103,8 +103,10 @@ def why_not_vectorizable(cfg) -> str | None:
         return "trainer.batch_size is set (members would draw different minibatches)"
     if cfg.trainer.resume:
         return "trainer.resume is set"
-    if cfg.model.parametrization != "standard" or cfg.encoding.name == "grid":
-        return "only standard-parametrization MLP fields are batched"
+    if cfg.model.get("name", "mlp") != "mlp" or cfg.model.parametrization != "standard":
+        return "only standard-parametrization ReLU MLPs (model=mlp) are batched"
+    if cfg.encoding.name not in ("none", "basic", "posenc", "gauss", "multiscale"):
+        return f"encoding={cfg.encoding.name} trains (or has no network); only fixed Fourier features are batched"
     return None
 
 

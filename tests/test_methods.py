@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -281,3 +282,31 @@ def test_each_method_resumes_loads_and_exports(method, compose, tmp_path):
     exported = load_exported(export(tmp_path / "resumed", tmp_path / "export"))
     v = torch.rand(64, 2)
     assert torch.equal(field(v), exported(v))
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["method=hashgrid", "encoding.levels=0"], "encoding=hashgrid: use encoding.levels >= 1"),
+    (["method=densegrid", "encoding.resolution=1"], "encoding=densegrid: use encoding.resolution >= 2"),
+    (["method=siren", "model.w0=0"], "model=siren: SIREN needs"),
+    (["method=wire", "model.depth=1"], "model=wire: WIRE needs"),
+    (["encoding=multiscale", "encoding.sigmas=[]"], "encoding.sigmas=[]"),
+])
+def test_a_method_setting_out_of_range_is_one_config_error(overrides, says, compose):
+    from ffrun.config import validate
+    from ffrun.errors import FfrunError
+
+    with pytest.raises(FfrunError, match=re.escape(says)):
+        validate(compose("experiment=smoke", *overrides))
+
+
+def test_an_unknown_method_preset_is_refused_not_skipped(run_cli):
+    res = run_cli("experiment=smoke", "method=bar", "hydra.run.dir=run")
+    assert res.returncode == 2 and "method=bar is not a preset" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("method", ["siren", "wire", "hashgrid", "densegrid", "learned"])
+def test_the_vectorized_launcher_batches_only_fixed_features_under_a_relu_mlp(method, compose):
+    from ffrun.vectorized import why_not_vectorizable
+
+    assert why_not_vectorizable(compose("experiment=smoke", f"method={method}")) is not None
+    assert why_not_vectorizable(compose("experiment=smoke", "method=gauss")) is None

@@ -91,4 +91,14 @@ def _candidates(budget: int, spec: FieldSpec, cfg) -> list[Any]:
     return [[r + 1] * k + [r] * (d - k) for k in range(d + 1)] + [[max(2, r - 1)] * d]
 
 
-register_encoding("densegrid", DenseGridConfig, Budget("encoding.resolution", candidates=_candidates))(_build)
+def _check(cfg) -> str | None:
+    res = list(cfg.resolution) if not isinstance(cfg.resolution, (int, float)) else [cfg.resolution]
+    if not res or any(not isinstance(r, int) or isinstance(r, bool) or r < 2 for r in res):
+        return "use encoding.resolution >= 2 (one number, or one per axis)"
+    if cfg.features is not None and cfg.features < 1:
+        return "use encoding.features >= 1, or null for the task's outputs"
+    return None
+
+
+register_encoding("densegrid", DenseGridConfig, Budget("encoding.resolution", candidates=_candidates),
+                  _check)(_build)

@@ -179,16 +179,7 @@ def tcnn_config(enc: HashGridEncoding) -> dict:
             "per_level_scale": b}
 
 
-def _build(cfg, spec: FieldSpec) -> nn.Module:
-    return HashGridEncoding(spec.in_dim, cfg.levels, cfg.features, cfg.table_size, cfg.min_resolution,
-                            cfg.max_resolution, spec.bounds, cfg.backend, spec.generator())
-
-
-register_encoding("hashgrid", HashGridConfig, Budget("encoding.table_size", 8, 1 << 26))(_build)
-
-
-def validate(cfg) -> Optional[str]:
-    """A message for a setting out of range, or None."""
+def _check(cfg) -> Optional[str]:
     if cfg.levels < 1 or cfg.features < 1 or cfg.table_size < 8:
         return "use encoding.levels >= 1, encoding.features >= 1 and encoding.table_size >= 8"
     if not 1 <= cfg.min_resolution <= cfg.max_resolution:
@@ -196,3 +187,11 @@ def validate(cfg) -> Optional[str]:
     if cfg.backend not in ("auto", "torch", "tcnn"):
         return "use encoding.backend=auto, torch or tcnn"
     return None
+
+
+def _build(cfg, spec: FieldSpec) -> nn.Module:
+    return HashGridEncoding(spec.in_dim, cfg.levels, cfg.features, cfg.table_size, cfg.min_resolution,
+                            cfg.max_resolution, spec.bounds, cfg.backend, spec.generator())
+
+
+register_encoding("hashgrid", HashGridConfig, Budget("encoding.table_size", 8, 1 << 26), _check)(_build)

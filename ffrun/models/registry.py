@@ -53,6 +53,7 @@ class Entry:
     build: Callable[..., nn.Module]
     schema: type
     budget: Budget | None = None
+    check: Callable[[Any], str | None] | None = None  # cfg -> why it is out of range, or None
 
 
 ENCODINGS: dict[str, Entry] = {}
@@ -63,22 +64,23 @@ BUILTIN_MODULES = ("ffrun.models.encodings", "ffrun.models.hashgrid", "ffrun.mod
                    "ffrun.models.mlp", "ffrun.models.siren", "ffrun.models.wire")
 
 
-def _register(table: dict[str, Entry], name: str, schema: type, budget: Budget | None):
+def _register(table: dict[str, Entry], name: str, schema: type, budget: Budget | None, check):
     def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        table[name] = Entry(name, build, schema, budget)
+        table[name] = Entry(name, build, schema, budget, check)
         return build
 
     return decorate
 
 
-def register_encoding(name: str, schema: type, budget: Budget | None = None):
-    """Decorator: `build(cfg, spec) -> nn.Module` is the encoding called `name` (config group `encoding`)."""
-    return _register(ENCODINGS, name, schema, budget)
+def register_encoding(name: str, schema: type, budget: Budget | None = None, check=None):
+    """Decorator: `build(cfg, spec) -> nn.Module` is the encoding called `name` (config group `encoding`);
+    `check(cfg)` returns why a setting is out of range (one line), or None."""
+    return _register(ENCODINGS, name, schema, budget, check)
 
 
-def register_network(name: str, schema: type, budget: Budget | None = None):
+def register_network(name: str, schema: type, budget: Budget | None = None, check=None):
     """Decorator: `build(cfg, in_dim, spec) -> nn.Module` is the network called `name` (group `model`)."""
-    return _register(NETWORKS, name, schema, budget)
+    return _register(NETWORKS, name, schema, budget, check)
 
 
 def load_builtins() -> None:

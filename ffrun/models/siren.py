@@ -64,6 +64,10 @@ class Siren(nn.Module):
         return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
 
 
-@register_network("siren", SirenConfig, Budget("model.width", 1, 1 << 15))
+def _check(cfg) -> str | None:
+    return "SIREN needs model.depth >= 2 and model.w0 > 0" if cfg.depth < 2 or not cfg.w0 > 0 else None
+
+
+@register_network("siren", SirenConfig, Budget("model.width", 1, 1 << 15), _check)
 def build_siren(cfg, in_dim: int, spec: FieldSpec) -> nn.Module:
     return Siren(in_dim, spec.out_dim, cfg.depth, cfg.width, cfg.w0, spec.out_activation)

@@ -56,6 +56,12 @@ class Wire(nn.Module):
         return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
 
 
-@register_network("wire", WireConfig, Budget("model.width", 2, 1 << 15))
+def _check(cfg) -> str | None:
+    if cfg.depth < 2 or not cfg.w0 > 0 or not cfg.s0 > 0 or cfg.width < 2:
+        return "WIRE needs model.depth >= 2, model.width >= 2, model.w0 > 0 and model.s0 > 0"
+    return None
+
+
+@register_network("wire", WireConfig, Budget("model.width", 2, 1 << 15), _check)
 def build_wire(cfg, in_dim: int, spec: FieldSpec) -> nn.Module:
     return Wire(in_dim, spec.out_dim, cfg.depth, cfg.width, cfg.w0, cfg.s0, spec.out_activation)

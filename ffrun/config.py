@@ -256,6 +256,10 @@ def check_settings(cfg: DictConfig) -> None:
     if isinstance(sigma, str) and sigma.strip().lower() != "auto":
         raise FfrunError(f"config: sigma={sigma!r} is not a number; give sigma >= 0, or sigma=auto to "
                          "choose it from the training data")
+    encoding = cfg.get("encoding")
+    if isinstance(sigma, str) and getattr(encoding, "name", None) in ("learned", "multiscale"):
+        raise FfrunError(f"config: sigma=auto predicts the fixed Gaussian encoding's sigma; encoding="
+                         f"{encoding.name} needs a number (use encoding=gauss sigma=auto to choose one)")
 
 
 def validate(cfg: DictConfig) -> None:

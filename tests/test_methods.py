@@ -310,3 +310,12 @@ def test_the_vectorized_launcher_batches_only_fixed_features_under_a_relu_mlp(me
 
     assert why_not_vectorizable(compose("experiment=smoke", f"method={method}")) is not None
     assert why_not_vectorizable(compose("experiment=smoke", "method=gauss")) is None
+
+
+@pytest.mark.parametrize("encoding", ["learned", "multiscale"])
+def test_sigma_auto_is_refused_for_the_sigma_using_encodings_it_does_not_predict(encoding, compose):
+    from ffrun.config import check_settings
+    from ffrun.errors import FfrunError
+
+    with pytest.raises(FfrunError, match=f"encoding={encoding} needs a number"):
+        check_settings(compose("experiment=smoke", f"encoding={encoding}", "sigma=auto"))

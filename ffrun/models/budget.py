@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ffrun.errors import FfrunError
 from ffrun.models.registry import FieldSpec, count_parameters, encoding_entry, network_entry
@@ -27,12 +27,6 @@ def _with(encoding_cfg: DictConfig, model_cfg: DictConfig, key: str, value: Any)
     with open_dict(target):
         target[name] = value
     return enc, model
-
-
-def open_dict(cfg: DictConfig):
-    from omegaconf import open_dict as _open
-
-    return _open(cfg)
 
 
 def _count(encoding_cfg, model_cfg, spec: FieldSpec, assemble: Callable) -> int:

@@ -138,12 +138,12 @@ def assemble(encoding_cfg, model_cfg, spec: FieldSpec) -> "Field":
     """Field(network(encoding)) from their configs as given (no budget)."""
     from ffrun.errors import FfrunError
 
-    encoding_entry(encoding_cfg.name)  # one clear line for an unknown name
-    network_entry(getattr(model_cfg, "name", "mlp"))
+    build_encoding = encoding_entry(encoding_cfg.name).build  # unknown names: one line (FfrunError)
+    build_network = network_entry(getattr(model_cfg, "name", "mlp")).build
     try:
-        encoding = encoding_entry(encoding_cfg.name).build(encoding_cfg, spec)
+        encoding = build_encoding(encoding_cfg, spec)
         torch.manual_seed(spec.seed + 1)  # network inits use the global generator; offset it from B's draw
-        network = network_entry(getattr(model_cfg, "name", "mlp")).build(model_cfg, encoding.out_dim, spec)
+        network = build_network(model_cfg, encoding.out_dim, spec)
     except ValueError as e:
         raise FfrunError(f"config: {e}") from None
     return Field(encoding, network)

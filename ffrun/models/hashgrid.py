@@ -13,8 +13,8 @@ w_c = prod_i (frac_i if c_i is the upper vertex else 1 - frac_i), which sum to 1
 concatenated: out_dim = L * F. Tables start at U(-1e-4, 1e-4).
 
 `backend: auto` uses tiny-cuda-nn's fused encoding when it is importable, the points are on a CUDA device
-and the table size is a power of two (its `log2_hashmap_size`); `tests/test_hashgrid.py` checks that it
-agrees with this one.
+and the table size is a power of two (its `log2_hashmap_size`), training this module's own parameters;
+`tests/test_methods.py` checks that it agrees with this one where it can run (scripts/gpu_methods.sh).
 """
 
 from __future__ import annotations

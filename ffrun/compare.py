@@ -37,7 +37,7 @@ TASKS = ("image", "text", "toy1d", "shape", "ct", "mri", "nerf")
 DEFAULT_BUDGET = 100_000
 # cpu scale: Table 1's cpu protocol on its first data item, with these step counts (about an hour for every
 # method x task on 2 CPU cores; see docs/methods.md for the measured time).
-CPU_STEPS = {"image": 300, "text": 300, "toy1d": 1000, "shape": 200, "ct": 300, "mri": 200, "nerf": 300}
+CPU_STEPS = {"image": 300, "text": 300, "toy1d": 1000, "shape": 200, "ct": 300, "mri": 200, "nerf": 150}
 
 
 def compare_plans(scale: str, data: Path) -> dict[str, TaskPlan]:

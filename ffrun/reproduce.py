@@ -302,7 +302,7 @@ def _call(args: list[str], what: str) -> int:
         stderr = err.read()
     if code != 0:
         lines = [ln for ln in stderr.splitlines() if ln.startswith("ffrun") or "Error" in ln][-5:]
-        print(f"ffrun-reproduce: {what} exited {code}" + "".join(f"\n  {ln}" for ln in lines),
+        print(f"{Path(sys.argv[0]).name}: {what} exited {code}" + "".join(f"\n  {ln}" for ln in lines),
               file=sys.stderr, flush=True)
     return code
 

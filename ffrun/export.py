@@ -131,6 +131,9 @@ def _build_exported(meta: dict, tensors: dict[str, torch.Tensor]) -> torch.nn.Mo
         field = _build_from_config(meta)
     elif enc["name"] == "grid":
         field = GridField(tuple(meta["grid"]["shape"]), meta["out_dim"], meta["grid"].get("out_activation", "none"))
+    elif enc["name"] not in FOURIER_NAMES:
+        raise FfrunError(f"field.json's encoding.name {str(enc['name'])[:40]!r} is not an encoding ffrun exports "
+                         f"({', '.join(FOURIER_NAMES)}, grid, or a `network` entry); export the run again")
     else:
         if enc["name"] == "none":
             encoding = IdentityEncoding(meta["in_dim"], enc["center"])

@@ -148,6 +148,19 @@ def cases() -> list[Case]:
               "sigma=auto task.resolution=4", "hydra.run.dir=/proc/ffrun/x", "hydra.run.dir=/etc/passwd/x",
               "hydra.run.dir=" + "a" * 300, "hydra.run.dir=run/" + "/".join(["b" * 200] * 25)]:
         ffrun(a)
+    # methods and budgets
+    for a in ["method=bar", "method=siren model.w0=0", "method=siren model.depth=1", "method=wire model.s0=-1",
+              "method=hashgrid encoding.levels=0", "method=hashgrid encoding.table_size=2",
+              "method=hashgrid encoding.min_resolution=64 encoding.max_resolution=16", "method=hashgrid encoding.backend=tcnn",
+              "method=densegrid encoding.resolution=1", "method=densegrid encoding.resolution=[4,5,6]",
+              "method=densegrid encoding.features=0", "method=densegrid model=mlp model.params=3",
+              "encoding=multiscale encoding.sigmas=[]", "encoding=multiscale sigma=auto", "method=learned sigma=auto",
+              "model.params=0", "model.params=-5", "method=siren model.params=3", "encoding=grid model.params=1000",
+              "task=toy1d method=hashgrid model.params=100000", "model=direct", "encoding.foo=1 method=hashgrid"]:
+        ffrun(a)
+    for a in ["method=siren", "method=wire", "method=hashgrid encoding.levels=4", "method=densegrid",
+              "method=learned", "method=multiscale model.params=3000", "-m method=siren,densegrid model.params=2000,4000"]:
+        ffrun(a, "complete")
     # images
     ffrun("task.image=garbage.png", setup=_bytes("garbage.png", _random(3000)))
     ffrun("task.image=empty.png", setup=_bytes("empty.png", b""))
@@ -446,9 +459,7 @@ def classify(case: Case, r: dict) -> tuple[str, str]:
 
 
 # Why a case still fails, where that is known (shown under "Remaining").
-NOTES = {"python: ffrun.load_exported(exp)  # field.json: encoding.name=foo":
-         ". Any encoding name other than none and grid is read as Fourier features: the B and weights come from "
-         "field.safetensors, so the field loaded is the exported one, but the unknown name is not reported"}
+NOTES: dict[str, str] = {}
 
 
 def table(results: list[tuple[Case, str, str, dict]]) -> str:

@@ -143,6 +143,11 @@ class HashGridEncoding(nn.Module):
     def fused(self, device: torch.device):
         """tiny-cuda-nn's HashGrid training this module's own `params`, or None where it cannot be used
         (backend torch, not CUDA, not importable, or a table size that is not a power of two)."""
+        if self.backend == "tcnn" and device.type != "cuda":
+            from ffrun.errors import FfrunError
+
+            raise FfrunError("encoding.backend=tcnn: tiny-cuda-nn runs on CUDA devices only; use device=cuda, or "
+                             "encoding.backend=auto / torch")
         if self.backend == "torch" or device.type != "cuda":
             return None
         if self.__dict__.get("_fused") is not None:
@@ -157,6 +162,11 @@ class HashGridEncoding(nn.Module):
                                  "bindings or use encoding.backend=torch") from None
             return None
         if self.table_size & (self.table_size - 1):
+            if self.backend == "tcnn":
+                from ffrun.errors import FfrunError
+
+                raise FfrunError(f"encoding.backend=tcnn: tiny-cuda-nn needs a power-of-two table size, not "
+                                 f"{self.table_size}; use encoding.backend=auto or torch")
             log.info("hash grid: table size %d is not a power of two, which tiny-cuda-nn needs; using PyTorch",
                      self.table_size)
             return None

@@ -75,9 +75,12 @@ def measure(method: str, args) -> dict:
         if g.requires_grad:
             g.backward(torch.ones_like(g))
 
-    enc_s = timed(encode, device, args.repeats)
+    # On the full-batch image and CT tasks a fixed encoding (none, basic, posenc, gauss, multiscale) is computed
+    # once and kept across steps (Field.forward_static): it costs the step nothing.
+    cached = field.static_encoding and args.task in ("image", "ct")
+    enc_s = 0.0 if cached else timed(encode, device, args.repeats)
     return {"method": method, "params": count_parameters(field), "points": coords.shape[0], "step_s": step_s,
-            "encoding_s": enc_s, "share": enc_s / step_s}
+            "encoding_s": enc_s, "share": enc_s / step_s, "cached": cached}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     for method in args.methods.split(","):
         r = measure(method.strip(), args)
-        print(f"| {r['method']} | {r['params']} | {r['points']} | {r['step_s']:.4f} | {r['encoding_s']:.4f} | "
-              f"{r['share']:.0%} |", flush=True)
+        enc = "cached" if r["cached"] else f"{r['encoding_s']:.4f}"
+        print(f"| {r['method']} | {r['params']} | {r['points']} | {r['step_s']:.4f} | {enc} | {r['share']:.0%} |",
+              flush=True)
     return 0
 
 

@@ -119,3 +119,16 @@ def test_tune_without_tuning_images_is_one_line_and_exit_2(data, tmp_path, capsy
     assert "\n" not in err and "no tuning images at" in err and "text/tuning" in err
     assert main(["--tune", "--tasks", "ct", "--out", str(tmp_path / "t")]) == 2
     assert "image and text" in capsys.readouterr().err
+
+
+def test_the_table_names_the_authors_sets_or_says_stand_in(data, tmp_path):
+    from ffrun.reproduce import _data_label, plans
+
+    cpu = plans("cpu", data)  # div2k has two test images here, text one
+    assert cpu["image"].items == {"div2k_00": ["task.image=div2k:00"], "div2k_01": ["task.image=div2k:01"]}
+    assert "the authors' DIV2K test crops" in cpu["image"].note and _data_label(cpu["image"]) == "div2k_00, div2k_01"
+    paper = plans("paper", data)
+    assert list(paper["text"].items) == ["text_00"] and "all 1" in paper["text"].note
+    bare = plans("cpu", tmp_path / "no-data")
+    assert list(bare["image"].items) == ["camera", "coffee"] and bare["image"].note.startswith("stand-in:")
+    assert _data_label(bare["text"]) == "stand-in: text0"

@@ -319,3 +319,21 @@ def test_sigma_auto_is_refused_for_the_sigma_using_encodings_it_does_not_predict
 
     with pytest.raises(FfrunError, match=f"encoding={encoding} needs a number"):
         check_settings(compose("experiment=smoke", f"encoding={encoding}", "sigma=auto"))
+
+
+def test_ffrun_compare_writes_the_table_and_the_budget_plot_and_resumes(run_cli, tmp_path):
+    args = ["--scale", "smoke", "--tasks", "image", "--methods", "gauss,densegrid", "--budgets", "20000,40000",
+            "--out", "cmp", "device=cpu"]
+    first = run_cli(*args, name="ffrun-compare", timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = tmp_path / "cmp"
+    table = (out / "compare.md").read_text()
+    assert "| gauss |" in table and "| densegrid |" in table and "20,000 params" in table
+    assert "image at 40,000:" in table  # the Grids paper's question, answered per budget
+    assert (out / "budget_image.png").stat().st_size > 0 and (out / "gallery_image.png").is_file()
+    rec = json.loads((out / "runs" / "image" / "astronaut@40000" / "densegrid" / "metrics.json").read_text())
+    assert rec["status"] == "completed" and abs(rec["params"] - 40000) <= 2000 and rec["lr"] == 0.1
+    again = run_cli(*args, name="ffrun-compare", timeout=600)
+    assert again.returncode == 0 and "(4 already done)" in again.stdout
+    refused = run_cli(*args[:-1], "method=siren", name="ffrun-compare")
+    assert refused.returncode == 2 and "--methods and --budgets" in refused.stderr

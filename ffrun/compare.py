@@ -171,9 +171,9 @@ def write_table(out: Path, table: dict[tuple[str, int], dict[str, Cell]], scale:
         for b in budgets:
             verdicts.append(grids_verdict(f"{task} at {b:,}", table[(task, b)]))
         fails = [f"{m} @ {b}: {c.failed}" for b in budgets for m, c in table[(task, b)].items() if c.failed]
-        md += [f"- n/a: {f}" for f in fails if "is unreachable" in f]
-        fails = [f for f in fails if "is unreachable" not in f]
-        md += [f"- failed: {f}" for f in fails] + ([""] if fails else [])
+        notes = [f"- n/a: {f}" for f in fails if "is unreachable" in f]
+        notes += [f"- failed: {f}" for f in fails if "is unreachable" not in f]
+        md += notes + ([""] if notes else [])
     md += ["## Does a dense grid beat the networks? (the Grids paper's conclusion, on held-out metrics)", ""]
     md += [f"- {v}" for v in verdicts]
     total = sum(c.wall_s for cells in table.values() for c in cells.values())

@@ -37,3 +37,27 @@ def compose():
     from ffrun.runner import compose as compose_config
 
     return lambda *overrides: compose_config(list(overrides))
+
+
+SMOKE = ["experiment=smoke", "trainer.progress=false"]
+
+
+@pytest.fixture
+def hydra_job():
+    """Compose a smoke config as the app gets it, with HydraConfig set (the runner asks it for the run mode)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from ffrun import runner
+
+    def _compose(*overrides: str):
+        runner.register_configs()
+        with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[*SMOKE, *overrides], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    return _compose

@@ -36,25 +36,6 @@ def done_run(tmp_path_factory) -> Path:
     return where / "run"
 
 
-@pytest.fixture
-def hydra_job():
-    """Compose a config as the app gets it, with HydraConfig set (the runner asks it for the run mode)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    def _compose(*overrides: str):
-        runner.register_configs()
-        with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[*SMOKE, *overrides], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        return cfg
-
-    return _compose
-
-
 def test_resume_from_another_experiment_is_refused_naming_the_keys(done_run, hydra_job, tmp_path):
     cfg = hydra_job("trainer.steps=30", "sigma=3", "trainer.lr=0.01", f"trainer.resume={done_run}")
     with pytest.raises(FfrunError) as e:

@@ -280,10 +280,12 @@ def projection_matrix(projector, n: int) -> Tensor:
     from its sampling grid: grid_sample's nearest rule (round half to even, align_corners=False, zero
     outside), each measurement the mean of n samples; bilinear sampling spreads each sample over its four
     neighbours with their weights."""
-    grid = projector.grid.detach().double()  # (A, n, n, 2): (x, y) in [-1, 1] per output pixel
+    grid = projector.grid.detach()  # (A, n, n, 2): (x, y) in [-1, 1] per output pixel
     a = grid.shape[0]
-    ix = ((grid[..., 0] + 1) * n - 1) / 2
-    iy = ((grid[..., 1] + 1) * n - 1) / 2
+    # grid_sample's own unnormalisation, in the grid's dtype: at 45 degrees samples fall on half pixels,
+    # where a float64 copy would round some of them the other way
+    ix = (((grid[..., 0] + 1) * n - 1) / 2).double()
+    iy = (((grid[..., 1] + 1) * n - 1) / 2).double()
     ar = torch.arange(max(a, n), device=grid.device)
     row = (ar[:a, None, None] * n + ar[None, None, :n]).expand(a, n, n)  # measurement index (angle, column)
     if projector.mode == "nearest":

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ffrun.atomic import csv_text, write_json, write_text
+from ffrun.atomic import csv_text, save_figure, write_json, write_text
 from ffrun.data.location import data_dir
 from ffrun.reproduce import (LAUNCHERS, PAPER, Run, TaskPlan, _call, _fmt, _hms, check_overrides, execute,
                              ffrun_command, gallery, plans, run_console, say)
@@ -103,6 +103,12 @@ def metric_of(task: str) -> str:
     return PAPER[task][0] if task in PAPER else "test_psnr"
 
 
+def unreachable(rec: dict) -> bool:
+    """A run refused because its method cannot be sized to the budget on its task (ffrun.models.budget)."""
+    reason = str(rec.get("reason") or "")
+    return reason.startswith("model.params=") and "is unreachable" in reason
+
+
 def collect(runs: list[Run]) -> dict[tuple[str, int], dict[str, Cell]]:
     """(task, budget) -> method -> its metric over the data items, parameter count and speed."""
     table: dict[tuple[str, int], dict[str, Cell]] = {}
@@ -118,9 +124,8 @@ def collect(runs: list[Run]) -> dict[tuple[str, int], dict[str, Cell]]:
             cell.wall_s += float(wall or 0.0)
             cell.s_per_step = float(wall) / steps if wall and steps else None
         else:
-            reason = str(rec.get("reason") or "")
-            cell.unreachable = "is unreachable" in reason and reason.startswith("model.params=")
-            cell.failed = f"{rec.get('status', 'not run')}: {reason[:160]}"
+            cell.unreachable = unreachable(rec)
+            cell.failed = f"{rec.get('status', 'not run')}: {str(rec.get('reason') or '')[:160]}"
     return table
 
 
@@ -170,9 +175,8 @@ def write_table(out: Path, table: dict[tuple[str, int], dict[str, Cell]], scale:
         md.append("")
         for b in budgets:
             verdicts.append(grids_verdict(f"{task} at {b:,}", table[(task, b)]))
-        fails = [f"{m} @ {b}: {c.failed}" for b in budgets for m, c in table[(task, b)].items() if c.failed]
-        notes = [f"- n/a: {f}" for f in fails if "is unreachable" in f]
-        notes += [f"- failed: {f}" for f in fails if "is unreachable" not in f]
+        cells = [(b, m, c) for b in budgets for m, c in table[(task, b)].items() if c.failed]
+        notes = [f"- {'n/a' if c.unreachable else 'failed'}: {m} @ {b}: {c.failed}" for b, m, c in cells]
         md += notes + ([""] if notes else [])
     md += ["## Does a dense grid beat the networks? (the Grids paper's conclusion, on held-out metrics)", ""]
     md += [f"- {v}" for v in verdicts]
@@ -193,8 +197,6 @@ def budget_plot(out: Path, task: str, cells: dict[int, dict[str, Cell]]) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ffrun.atomic import write_bytes
-
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for method in METHODS:
         pts = sorted((c.params, statistics.fmean(c.values)) for b in cells if (c := cells[b].get(method))
@@ -208,13 +210,8 @@ def budget_plot(out: Path, task: str, cells: dict[int, dict[str, Cell]]) -> Path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    path = save_figure(out / f"budget_{task}.png", fig)
     plt.close(fig)
-    path = out / f"budget_{task}.png"
-    write_bytes(path, buf.getvalue())
     return path
 
 
@@ -308,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ffrun-compare: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
     failed = [r.label for r in runs if (rec := r.record() or {}).get("status") in (None, "failed")
-              and "is unreachable" not in str(rec.get("reason"))]
+              and not unreachable(rec)]
     if failed:
         return fail(f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed[:5])}; the table holds the others")
     return 0

@@ -8,21 +8,21 @@ __version__ = "0.1.0"
 
 
 def load(run_dir, device="cpu"):
-    """The trained field (encoding + MLP) of a run directory on `device`; see ffrun.runs.load."""
-    from ffrun.runs import load as _load
+    """The trained field (encoding + MLP) of a run directory on `device`; see ffrun.run.load.load."""
+    from ffrun.run.load import load as _load
 
     return _load(run_dir, device)
 
 
 def load_task(run_dir, device="cpu"):
-    """The task of a run directory, rebuilt from its config; see ffrun.runs.load_task."""
-    from ffrun.runs import load_task as _load_task
+    """The task of a run directory, rebuilt from its config; see ffrun.run.load.load_task."""
+    from ffrun.run.load import load_task as _load_task
 
     return _load_task(run_dir, device)
 
 
 def load_exported(path, device="cpu"):
-    """A field written by `ffrun-export` (safetensors + JSON), without Hydra; see ffrun.export."""
-    from ffrun.export import load_exported as _load_exported
+    """A field written by `ffrun-export` (safetensors + JSON), without Hydra; see ffrun.apps.export."""
+    from ffrun.apps.export import load_exported as _load_exported
 
     return _load_exported(path, device)

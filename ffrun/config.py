@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 from ffrun.models.configs import EncodingConfig, ModelConfig  # noqa: F401  (the schemas live beside the models)
 
 
@@ -164,7 +164,7 @@ class Config:
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # The Gaussian encoding's scale, the hyperparameter the paper sweeps: a number >= 0, or "auto" (chosen
-    # from the training data before training, ffrun.sigma_auto). Typed Any so that "auto" composes;
+    # from the training data before training, ffrun.sigma.auto). Typed Any so that "auto" composes;
     # `validate` refuses any other string.
     sigma: Any = 10.0
     seed: int = 0
@@ -274,7 +274,7 @@ def validate(cfg: DictConfig) -> None:
         if not (isinstance(cfg.sigma, str) and cfg.sigma.strip().lower() == "auto"):
             raise FfrunError(f"config: sigma={cfg.sigma!r} is not a number; give sigma >= 0, or sigma=auto to "
                              "choose it from the training data")
-        # sigma=auto is resolved once the task is built (ffrun.sigma_auto.resolve_auto_sigma); everything
+        # sigma=auto is resolved once the task is built (ffrun.sigma.auto.resolve_auto_sigma); everything
         # else is checked now, with a stand-in sigma (encoding.sigma cannot resolve to a string).
         probe = cfg.copy()
         probe.sigma = 1.0

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Same as `ffrun-bench` (see ffrun/bench.py): efficiency against the matmul ceiling, speedup against a
+"""Same as `ffrun-bench` (see ffrun/apps/bench.py): efficiency against the matmul ceiling, speedup against a
 plain PyTorch loop, vectorized sweeps.
 
     python scripts/bench.py                                  # image protocol on this machine's device
@@ -8,7 +8,7 @@ plain PyTorch loop, vectorized sweeps.
 
 import sys
 
-from ffrun.bench import main
+from ffrun.apps.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -45,8 +45,8 @@ def timed(fn, device: torch.device, repeats: int) -> float:
 
 def measure(method: str, args) -> dict:
     from ffrun.models.registry import count_parameters
-    from ffrun.runner import compose, resolve_device
-    from ffrun.train import make_optimizer, train_step
+    from ffrun.run.job import compose, resolve_device
+    from ffrun.train.loop import make_optimizer, train_step
 
     extra = [f"encoding.backend={args.backend}"] if method == "hashgrid" and args.backend else []
     cfg = compose([*TASK_PRESET[args.task], f"method={method}", f"model.params={args.params}",

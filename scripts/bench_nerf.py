@@ -6,7 +6,7 @@
     python scripts/bench_nerf.py -- trainer.steps=500   # extra ffrun overrides after `--`
 
 1. Throughput: for each encoding, training rays per second of ffrun's own training step
-   (`ffrun.train.train_step`: sample + forward + backward + Adam), median of 10 timed steps after 3
+   (`ffrun.train.loop.train_step`: sample + forward + backward + Adam), median of 10 timed steps after 3
    warm-up steps, in this process.
 2. Quality: `ffrun -m experiment=paper_nerf task.data=<lego_400> encoding=none,basic,posenc,gauss`.
    The CPU schedule keeps the paper's network (4x256, 4 outputs), mapping (no 2*pi, sigma 26, posenc
@@ -34,10 +34,10 @@ ENCODINGS = ("none", "basic", "posenc", "gauss")
 
 
 def rays_per_second(overrides: list[str], encodings: list[str]) -> dict[str, float]:
-    from ffrun.allocator import tune_cpu
-    from ffrun.bench import build, compose, median_time
-    from ffrun.cli import resolve_device
-    from ffrun.train import train_step
+    from ffrun.util.allocator import tune_cpu
+    from ffrun.apps.bench import build, compose, median_time
+    from ffrun.apps.cli import resolve_device
+    from ffrun.train.loop import train_step
 
     out = {}
     for name in encodings:

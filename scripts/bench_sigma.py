@@ -6,16 +6,16 @@
 
 Per case it trains the task's network at the sigmas below. The cases: photos and text images of the image
 task and toy1d signals (their preset at --resolution and --steps), and the CT phantoms, the MRI volume,
-the meshes and the NeRF scene at ffrun-reproduce's cpu scale (`ffrun.reproduce.plans`, the same runs as
+the meshes and the NeRF scene at ffrun-reproduce's cpu scale (`ffrun.apps.reproduce.plans`, the same runs as
 the cpu Table 1). The sigmas:
   grid     a log grid of >= 8 sigmas (default * 2^(k/2), k = --grid); the best held-out metric is the
            grid search's answer (its cost: the sum of its trainings),
   default  the task's default sigma (task.default_sigma: the paper's, scaled to the sampling density),
   paper    the paper's sigma scaled to the samples per unit length, sigma_paper * N / N_paper (the same
            rule, written out: for the image task it equals the default),
-  fresh    FreSh's pick (ffrun.sigma_auto.fresh_scores: untrained output spectrum vs the training
+  fresh    FreSh's pick (ffrun.sigma.auto.fresh_scores: untrained output spectrum vs the training
            signal's, Wasserstein distance),
-  auto     sigma=auto (ffrun.sigma_auto.predict_sigma),
+  auto     sigma=auto (ffrun.sigma.auto.predict_sigma),
 and prints each one's held-out metric, the seconds it spent choosing, and for auto the mean and worst gap
 to the grid's best and its cost as a fraction of one training run. Every result is written to --out as
 it arrives (JSON) and reused on the next call, so an interrupted benchmark resumes.
@@ -36,19 +36,19 @@ from pathlib import Path
 
 import torch
 
-from ffrun.atomic import write_json
-from ffrun.errors import FfrunError
+from ffrun.util.atomic import write_json
+from ffrun.util.errors import FfrunError
 from ffrun.data.location import data_dir
-from ffrun.reproduce import plans
-from ffrun.sigma_auto import candidate_sigmas, fresh_scores, predict_sigma
+from ffrun.apps.reproduce import plans
+from ffrun.sigma.auto import candidate_sigmas, fresh_scores, predict_sigma
 
-try:  # the run preparation moved from ffrun.cli to ffrun.runner
-    from ffrun.runner import compose, prepare
+try:  # the run preparation moved from ffrun.apps.cli to ffrun.run.job
+    from ffrun.run.job import compose, prepare
 except ImportError:  # pragma: no cover
-    from ffrun.bench import compose
-    from ffrun.cli import prepare
+    from ffrun.apps.bench import compose
+    from ffrun.apps.cli import prepare
 from ffrun.tasks import build_task, task_class
-from ffrun.train import make_optimizer, train_step
+from ffrun.train.loop import make_optimizer, train_step
 
 SKIMAGE_FILES = {"hubble_deep_field": "hubble_deep_field.jpg", "motorcycle_left": "motorcycle_left.png",
                  "retina": "retina.jpg", "coins": "coins.png", "brick": "brick.png"}

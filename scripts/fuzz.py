@@ -104,7 +104,7 @@ def _real_run(d: Path) -> None:
 
 def _exported(d: Path) -> None:
     _real_run(d)
-    from ffrun.export import main as export_main
+    from ffrun.apps.export import main as export_main
 
     export_main([str(d / "run"), "--out", str(d / "exp")])
 
@@ -327,9 +327,9 @@ def _edit_json(path: Path, key: str, value) -> None:
 
 # ---- running a case in a forked child ----------------------------------------------------------------------
 
-ENTRY = {"ffrun": "ffrun.cli:main", "ffrun-summary": "ffrun.summary:main", "ffrun-ntk": "ffrun.ntk_app:main",
-         "ffrun-sigma": "ffrun.sigma_app:main", "ffrun-export": "ffrun.export:main", "ffrun-bench": "ffrun.bench:main",
-         "ffrun-reproduce": "ffrun.reproduce:console"}
+ENTRY = {"ffrun": "ffrun.apps.cli:main", "ffrun-summary": "ffrun.apps.summary:main", "ffrun-ntk": "ffrun.apps.ntk:main",
+         "ffrun-sigma": "ffrun.apps.sigma:main", "ffrun-export": "ffrun.apps.export:main", "ffrun-bench": "ffrun.apps.bench:main",
+         "ffrun-reproduce": "ffrun.apps.reproduce:console"}
 
 
 def _entry(tool: str):
@@ -385,7 +385,7 @@ def run_case(case: Case, timeout: float) -> dict:
                     finally:
                         sys.stdout, sys.stderr = saved
             if case.call:
-                from ffrun.errors import FfrunError
+                from ffrun.util.errors import FfrunError
 
                 try:
                     case.call(folder)
@@ -506,9 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    import ffrun.cli  # noqa: F401 (imported once, before the children fork)
-    import ffrun.export  # noqa: F401
-    import ffrun.summary  # noqa: F401
+    import ffrun.apps.cli  # noqa: F401 (imported once, before the children fork)
+    import ffrun.apps.export  # noqa: F401
+    import ffrun.apps.summary  # noqa: F401
 
     selected = [c for c in cases() if not args.only or c.command.startswith(args.only)][: args.limit]
     results = []

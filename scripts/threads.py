@@ -26,7 +26,7 @@ SIZES = [  # (label, overrides): from the smoke run to the cpu-scale Table 1 ima
 
 
 def step_seconds(overrides: list[str], steps: int, threads: int) -> float:
-    from ffrun.runner import compose, prepare
+    from ffrun.run.job import compose, prepare
 
     cfg = compose(overrides + [f"trainer.steps={steps}", "trainer.progress=false", "device=cpu", "trainer.threads=" + str(threads)])
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,7 @@ def run_cli(tmp_path):
 @pytest.fixture
 def compose():
     """Compose ffrun's config with Hydra's compose API (no run directory, no subprocess)."""
-    from ffrun.runner import compose as compose_config
+    from ffrun.run.job import compose as compose_config
 
     return lambda *overrides: compose_config(list(overrides))
 
@@ -49,7 +49,7 @@ def hydra_job():
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from ffrun import runner
+    from ffrun.run import job as runner
 
     def _compose(*overrides: str):
         runner.register_configs()

@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from ffrun.config import validate
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 
 def test_defaults(compose):

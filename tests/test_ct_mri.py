@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from conftest import SHARED_DATA
 from ffrun.config import EncodingConfig, ModelConfig
 from ffrun.data.volumes import load_nifti, resample_cube
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 from ffrun.models import build_field
 from ffrun.tasks.ct import ParallelProjector
 from ffrun.tasks.mri import MRITask, gaussian_kspace_mask, kspace_samples

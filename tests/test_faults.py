@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import ffrun_cmd
-from ffrun.atomic import atomic_write, write_json
+from ffrun.util.atomic import atomic_write, write_json
 from ffrun.config import validate
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 # Slow enough (~3 ms a step) that a signal lands mid-run, fast enough for CI.
 LONG = ["experiment=smoke", "task.resolution=64", "model.width=64", "trainer.steps=300",
@@ -183,7 +183,7 @@ def test_a_run_killed_while_writing_leaves_no_truncated_file(tmp_path):
     target = tmp_path / "big.json"
     write_json(target, {"n": -1})
     script = (
-        "import sys; from ffrun.atomic import write_json\n"
+        "import sys; from ffrun.util.atomic import write_json\n"
         "i = 0\n"
         "while True:\n"
         "    write_json(sys.argv[1], {'n': i, 'pad': 'x' * 2_000_000}); i += 1\n"
@@ -237,7 +237,7 @@ def test_schema_accepts_exactly_the_valid_ranges(compose_once, sigma, m, depth, 
 
 @pytest.fixture(scope="module")
 def compose_once():
-    from ffrun.runner import compose
+    from ffrun.run.job import compose
 
     return compose(["experiment=smoke"])
 

@@ -27,7 +27,7 @@ def test_a_multirun_names_its_folder_for_ffrun_summary(run_cli, tmp_path):
 
 
 def test_summary_keeps_tiny_values_readable():
-    from ffrun.summary import summarise, to_markdown
+    from ffrun.apps.summary import summarise, to_markdown
 
     runs = [{"status": "completed", "task": "image", "encoding": "gauss", "sigma": 1.0, "seed": s, "wall_s": 0.004,
              "metrics": {"loss": 3e-5 * (s + 1)}, "config": {"seed": s}} for s in (0, 1)]
@@ -37,7 +37,7 @@ def test_summary_keeps_tiny_values_readable():
 
 
 def test_auto_threads_one_for_a_small_problem(compose, tmp_path):
-    from ffrun.runner import SMALL_STEP_FLOPS, prepare, step_flops
+    from ffrun.run.job import SMALL_STEP_FLOPS, prepare, step_flops
 
     before = torch.get_num_threads()
     try:
@@ -57,7 +57,7 @@ def test_auto_threads_one_for_a_small_problem(compose, tmp_path):
 
 def test_import_ffrun_from_the_folder_above_a_clone(tmp_path):
     (tmp_path / "ffrun").symlink_to(ROOT)
-    r = subprocess.run([sys.executable, "-c", "import ffrun, ffrun.runner; print(ffrun.__file__); ffrun.load"],
+    r = subprocess.run([sys.executable, "-c", "import ffrun, ffrun.run.job; print(ffrun.__file__); ffrun.load"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith(str(Path("ffrun") / "ffrun" / "__init__.py"))

@@ -26,7 +26,7 @@ def _sample() -> list[fuzz.Case]:
 
 @pytest.mark.parametrize("case", _sample(), ids=lambda c: c.command)
 def test_fuzz_case(case):
-    import ffrun.cli  # noqa: F401 (imported before forking, as the script does)
+    import ffrun.apps.cli  # noqa: F401 (imported before forking, as the script does)
 
     outcome, said = fuzz.classify(case, fuzz.run_case(case, timeout=120))
     assert outcome == "ok", f"{case.command}: {outcome}: {said}"

@@ -19,9 +19,10 @@ import pytest
 import torch
 
 from conftest import ffrun_cmd
-from ffrun import reproduce, runner
-from ffrun.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint
-from ffrun.errors import FfrunError
+from ffrun.apps import reproduce
+from ffrun.run import job as runner
+from ffrun.train.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint
+from ffrun.util.errors import FfrunError
 
 SMOKE = ["experiment=smoke", "trainer.progress=false"]
 
@@ -130,7 +131,7 @@ def test_reproduce_exits_2_naming_failed_runs_and_takes_corrected_settings(tmp_p
 
 
 def test_a_closed_stdout_pipe_stops_the_printing_not_the_reproduction(tmp_path):
-    script = "from ffrun.reproduce import say\nfor i in range(2000):\n    say('line %d ' % i + 'x' * 200)\n" \
+    script = "from ffrun.apps.reproduce import say\nfor i in range(2000):\n    say('line %d ' % i + 'x' * 200)\n" \
              "print('done', file=__import__('sys').stderr)\n"
     r = subprocess.run(f"{sys.executable} -c \"{script}\" | head -c 10", shell=True, cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
@@ -252,7 +253,7 @@ def test_a_crafted_pickle_is_refused_as_code_and_random_bytes_as_damaged(tmp_pat
 
 
 def test_an_export_whose_json_b_differs_from_its_weights_is_refused(done_run, tmp_path):
-    from ffrun.export import export, load_exported
+    from ffrun.apps.export import export, load_exported
 
     folder = export(done_run, tmp_path / "exp")
     assert load_exported(folder) is not None
@@ -277,7 +278,7 @@ def test_seeds_outside_numpys_range_are_refused(compose, seed, ok):
 
 
 def test_bench_refuses_zero_repeats_with_one_line(capsys):
-    from ffrun.bench import main
+    from ffrun.apps.bench import main
 
     assert main(["--repeats", "0"]) == 2
     assert one_line(capsys.readouterr().err) == "ffrun-bench: error: --repeats 0: give at least 1"

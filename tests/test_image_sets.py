@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import SHARED_DATA
 from ffrun.data.images import center_crop_resize, image_set_path, load_image, text_window, to_rgb
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 HAS_SETS = (SHARED_DATA / "images" / "div2k" / "test" / "03.png").is_file() and (
     SHARED_DATA / "images" / "text" / "tuning" / "05.png").is_file()
@@ -101,7 +101,7 @@ def test_the_authors_sets_resolve():
 
 
 def test_tune_searches_the_tuning_split_around_the_density_rule(data):
-    from ffrun.reproduce import plans, tune_plan
+    from ffrun.apps.reproduce import plans, tune_plan
 
     (data / "images" / "div2k" / "tuning").mkdir()
     Image.new("RGB", (64, 64)).save(data / "images" / "div2k" / "tuning" / "04.png")
@@ -112,7 +112,7 @@ def test_tune_searches_the_tuning_split_around_the_density_rule(data):
 
 
 def test_tune_without_tuning_images_is_one_line_and_exit_2(data, tmp_path, capsys):
-    from ffrun.reproduce import main
+    from ffrun.apps.reproduce import main
 
     assert main(["--tune", "--scale", "cpu", "--tasks", "text", "--out", str(tmp_path / "t"), "--data", str(data)]) == 2
     err = capsys.readouterr().err.strip()
@@ -122,7 +122,7 @@ def test_tune_without_tuning_images_is_one_line_and_exit_2(data, tmp_path, capsy
 
 
 def test_the_table_names_the_authors_sets_or_says_stand_in(data, tmp_path):
-    from ffrun.reproduce import _data_label, plans
+    from ffrun.apps.reproduce import _data_label, plans
 
     cpu = plans("cpu", data)  # div2k has two test images here, text one
     assert cpu["image"].items == {"div2k_00": ["task.image=div2k:00"], "div2k_01": ["task.image=div2k:01"]}

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from ffrun.data.images import SAMPLE_IMAGES, center_crop_resize, load_image, pixel_coords, render_text, to_rgb
-from ffrun.errors import FfrunError
-from ffrun.metrics import psnr
+from ffrun.util.errors import FfrunError
+from ffrun.util.metrics import psnr
 
 
 def test_psnr_against_hand_computed_values():

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ffrun_cmd
-from ffrun import runner
-from ffrun.errors import FfrunError
+from ffrun.run import job as runner
+from ffrun.util.errors import FfrunError
 
 SMOKE = ["experiment=smoke", "trainer.progress=false"]
 
@@ -130,7 +130,7 @@ def _wait_for(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
 
 def _run_script(tmp_path: Path, patch: str, *overrides: str) -> subprocess.Popen:
     """`ffrun` in a subprocess with `patch` (Python) applied first: to hold the run at a chosen moment."""
-    script = (f"import sys, time\nfrom pathlib import Path\n{patch}\nfrom ffrun.cli import main\n"
+    script = (f"import sys, time\nfrom pathlib import Path\n{patch}\nfrom ffrun.apps.cli import main\n"
               f"sys.argv = ['ffrun', *{list(SMOKE) + list(overrides) + ['hydra.run.dir=run']!r}]\nmain()\n")
     return subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -140,7 +140,7 @@ def test_a_second_sigint_ends_interrupted_with_the_last_good_checkpoint(tmp_path
     # From step 20 on, a checkpoint takes a while to write: the second SIGINT lands while the first
     # one's checkpoint is being written, and the one on disk stays the last good one (step 10).
     patch = (
-        "from ffrun import train\n"
+        "from ffrun.train import loop as train\n"
         "save = train.save_checkpoint\n"
         "def slow(path, **kw):\n"
         "    if kw['step'] >= 20:\n"
@@ -159,14 +159,14 @@ def test_a_second_sigint_ends_interrupted_with_the_last_good_checkpoint(tmp_path
     m = metrics(tmp_path / "run")
     assert m["status"] == "interrupted" and m["signal"] == signal.SIGINT and "second SIGINT" in m["reason"]
     assert m["checkpoint_step"] == 10 and m["step"] == 20 and [h["step"] for h in m["history"]] == [10, 20]
-    from ffrun.checkpoint import load_checkpoint
+    from ffrun.train.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 10
 
 
 def test_sigterm_while_loading_data_records_an_interrupted_run(tmp_path):
     # The task takes long to build (as a large volume or scene does): the signal lands before training.
-    patch = "from ffrun import runner\ndef slow(*a, **k):\n    Path('loading').touch()\n    time.sleep(60)\n" \
+    patch = "from ffrun.run import job as runner\ndef slow(*a, **k):\n    Path('loading').touch()\n    time.sleep(60)\n" \
             "runner.build_task = slow\n"
     proc = _run_script(tmp_path, patch)
     _wait_for(proc, (tmp_path / "loading").exists)

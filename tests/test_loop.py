@@ -44,7 +44,7 @@ def assert_same_state(a: dict, b: dict) -> None:
 def test_a_k1_vectorized_run_equals_the_plain_run_bit_for_bit(compose, tmp_path):
     """The same loop drives both: a group of one (BatchedTraining, the launcher's path) writes what a
     single run writes, to the last bit on a CPU, lr decay and checkpoint cadence included."""
-    from ffrun.runner import prepare, run, train_together
+    from ffrun.run.job import prepare, run, train_together
 
     cfg = compose(*TINY, "trainer.steps=30", "trainer.eval_every=10", "trainer.ckpt_every=15",
                   "trainer.lr_decay=0.5", "trainer.lr_decay_steps=10")
@@ -65,7 +65,7 @@ def test_a_k1_vectorized_run_equals_the_plain_run_bit_for_bit(compose, tmp_path)
 def test_a_resumed_run_equals_an_uninterrupted_one_with_minibatches_and_lr_decay(compose, tmp_path):
     """The minibatch generator (drawn on the task's device) and the lr schedule continue from the
     checkpoint: 10 steps, then 10 more, end exactly where 20 straight steps end."""
-    from ffrun.runner import run
+    from ffrun.run.job import run
 
     common = [*TINY, "trainer.batch_size=64", "trainer.lr_decay=0.3", "trainer.lr_decay_steps=7",
               "trainer.eval_every=5", "trainer.ckpt_every=10"]
@@ -208,7 +208,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_import_cycle_among_ffrun_modules():
     graph = project_imports()
     # the parser sees imports inside functions, where the old bench/cli/vectorized/launcher circle hid
-    assert "ffrun.runner" in graph["hydra_plugins.ffrun_launcher.vectorized_launcher"]
+    assert "ffrun.run.job" in graph["hydra_plugins.ffrun_launcher.vectorized_launcher"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 

@@ -265,8 +265,8 @@ def test_every_method_trains_on_every_task_through_the_same_interface(task, comp
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_each_method_resumes_loads_and_exports(method, compose, tmp_path):
     import ffrun
-    from ffrun.export import export, load_exported
-    from ffrun.runner import run
+    from ffrun.apps.export import export, load_exported
+    from ffrun.run.job import run
 
     base = ["task=image", "task.resolution=16", "trainer.progress=false", "device=cpu", f"method={method}",
             "model.params=8000", "trainer.eval_every=5", "trainer.ckpt_every=5"] + (
@@ -293,7 +293,7 @@ def test_each_method_resumes_loads_and_exports(method, compose, tmp_path):
 ])
 def test_a_method_setting_out_of_range_is_one_config_error(overrides, says, compose):
     from ffrun.config import validate
-    from ffrun.errors import FfrunError
+    from ffrun.util.errors import FfrunError
 
     with pytest.raises(FfrunError, match=re.escape(says)):
         validate(compose("experiment=smoke", *overrides))
@@ -306,7 +306,7 @@ def test_an_unknown_method_preset_is_refused_not_skipped(run_cli):
 
 @pytest.mark.parametrize("method", ["siren", "wire", "hashgrid", "densegrid", "learned"])
 def test_the_vectorized_launcher_batches_only_fixed_features_under_a_relu_mlp(method, compose):
-    from ffrun.vectorized import why_not_vectorizable
+    from ffrun.train.vectorized import why_not_vectorizable
 
     assert why_not_vectorizable(compose("experiment=smoke", f"method={method}")) is not None
     assert why_not_vectorizable(compose("experiment=smoke", "method=gauss")) is None
@@ -315,7 +315,7 @@ def test_the_vectorized_launcher_batches_only_fixed_features_under_a_relu_mlp(me
 @pytest.mark.parametrize("encoding", ["learned", "multiscale"])
 def test_sigma_auto_is_refused_for_the_sigma_using_encodings_it_does_not_predict(encoding, compose):
     from ffrun.config import check_settings
-    from ffrun.errors import FfrunError
+    from ffrun.util.errors import FfrunError
 
     with pytest.raises(FfrunError, match=f"encoding={encoding} needs a number"):
         check_settings(compose("experiment=smoke", f"encoding={encoding}", "sigma=auto"))

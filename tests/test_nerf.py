@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ffrun.data.scenes import builtin_scene, camera_rays, load_blender, look_at_pose, orbit_like, orbit_poses
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 from ffrun.tasks.nerf import composite, sample_depths
 
 from conftest import SHARED_DATA

@@ -11,7 +11,7 @@ import torch
 
 from ffrun.models import Field, build_encoding
 from ffrun.models.mlp import MLP
-from ffrun.ntk import (
+from ffrun.sigma.kernels import (
     analytic_ntk,
     empirical_ntk,
     fourier_eigenvalues,

@@ -1,11 +1,11 @@
-"""ffrun.pictures: labelled, upscaled panels that stay pixel-exact."""
+"""ffrun.util.pictures: labelled, upscaled panels that stay pixel-exact."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ffrun.pictures import GAP, error_map, labelled_row, metric_label, upscale
+from ffrun.util.pictures import GAP, error_map, labelled_row, metric_label, upscale
 
 
 def test_upscale_is_nearest_by_the_smallest_integer_factor():

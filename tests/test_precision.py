@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ffrun.models.encodings import fourier_features, gaussian_matrix, posenc_matrix
-from ffrun.train import SingleField, make_optimizer, precision_context
+from ffrun.train.loop import SingleField, make_optimizer, precision_context
 
 
 def reference(v: torch.Tensor, B: torch.Tensor, two_pi: bool = True) -> torch.Tensor:
@@ -58,7 +58,7 @@ def test_a_bf16_projection_would_move_the_features_by_more_than_half_their_range
 
 
 def tiny_image(compose, precision: str):
-    from ffrun.runner import prepare
+    from ffrun.run.job import prepare
 
     cfg = compose("task=image", "task.resolution=16", "encoding=gauss", "sigma=10", "encoding.m=32", "model.depth=3",
                   "model.width=32", "device=cpu", f"trainer.precision={precision}")

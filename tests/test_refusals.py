@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ffrun.config import validate
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 
 @pytest.mark.parametrize("overrides,named", [
@@ -50,7 +50,7 @@ def test_sigma_auto_on_a_tiny_grid_names_the_grid_size(run_cli):
 
 
 def test_a_first_layer_that_cannot_fit_is_refused_before_allocating(compose):
-    from ffrun.runner import check_fits, memory_bytes, memory_error
+    from ffrun.run.job import check_fits, memory_bytes, memory_error
 
     cpu = torch.device("cpu")
     with pytest.raises(FfrunError, match=r"encoding.m=100000000 .* GiB"):
@@ -118,9 +118,9 @@ def test_ctrl_c_while_starting_is_one_line_and_130(tmp_path):
 
 
 def test_the_signal_handler_is_only_for_console_scripts(monkeypatch):
-    from ffrun.errors import quiet_interrupt_while_starting
+    from ffrun.util.errors import quiet_interrupt_while_starting
 
     before = signal.getsignal(signal.SIGINT)
     monkeypatch.setattr(sys, "argv", ["python"])
     quiet_interrupt_while_starting()
-    assert signal.getsignal(signal.SIGINT) is before  # `import ffrun.cli` in a notebook keeps Ctrl-C as it was
+    assert signal.getsignal(signal.SIGINT) is before  # `import ffrun.apps.cli` in a notebook keeps Ctrl-C as it was

@@ -1,4 +1,4 @@
-"""sigma=auto (ffrun.sigma_auto): the lattice kernel fit against a dense float64 reference, determinism,
+"""sigma=auto (ffrun.sigma.auto): the lattice kernel fit against a dense float64 reference, determinism,
 training data only, the band-limit response, the config value and the `ffrun-sigma` app."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from ffrun.config import validate
-from ffrun.errors import FfrunError
-from ffrun.ntk import relu_ntk
-from ffrun.sigma_auto import (
+from ffrun.util.errors import FfrunError
+from ffrun.sigma.kernels import relu_ntk
+from ffrun.sigma.auto import (
     _ct_scores,
     fresh_scores,
     gd_filter,
@@ -73,9 +73,9 @@ def test_gd_filter_limits():
 
 
 def test_kernel_rows_are_those_of_the_closed_form_ntk():
-    """With the run's own B the lattice kernel is ffrun.ntk's analytic NTK between the origin and each offset."""
+    """With the run's own B the lattice kernel is ffrun.sigma.kernels's analytic NTK between the origin and each offset."""
     from ffrun.models.encodings import FourierEncoding
-    from ffrun.ntk import analytic_ntk
+    from ffrun.sigma.kernels import analytic_ntk
 
     unit = torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     offsets = lattice_offsets((4, 4), torch.tensor([[0.1, 0.0], [0.0, 0.1]], dtype=torch.float64))
@@ -195,7 +195,7 @@ def test_ffrun_sigma_app(run_cli, tmp_path, compose):
     rec = json.loads((tmp_path / "s" / "sigma_auto.json").read_text())
     assert rec["sigma"] > 0 and len(rec["candidates"]) == len(rec["scores"])
     assert (tmp_path / "s" / "sigma_curve.png").stat().st_size > 0
-    from ffrun.sigma_app import predict  # the app's bad-input path, in process (exit 2 via FfrunError)
+    from ffrun.apps.sigma import predict  # the app's bad-input path, in process (exit 2 via FfrunError)
 
     with pytest.raises(FfrunError, match="encoding=posenc has no sigma"):
         predict(compose("encoding=posenc", "task.resolution=32", "device=cpu"), tmp_path / "b")
@@ -203,7 +203,7 @@ def test_ffrun_sigma_app(run_cli, tmp_path, compose):
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 def test_ct_projection_matrix_is_the_projector(compose, mode):
-    from ffrun.sigma_auto import projection_matrix
+    from ffrun.sigma.auto import projection_matrix
 
     cfg = compose("experiment=paper_ct", "task.resolution=32", "device=cpu", f"task.interpolation={mode}")
     task = build_task(cfg.task, torch.device("cpu"), None, 0)

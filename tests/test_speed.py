@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from ffrun.bench import layer_shapes, plain_image_loop, step_flops
+from ffrun.apps.bench import layer_shapes, plain_image_loop, step_flops
 
 SMALL = ["task=image", "task.resolution=32", "encoding.m=16", "model.width=32", "trainer.steps=60",
          "trainer.eval_every=20", "trainer.ckpt_every=30", "trainer.progress=false", "device=cpu"]
@@ -47,8 +47,8 @@ def test_static_features_are_cached_and_equal_to_recomputing(compose):
 
 def test_ffrun_step_matches_a_plain_pytorch_loop(compose):
     """ffrun's optimised step (cached encoding, foreach Adam, in-place ReLU) against the loop a user writes."""
-    from ffrun.bench import build
-    from ffrun.train import train_step
+    from ffrun.apps.bench import build
+    from ffrun.train.loop import train_step
 
     cfg = compose("experiment=paper_image", "task.resolution=32", "encoding.m=32", "model.width=64", "device=cpu")
     task, field, optimizer, schedule = build(cfg, torch.device("cpu"))
@@ -62,7 +62,7 @@ def test_ffrun_step_matches_a_plain_pytorch_loop(compose):
     # little where gradients are near zero; the functions stay equal to well under a grey level
     ours, plain = field.predict(task.test[0]), plain_predict()
     assert torch.allclose(ours, plain, atol=2e-3)
-    from ffrun.metrics import psnr
+    from ffrun.util.metrics import psnr
 
     assert abs(psnr(ours, task.test[1]) - psnr(plain, task.test[1])) < 0.01
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 
-from ffrun.summary import main, summarise
+from ffrun.apps.summary import main, summarise
 
 
 def record(encoding, sigma, seed, test_psnr, image="astronaut", lr=1e-3, status="completed"):

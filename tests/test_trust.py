@@ -23,10 +23,10 @@ from PIL import Image
 
 import ffrun
 from conftest import ffrun_cmd
-from ffrun.atomic import atomic_write, save_torch, write_json
-from ffrun.checkpoint import CHECKPOINT, load_checkpoint, rng_state, set_rng_state
+from ffrun.util.atomic import atomic_write, save_torch, write_json
+from ffrun.train.checkpoint import CHECKPOINT, load_checkpoint, rng_state, set_rng_state
 from ffrun.data import images
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 SMOKE = ["experiment=smoke", "trainer.steps=2", "trainer.eval_every=2"]
 
@@ -76,7 +76,7 @@ def one_line(stderr: str) -> str:
 
 @pytest.mark.parametrize("entry", ["load", "load_task", "export", "load_checkpoint"])
 def test_a_crafted_checkpoint_runs_no_code_in_the_python_api(tmp_path, trained, entry):
-    from ffrun.export import export
+    from ffrun.apps.export import export
 
     run, marker = crafted_run(tmp_path, trained)
     call = {"load": lambda: ffrun.load(run), "load_task": lambda: ffrun.load_task(run),
@@ -164,7 +164,7 @@ def test_a_checkpoint_whose_config_does_not_fit_is_one_line(tmp_path, trained):
 
 
 def test_a_damaged_export_is_one_line(tmp_path, trained):
-    from ffrun.export import export
+    from ffrun.apps.export import export
 
     out = export(trained, tmp_path / "export")
     assert ffrun.load_exported(out) is not None
@@ -185,7 +185,7 @@ def run_record(metrics: dict, seed: int = 0) -> dict:
 
 
 def test_summary_names_from_metrics_json_stay_inside_the_output_folder(tmp_path):
-    from ffrun.summary import main
+    from ffrun.apps.summary import main
 
     hostile = ["x/../../escaped", str(tmp_path / "absolute"), "nul\x00name", "L" * 5000, "..", "a$b^{"]
     runs = tmp_path / "runs"
@@ -201,7 +201,7 @@ def test_summary_names_from_metrics_json_stay_inside_the_output_folder(tmp_path)
 
 
 def test_summary_skips_records_that_are_not_runs_and_averages_around_nulls(tmp_path, capsys):
-    from ffrun.summary import main
+    from ffrun.apps.summary import main
 
     for i, rec in enumerate([run_record({"test_psnr": 20.0}, 0), run_record({"test_psnr": float("nan")}, 1),
                              [1, 2], run_record({"test_psnr": "high"}, 3), {**run_record({}), "sigma": "ten"}]):
@@ -251,7 +251,7 @@ def test_non_finite_list_entries_and_ntk_settings_are_refused():
     from hydra import compose, initialize_config_module
 
     from ffrun.config import register_configs, validate
-    from ffrun.ntk_app import check_settings
+    from ffrun.apps.ntk import check_settings
 
     register_configs()
     with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
@@ -411,8 +411,8 @@ def test_csv_cells_never_act_as_spreadsheet_formulas():
     import csv
     import io
 
-    from ffrun.atomic import csv_text
-    from ffrun.summary import runs_csv
+    from ffrun.util.atomic import csv_text
+    from ffrun.apps.summary import runs_csv
 
     text = csv_text(["a", "b", "c"], [["=1+2", -1.5, "-3"], ["@SUM(A1)", "+x", "plain"]])
     rows = list(csv.reader(io.StringIO(text)))
@@ -428,7 +428,7 @@ def test_atomic_outputs_get_the_permissions_of_any_new_file(tmp_path):
     plain open() would make them: a run directory shared with a group must not hold owner-only files."""
     import os
 
-    from ffrun.atomic import _UMASK, write_text
+    from ffrun.util.atomic import _UMASK, write_text
 
     path = write_text(tmp_path / "metrics.json", "{}")
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~_UMASK

@@ -11,7 +11,7 @@ from PIL import Image
 
 from ffrun.data.meshes import load_mesh, normalise
 from ffrun.data.scenes import load_blender
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 TETRA_FACES = "f 1 2 3\nf 1 4 2\nf 1 3 4\nf 2 4 3\n"
 

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from ffrun.data.location import data_dir
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 # Pixels an image file may have (Pillow's default Image.MAX_IMAGE_PIXELS, fixed here so another library
 # changing Pillow's global cannot raise it): a 3-channel image this size is 256 MiB decoded.

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from ffrun.atomic import write_bytes
+from ffrun.util.atomic import write_bytes
 from ffrun.data.location import cache_dir
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 log = logging.getLogger("ffrun.meshes")
 

@@ -20,9 +20,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from ffrun.atomic import write_bytes, write_json
+from ffrun.util.atomic import write_bytes, write_json
 from ffrun.data.location import cache_dir
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 log = logging.getLogger("ffrun.scenes")
 

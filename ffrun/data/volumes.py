@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ffrun.atomic import write_bytes
-from ffrun.errors import FfrunError
+from ffrun.util.atomic import write_bytes
+from ffrun.util.errors import FfrunError
 
 # Voxels a NIfTI volume may have (512^3, 1 GiB as float64), checked from its header before any data is read.
 MAX_VOXELS = 512**3

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 from ffrun.models.registry import FieldSpec, count_parameters, encoding_entry, network_entry
 
 TOLERANCE = 0.05

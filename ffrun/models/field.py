@@ -112,13 +112,13 @@ def build_field(
         from ffrun.models.grid import GridField
 
         if grid_shape is None:
-            from ffrun.errors import FfrunError
+            from ffrun.util.errors import FfrunError
 
             raise FfrunError("encoding=grid is the pixel/voxel baseline of the ct and mri tasks; this task has no "
                              "grid to optimise: choose another encoding (encoding=densegrid is a grid at any "
                              "resolution for every task)")
         if getattr(model_cfg, "params", None) is not None:
-            from ffrun.errors import FfrunError
+            from ffrun.util.errors import FfrunError
 
             raise FfrunError("encoding=grid has one value per pixel of the task, so model.params cannot size it; "
                              "use encoding=densegrid model=direct for a grid sized by the budget")
@@ -136,7 +136,7 @@ def build_field(
 
 def assemble(encoding_cfg, model_cfg, spec: FieldSpec) -> "Field":
     """Field(network(encoding)) from their configs as given (no budget)."""
-    from ffrun.errors import FfrunError
+    from ffrun.util.errors import FfrunError
 
     build_encoding = encoding_entry(encoding_cfg.name).build  # unknown names: one line (FfrunError)
     build_network = network_entry(getattr(model_cfg, "name", "mlp")).build

@@ -144,7 +144,7 @@ class HashGridEncoding(nn.Module):
         """tiny-cuda-nn's HashGrid training this module's own `params`, or None where it cannot be used
         (backend torch, not CUDA, not importable, or a table size that is not a power of two)."""
         if self.backend == "tcnn" and device.type != "cuda":
-            from ffrun.errors import FfrunError
+            from ffrun.util.errors import FfrunError
 
             raise FfrunError("encoding.backend=tcnn: tiny-cuda-nn runs on CUDA devices only; use device=cuda, or "
                              "encoding.backend=auto / torch")
@@ -156,14 +156,14 @@ class HashGridEncoding(nn.Module):
             import tinycudann as tcnn
         except ImportError:
             if self.backend == "tcnn":
-                from ffrun.errors import FfrunError
+                from ffrun.util.errors import FfrunError
 
                 raise FfrunError("encoding.backend=tcnn: tiny-cuda-nn is not importable; install its PyTorch "
                                  "bindings or use encoding.backend=torch") from None
             return None
         if self.table_size & (self.table_size - 1):
             if self.backend == "tcnn":
-                from ffrun.errors import FfrunError
+                from ffrun.util.errors import FfrunError
 
                 raise FfrunError(f"encoding.backend=tcnn: tiny-cuda-nn needs a power-of-two table size, not "
                                  f"{self.table_size}; use encoding.backend=auto or torch")

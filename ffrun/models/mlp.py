@@ -4,7 +4,7 @@ Two parametrizations of the same function family:
 - standard: nn.Linear, y = W x + b, initialised as the notebooks' stax.Dense (`glorot`) or as PyTorch does;
 - ntk:      y = (w_std / sqrt(fan_in)) W x + b_std b with W, b ~ N(0, 1) (Jacot et al. 2018; the
             default of neural_tangents' stax, which the paper's NTK notebooks use). Its empirical NTK
-            converges to the closed-form kernel in `ffrun.ntk` as the width grows.
+            converges to the closed-form kernel in `ffrun.sigma.kernels` as the width grows.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def load_builtins() -> None:
 def encoding_entry(name: str) -> Entry:
     load_builtins()
     if name not in ENCODINGS:
-        from ffrun.errors import FfrunError
+        from ffrun.util.errors import FfrunError
 
         raise FfrunError(f"encoding.name={name!r} is not an encoding; choose one of {', '.join(sorted(ENCODINGS))}")
     return ENCODINGS[name]
@@ -100,7 +100,7 @@ def encoding_entry(name: str) -> Entry:
 def network_entry(name: str) -> Entry:
     load_builtins()
     if name not in NETWORKS:
-        from ffrun.errors import FfrunError
+        from ffrun.util.errors import FfrunError
 
         raise FfrunError(f"model.name={name!r} is not a network; choose one of {', '.join(sorted(NETWORKS))}")
     return NETWORKS[name]

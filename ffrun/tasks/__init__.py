@@ -7,7 +7,7 @@ import importlib
 import torch
 from omegaconf import DictConfig
 
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 from ffrun.tasks.base import Task
 
 # task name -> (module, class); a task's module is imported only when that task is used

@@ -75,7 +75,7 @@ class Task(ABC):
         """(ground truth or None, reconstruction) as float images in [0, 1], read back from a completed
         run's outputs, for side-by-side galleries (`ffrun-reproduce`); None when the files are absent.
         Default: `ground_truth.png` and `reconstruction.png`."""
-        from ffrun.pictures import read_png
+        from ffrun.util.pictures import read_png
 
         rec = run_dir / "reconstruction.png"
         if not rec.is_file():

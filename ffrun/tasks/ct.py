@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from ffrun.atomic import write_png
-from ffrun.pictures import error_map, labelled_row, metric_label
+from ffrun.util.atomic import write_png
+from ffrun.util.pictures import error_map, labelled_row, metric_label
 from ffrun.data.images import center_crop_resize, load_image, pixel_coords
 from ffrun.data.phantoms import PERTURBATIONS, PHANTOM_SPLITS, shepp_logan_2d
-from ffrun.errors import FfrunError
-from ffrun.metrics import psnr
+from ffrun.util.errors import FfrunError
+from ffrun.util.metrics import psnr
 from ffrun.tasks.base import Task
 
 

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ffrun.atomic import write_png
+from ffrun.util.atomic import write_png
 from ffrun.data.images import load_image, pixel_coords
-from ffrun.errors import FfrunError
-from ffrun.metrics import psnr
+from ffrun.util.errors import FfrunError
+from ffrun.util.metrics import psnr
 from ffrun.models.field import Field
-from ffrun.pictures import error_map, labelled_row, metric_label
+from ffrun.util.pictures import error_map, labelled_row, metric_label
 from ffrun.tasks.base import PointRegressionTask
 
 

@@ -23,12 +23,12 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from ffrun.atomic import write_png
-from ffrun.pictures import labelled_grid, metric_label
+from ffrun.util.atomic import write_png
+from ffrun.util.pictures import labelled_grid, metric_label
 from ffrun.data.phantoms import shepp_logan_3d
 from ffrun.data.volumes import MAX_VOXELS, load_nifti, resample_cube, save_nifti
-from ffrun.errors import FfrunError
-from ffrun.metrics import psnr
+from ffrun.util.errors import FfrunError
+from ffrun.util.metrics import psnr
 from ffrun.tasks.base import Task
 
 log = logging.getLogger("ffrun.mri")

@@ -34,11 +34,11 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ffrun.atomic import atomic_write, write_bytes, write_png
-from ffrun.pictures import error_map, labelled_row, metric_label
+from ffrun.util.atomic import atomic_write, write_bytes, write_png
+from ffrun.util.pictures import error_map, labelled_row, metric_label
 from ffrun.data.scenes import builtin_scene, camera_rays, load_blender, orbit_like, orbit_poses
-from ffrun.errors import FfrunError
-from ffrun.metrics import psnr
+from ffrun.util.errors import FfrunError
+from ffrun.util.metrics import psnr
 from ffrun.tasks.base import Task
 
 log = logging.getLogger("ffrun.nerf")

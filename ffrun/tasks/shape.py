@@ -22,11 +22,11 @@ import trimesh
 from omegaconf import DictConfig
 from torch import Tensor
 
-from ffrun.atomic import write_bytes, write_png
+from ffrun.util.atomic import write_bytes, write_png
 from ffrun.data.meshes import (BOXES, build_test_sets, builtin_shape, iou, load_mesh, normalise, occupancy,
                                sampling_box, uniform_points)
-from ffrun.errors import FfrunError
-from ffrun.pictures import labelled_row, metric_label
+from ffrun.util.errors import FfrunError
+from ffrun.util.pictures import labelled_row, metric_label
 from ffrun.tasks.base import Task
 
 log = logging.getLogger("ffrun.shape")

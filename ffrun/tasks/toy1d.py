@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from ffrun.atomic import save_figure, write_text
+from ffrun.util.atomic import save_figure, write_text
 from ffrun.data.signals import power_law_signal
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 from ffrun.models.field import Field
 from ffrun.tasks.base import PointRegressionTask
 

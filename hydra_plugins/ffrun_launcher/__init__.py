@@ -1,1 +1,1 @@
-"""ffrun's Hydra launcher plugin: `hydra/launcher=vectorized` (see ffrun.vectorized)."""
+"""ffrun's Hydra launcher plugin: `hydra/launcher=vectorized` (see ffrun.train.vectorized)."""

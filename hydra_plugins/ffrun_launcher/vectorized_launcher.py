@@ -3,7 +3,7 @@
     ffrun -m hydra/launcher=vectorized task=image encoding=gauss sigma=1,2,4,8,16,32
 
 Jobs whose resolved configs differ only in sigma, seed or the encoding (with the same feature width and
-learning rate) and that can be batched (see ffrun.vectorized.why_not_vectorizable) form one group of at
+learning rate) and that can be batched (see ffrun.train.vectorized.why_not_vectorizable) form one group of at
 most `max_group` jobs, trained in one process; every other job runs as Hydra's basic launcher would run
 it. Each job gets its usual run directory, `.hydra/` files, config.yaml, metrics.json, history,
 checkpoint and pictures.
@@ -54,7 +54,7 @@ class VectorizedLauncher(Launcher):
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from ffrun.vectorized import group_key
+        from ffrun.train.vectorized import group_key
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
@@ -90,9 +90,9 @@ class VectorizedLauncher(Launcher):
         return [returns[idx] for idx, _ in jobs]
 
     def _launch_group(self, members: list) -> dict[int, JobReturn]:
-        from ffrun.errors import FfrunError
-        from ffrun.runner import prepare
-        from ffrun.vectorized import why_not_vectorizable
+        from ffrun.util.errors import FfrunError
+        from ffrun.run.job import prepare
+        from ffrun.train.vectorized import why_not_vectorizable
 
         sequential = {idx: cfg for idx, cfg in members}
         prepared = []
@@ -111,7 +111,7 @@ class VectorizedLauncher(Launcher):
         out: dict[int, JobReturn] = {}
         # Sub-groups with the same feature width (posenc and gauss can share one when their m match).
         widths: dict[int, list] = {}
-        from ffrun.runner import claim_run_dir
+        from ffrun.run.job import claim_run_dir
 
         for item in prepared:
             if claim_run_dir(item[2].run_dir, job=item[0]):
@@ -130,7 +130,7 @@ class VectorizedLauncher(Launcher):
     def _train_together(self, items: list) -> dict[int, JobReturn]:
         import sys
 
-        from ffrun.runner import report, train_together
+        from ffrun.run.job import report, train_together
 
         jobs = [job for _, _, job in items]
         log.info("training %d jobs as one batched network: %s", len(jobs), ", ".join(j.label for j in jobs))

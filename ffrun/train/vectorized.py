@@ -6,7 +6,7 @@ run would draw them; the K MLPs are stacked along a leading axis and run with ba
 and the loss is the sum of the members' losses, so each member's gradient, and its Adam update
 (element-wise), is that of its separate run up to float rounding (bit for bit when K = 1 on a CPU: the
 batched products mirror a Field's, the first layer's bias folded into its product). `BatchedTraining`
-is a trainee of ffrun's one training loop (`ffrun.train.train_members`), so every member gets what its
+is a trainee of ffrun's one training loop (`ffrun.train.loop.train_members`), so every member gets what its
 separate run would get: its own run directory, metrics.json, history, checkpoint (loadable and resumable
 as a separate run's), status and pictures.
 
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ffrun.config import flatten
 from ffrun.models.field import network_autocast
 from ffrun.tasks.base import half_mse
-from ffrun.train import autocast_dtype, make_optimizer
+from ffrun.train.loop import autocast_dtype, make_optimizer
 
 # Keys in which members of one vectorized group may differ.
 MEMBER_KEYS = ("sigma", "seed", "encoding.")
@@ -111,7 +111,7 @@ def why_not_vectorizable(cfg) -> str | None:
 
 
 class BatchedTraining:
-    """A trainee of the training loop (`ffrun.train.Trainee`): the batched network of a group of jobs
+    """A trainee of the training loop (`ffrun.train.loop.Trainee`): the batched network of a group of jobs
     sharing one point-regression task, its static features (each member's own [gamma(v), 1], computed
     once, as a Field caches them) and one optimizer over the stacked weights."""
 

@@ -2,8 +2,8 @@
 resume), train it alone or with the other members of a vectorized group through the one training loop,
 write its run directory, and turn its outcome into ffrun's exit status.
 
-Used by the `ffrun` app (ffrun.cli), the vectorized launcher (hydra_plugins/ffrun_launcher) and the
-benchmarks (ffrun.bench); it imports none of them.
+Used by the `ffrun` app (ffrun.apps.cli), the vectorized launcher (hydra_plugins/ffrun_launcher) and the
+benchmarks (ffrun.apps.bench); it imports none of them.
 
 Exit status: 0 completed; 2 bad input or config (one line on stderr); 3 diverged; 128 + signal number
 when interrupted by SIGINT/SIGTERM (after a checkpoint). In a multirun a failed or diverged job is
@@ -28,17 +28,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun.allocator import tune_cpu
-from ffrun.atomic import write_json, write_text
-from ffrun.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint
+from ffrun.util.allocator import tune_cpu
+from ffrun.util.atomic import write_json, write_text
+from ffrun.train.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint
 from ffrun.config import check_settings, flatten, register_configs, validate
-from ffrun.errors import FfrunError
-from ffrun.loggers import RunLogger, check_logger
+from ffrun.util.errors import FfrunError
+from ffrun.util.loggers import RunLogger, check_logger
 from ffrun.models.field import build_field
 from ffrun.models.registry import count_parameters, method_name
-from ffrun.sigma_auto import is_auto, resolve_auto_sigma
+from ffrun.sigma.auto import is_auto, resolve_auto_sigma
 from ffrun.tasks import Task, build_task
-from ffrun.train import Member, StopSignal, TrainResult, train, train_members
+from ffrun.train.loop import Member, StopSignal, TrainResult, train, train_members
 
 log = logging.getLogger("ffrun")
 
@@ -388,10 +388,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def train_together(jobs: list[Job]) -> list[TrainResult]:
-    """Train jobs that share a task object (see `ffrun.vectorized.group_key`) as one batched network, through
+    """Train jobs that share a task object (see `ffrun.train.vectorized.group_key`) as one batched network, through
     the same loop as a single run; each job's run directory gets what its separate run would write, its
     config.yaml first. Returns one TrainResult per job (its final metrics.json is left to `Job.finish`)."""
-    from ffrun.vectorized import BatchedTraining
+    from ffrun.train.vectorized import BatchedTraining
 
     for job in jobs:
         # The vectorized launcher claims its members' directories first, and leaves refused jobs to `report`.

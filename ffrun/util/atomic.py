@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 # The errors that mean "the disk is full": no space left, or the user's quota is used up.
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}

@@ -6,7 +6,7 @@
     task = ffrun.load_task("outputs/2026-11-27/10-00-00")               # its data, forward model, metrics
     task.evaluate(field)                                                # the metrics the run reported
 
-The checkpoint is read without running code (see ffrun.checkpoint), and a checkpoint whose config or
+The checkpoint is read without running code (see ffrun.train.checkpoint), and a checkpoint whose config or
 weights do not make a field is reported as one line naming the file (FfrunError), never half-loaded.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun.checkpoint import find_checkpoint, load_checkpoint
+from ffrun.train.checkpoint import find_checkpoint, load_checkpoint
 from ffrun.config import TASK_SCHEMAS
 from ffrun.models.registry import encoding_entry, network_entry
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 
 def _checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -90,7 +90,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
 
 def _device(device: str | torch.device) -> torch.device:
     """`device` checked as a run checks it: FfrunError (one line) for cuda without a CUDA device."""
-    from ffrun.runner import resolve_device
+    from ffrun.run.job import resolve_device
 
     return resolve_device(str(device))
 

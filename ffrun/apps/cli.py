@@ -6,7 +6,7 @@
 Exit status: 0 completed; 2 bad input or config (one line on stderr); 3 diverged; 128 + signal number
 when interrupted by SIGINT/SIGTERM (after a checkpoint). In a multirun a failed or diverged job is
 recorded in its metrics.json and the sweep goes on; the sweep then exits with the worst job's status.
-The work itself is in ffrun.runner; this module is the command line around it.
+The work itself is in ffrun.run.job; this module is the command line around it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from ffrun.errors import quiet_interrupt_while_starting
+from ffrun.util.errors import quiet_interrupt_while_starting
 
 quiet_interrupt_while_starting()  # before the slow imports below (torch)
 
@@ -23,9 +23,9 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from ffrun import runner  # noqa: E402
+from ffrun.run import job as runner  # noqa: E402
 from ffrun.config import register_configs  # noqa: E402
-from ffrun.runner import EXIT_BAD_INPUT, report, resolve_device, run, seed_everything  # noqa: F401,E402 (the app's API)
+from ffrun.run.job import EXIT_BAD_INPUT, report, resolve_device, run, seed_everything  # noqa: F401,E402 (the app's API)
 
 register_configs()
 
@@ -64,8 +64,8 @@ def run_analysis(tool: str, cfg: DictConfig, work, resolve: bool = True) -> None
     run `work(cfg, run_dir)`, and turn bad input into one line `<tool>: error: ...` and exit status 2."""
     from omegaconf import OmegaConf
 
-    from ffrun.atomic import write_text
-    from ffrun.errors import FfrunError
+    from ffrun.util.atomic import write_text
+    from ffrun.util.errors import FfrunError
 
     mark_job_started()
     run_dir = Path(HydraConfig.get().runtime.output_dir)

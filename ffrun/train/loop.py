@@ -3,7 +3,7 @@ and the three ways a run ends: completed, interrupted (SIGINT/SIGTERM) or diverg
 
 The loop has a member axis: it trains K networks in lockstep and keeps K records, checkpoints and
 statuses. A single run is K = 1 (`SingleField`, through `train`); a vectorized sweep is K > 1
-(`ffrun.vectorized.BatchedTraining`, one batched network). Both go through `train_members`, line for line.
+(`ffrun.train.vectorized.BatchedTraining`, one batched network). Both go through `train_members`, line for line.
 
 It knows nothing about any task beyond the Task interface (sample, backward, evaluate, state_dict), and
 nothing about a trainee beyond `step` (one optimisation step of every member, their losses as a (K,)
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ffrun.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_state
+from ffrun.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_state
 from ffrun.models.field import Field
 from ffrun.tasks.base import Task
 

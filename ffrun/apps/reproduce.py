@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffrun.atomic import csv_text, write_json, write_png, write_text
+from ffrun.util.atomic import csv_text, write_json, write_png, write_text
 from ffrun.data.location import data_dir
 
 ENCODINGS = ("none", "basic", "posenc", "gauss")
@@ -255,7 +255,7 @@ def _job_keys(overrides: list[str]) -> set[tuple[str, str]]:
 
 
 def ffrun_command() -> list[str]:
-    return [sys.executable, "-m", "ffrun.cli"]
+    return [sys.executable, "-m", "ffrun.apps.cli"]
 
 
 def job_overrides(plan: TaskPlan, item: str, encoding: str, extra: list[str]) -> list[str]:
@@ -504,7 +504,7 @@ def write_table(out: Path, table: dict[str, dict[str, Row]], scale: str, plans_:
 def gallery(out: Path, task: str, runs: list[Run], metric: str | None = None) -> Path | None:
     """gallery_<task>.png: the ground truth, then each encoding's reconstruction of the task's first data
     item, each labelled with its encoding and metric. The task itself says which pictures those are."""
-    from ffrun.pictures import labelled_row, metric_label
+    from ffrun.util.pictures import labelled_row, metric_label
     from ffrun.tasks import task_class
 
     first_item = runs[0].item
@@ -735,7 +735,7 @@ def check_overrides(plans_: dict[str, TaskPlan], tasks: list[str], extra: list[s
             return (f"{o.input_line!r}: the table sweeps every encoding itself; drop the override (or run "
                     f"`ffrun -m encoding=...` for a sweep of your own)")
     from ffrun.config import validate
-    from ffrun.runner import compose
+    from ffrun.run.job import compose
 
     for task in tasks:
         plan = plans_[task]

@@ -24,9 +24,9 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ffrun.atomic import csv_text, save_figure, write_json, write_text
+from ffrun.util.atomic import csv_text, save_figure, write_json, write_text
 from ffrun.data.location import data_dir
-from ffrun.reproduce import (LAUNCHERS, PAPER, Run, TaskPlan, _call, _fmt, _hms, check_overrides, execute,
+from ffrun.apps.reproduce import (LAUNCHERS, PAPER, Run, TaskPlan, _call, _fmt, _hms, check_overrides, execute,
                              ffrun_command, gallery, plans, run_console, say)
 
 METHODS = ("gauss", "learned", "multiscale", "siren", "wire", "hashgrid", "densegrid")

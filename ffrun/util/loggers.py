@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ffrun.atomic import csv_text, write_text
-from ffrun.errors import FfrunError
+from ffrun.util.atomic import csv_text, write_text
+from ffrun.util.errors import FfrunError
 
 LOGGERS = ("csv", "tensorboard")
 

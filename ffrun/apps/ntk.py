@@ -18,14 +18,14 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun.atomic import save_figure, write_json, write_text
-from ffrun.cli import run, run_analysis, run_hydra_app, seed_everything
+from ffrun.util.atomic import save_figure, write_json, write_text
+from ffrun.apps.cli import run, run_analysis, run_hydra_app, seed_everything
 from ffrun.config import register_configs, validate
 from ffrun.models.encodings import FOURIER_NAMES
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 from ffrun.models.field import Field, build_field
-from ffrun.train import train
-from ffrun.ntk import (
+from ffrun.train.loop import train
+from ffrun.sigma.kernels import (
     analytic_ntk,
     empirical_ntk,
     fourier_eigenvalues,
@@ -35,7 +35,7 @@ from ffrun.ntk import (
 )
 from ffrun.tasks.toy1d import Toy1DTask
 
-log = logging.getLogger("ffrun.ntk")
+log = logging.getLogger("ffrun.sigma.kernels")
 
 
 class CenteredField(Field):

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ffrun.atomic import csv_text, save_figure, write_text
+from ffrun.util.atomic import csv_text, save_figure, write_text
 from ffrun.config import flatten
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 
 # Keys that never define a setting: seeds and images are what a setting is averaged over.
 AVERAGED_KEYS = {"seed", "task.image", "task.data_seed"}

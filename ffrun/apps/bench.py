@@ -30,9 +30,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ffrun.data.location import data_dir
-from ffrun.errors import FfrunError
-from ffrun.runner import compose, peak_memory_mb, prepare, resolve_device
-from ffrun.train import SingleField, make_optimizer, precision_context
+from ffrun.util.errors import FfrunError
+from ffrun.run.job import compose, peak_memory_mb, prepare, resolve_device
+from ffrun.train.loop import SingleField, make_optimizer, precision_context
 
 TASK_PRESETS = {
     "image": ["experiment=paper_image"],
@@ -148,7 +148,7 @@ def plain_image_loop(task, field, lr: float, device: torch.device):
 
 
 def bench_task(name: str, overrides: list[str], device: torch.device, repeats: int, check_steps: int) -> dict:
-    from ffrun.metrics import psnr
+    from ffrun.util.metrics import psnr
 
     base = compose([*TASK_PRESETS[name], f"device={device}"])
     # a `task.` override applies to the tasks that have the key (task.resolution: image and mri, ...)
@@ -203,7 +203,7 @@ def bench_vectorized(k: int, steps: int, device: torch.device, overrides: list[s
     """Training time of a K-job sigma sweep, sequential (K separate ffrun training loops) against
     vectorized (one batched loop), on the image protocol and on a 16x16 image (64 training points, where
     the per-step overhead of a training loop, not arithmetic, dominates)."""
-    from ffrun.vectorized import BatchedTraining
+    from ffrun.train.vectorized import BatchedTraining
 
     sigmas = [2.0 ** i for i in range(k)]
     out = []
@@ -238,7 +238,7 @@ def bench_in_subprocess(name: str, args, overrides: list[str]) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "row.json"
-        subprocess.run([sys.executable, "-m", "ffrun.bench", "--tasks", name, "--device", args.device, "--repeats",
+        subprocess.run([sys.executable, "-m", "ffrun.apps.bench", "--tasks", name, "--device", args.device, "--repeats",
                         str(args.repeats), "--check-steps", str(args.check_steps), "--json", str(path), *overrides],
                        check=True, stdout=subprocess.DEVNULL)
         return __import__("json").loads(path.read_text())["tasks"][0]
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ffrun-bench: error: {flag} {value}: give at least {least}", file=sys.stderr)
             return 2
 
-    from ffrun.allocator import tune_cpu
+    from ffrun.util.allocator import tune_cpu
 
     out = Path(args.json).expanduser().resolve().parent if args.json else None
     if out is not None and not (out.is_dir() and os.access(out, os.W_OK)):
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         result["vectorized_speedup"] = result["vectorized"][0]["speedup"]
     print_table(result)
     if args.json:
-        from ffrun.atomic import write_json
+        from ffrun.util.atomic import write_json
 
         write_json(args.json, result)
     return 0

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ffrun.atomic import write_bytes, write_json
-from ffrun.errors import FfrunError
+from ffrun.util.atomic import write_bytes, write_json
+from ffrun.util.errors import FfrunError
 from ffrun.models.encodings import FOURIER_NAMES
 from ffrun.models.registry import count_parameters, method_name
 
@@ -45,7 +45,7 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write field.safetensors and field.json for the run in `run_dir`; returns the output folder."""
     from safetensors.torch import save as save_safetensors
 
-    from ffrun.runs import load
+    from ffrun.run.load import load
 
     field = load(run_dir)
     cfg = field.config

@@ -67,7 +67,7 @@ def error_map(truth: np.ndarray, pred: np.ndarray, gain: float = 4.0) -> np.ndar
 def labelled_row(panels: list[tuple[str, np.ndarray]], min_side: int = MIN_SIDE, title: str | None = None) -> np.ndarray:
     """Panels (label, image in [0, 1]) side by side on white, each upscaled and labelled above (a label
     may have several lines, split at "\\n"); an optional title line above the row. Panels of different heights are top-aligned. Returns
-    (H, W, 3) floats in [0, 1], ready for `ffrun.atomic.write_png`."""
+    (H, W, 3) floats in [0, 1], ready for `ffrun.util.atomic.write_png`."""
     from PIL import Image, ImageDraw
 
     if not panels:

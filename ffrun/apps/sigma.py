@@ -17,10 +17,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun.atomic import save_figure, write_json
-from ffrun.cli import resolve_device, run_analysis, run_hydra_app
+from ffrun.util.atomic import save_figure, write_json
+from ffrun.apps.cli import resolve_device, run_analysis, run_hydra_app
 from ffrun.config import check_settings, register_configs, validate
-from ffrun.sigma_auto import SigmaChoice, is_auto, predict_sigma
+from ffrun.sigma.auto import SigmaChoice, is_auto, predict_sigma
 from ffrun.tasks import build_task
 
 log = logging.getLogger("ffrun.sigma")

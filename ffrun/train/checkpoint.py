@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from ffrun import __version__
-from ffrun.atomic import save_torch
-from ffrun.errors import FfrunError
+from ffrun.util.atomic import save_torch
+from ffrun.util.errors import FfrunError
 
 CHECKPOINT = "checkpoint.pt"
 # What every ffrun checkpoint holds; a file without these is not one.

@@ -2,7 +2,7 @@
 
 The method ("held-out NTK"): split the task's TRAINING measurements into a proxy-training part and a
 held-out part, fit the proxy part with the network's linearised training dynamics (the closed-form
-infinite-width NTK of `ffrun.ntk` composed with the Fourier features' kernel, after a finite
+infinite-width NTK of `ffrun.sigma.kernels` composed with the Fourier features' kernel, after a finite
 gradient-descent time, starting from the run's own untrained network f0), score the prediction on the
 held-out part, and take the centre of the sigmas that score best. Test pixels, views or points are
 never read (tests/test_sigma_auto.py corrupts them and checks the prediction is unchanged).
@@ -47,9 +47,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ffrun.errors import FfrunError
+from ffrun.util.errors import FfrunError
 from ffrun.models.encodings import FourierEncoding
-from ffrun.ntk import analytic_ntk, relu_ntk
+from ffrun.sigma.kernels import analytic_ntk, relu_ntk
 
 # Gradient-descent time of the kernel fit, in units of the fastest mode's time constant (modes whose
 # eigenvalue is below lambda_max / tau are not learnt): tau = TAU_PER_STEP * trainer.steps * trainer.lr / 1e-3,
@@ -505,7 +505,7 @@ def _predict_sigma(task, cfg, tau: float, count: int) -> SigmaChoice:
     else:
         default = cfg.task.get("default_sigma")
         hint = f" (task.default_sigma={float(default):.4g} is this task's default)" if default else ""
-        raise FfrunError(f"sigma=auto: task={type(task).__name__} has no training-data proxy in ffrun.sigma_auto "
+        raise FfrunError(f"sigma=auto: task={type(task).__name__} has no training-data proxy in ffrun.sigma.auto "
                          f"(image, toy1d, ct and mri have); give sigma as a number{hint}")
     # Scores are those of the kernel at each candidate; the network's sigma is NETWORK_FACTOR times it.
     candidates = [NETWORK_FACTOR * c for c in candidates]

@@ -1,22 +1,24 @@
 """Structured config schema, registered in Hydra's ConfigStore.
 
-Every YAML file in `configs/` starts from one of these dataclasses (through its defaults list), so a
-typo'd or unknown key (`trainer.stpes=10`) and a value of the wrong type (`model.depth=1.5`) fail when the
-config is composed, before any work starts. Value ranges are checked in `validate`.
+Every YAML file in `configs/` starts from one of these dataclasses, or from one a task, an encoding or a
+network registers beside its code (ffrun.tasks.registry, ffrun.models.registry), so a typo'd or unknown
+key (`trainer.stpes=10`) and a value of the wrong type (`model.depth=1.5`) fail when the config is
+composed, before any work starts. Value ranges are checked in `validate`.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ffrun.util.errors import FfrunError
 from ffrun.models.configs import EncodingConfig, ModelConfig  # noqa: F401  (the schemas live beside the models)
-
+from ffrun.tasks.registry import TASKS, check_limits, registered
+from ffrun.util.errors import FfrunError
 
 
 def per_sample(value: Any, size: Any, reference: Any) -> float:
@@ -79,84 +81,6 @@ class LoggerConfig:
 
 
 @dataclass
-class TaskConfig:
-    name: str = MISSING
-    # The top-level `sigma` defaults to this: the paper's sigma for the task, scaled to the task's size
-    # by samples per unit length (each task's yaml holds the formula; docs/protocol.md, "Reduced sizes").
-    default_sigma: float = 10.0
-
-
-@dataclass
-class ImageTaskConfig(TaskConfig):
-    name: str = "image"
-    image: str = "astronaut"  # a sample name (see ffrun.data.images.SAMPLE_IMAGES), `text`, or a path
-    resolution: int = 512  # side of the square image; must be even (even pixels train, odd pixels test)
-    data_seed: int = 0  # seeds the text image's words, fonts and colours (independent of the run seed)
-
-
-@dataclass
-class Toy1DTaskConfig(TaskConfig):
-    name: str = "toy1d"
-    n_points: int = 256  # grid size; even points train, odd points test
-    alpha: float = 1.0  # amplitude ~ 1/f^alpha
-    max_freq: Optional[int] = None  # highest frequency in cycles per unit; None = n_points // 4
-    data_seed: int = 0  # seeds the phases (independent of the run seed)
-
-
-@dataclass
-class CTTaskConfig(TaskConfig):
-    name: str = "ct"
-    image: str = "phantom"  # phantom (perturbed modified Shepp-Logan), a DICOM slice (.dcm) or an image file
-    resolution: int = 512
-    num_angles: int = 20  # theta = linspace(0, pi, num_angles + 1)[:-1]
-    interpolation: str = "nearest"  # rotation sampling: nearest (the paper) | bilinear
-    data_seed: int = 0  # seeds the phantom's perturbation
-    perturbation: str = "ffrun"  # ffrun (bounded, the skull stays a ring) | notebook (every parameter + N(0, 1)/20)
-    split: str = "test"  # test | tune: disjoint phantom sets (choose sigma on tune, report on test)
-
-
-@dataclass
-class MRITaskConfig(TaskConfig):
-    name: str = "mri"
-    volume: Optional[str] = None  # a NIfTI file; None = the 3D modified Shepp-Logan phantom
-    resolution: int = 96  # the volume is padded to a cube and area-averaged to resolution^3
-    samples: int = 200_000  # k-space draws at 96^3 (scaled by (resolution / 96)^3), before duplicates merge
-    sample_std: float = 13.9  # std of the Gaussian k-space sampling around DC, in voxels at 96^3 (scaled)
-    chunk: Optional[int] = 131072  # points per MLP chunk (exact gradients, bounded memory); None = all at once
-    data_seed: int = 0  # seeds the k-space mask
-
-
-@dataclass
-class ShapeTaskConfig(TaskConfig):
-    name: str = "shape"
-    mesh: Optional[str] = None  # OBJ/PLY/STL/OFF/GLB; None = ffrun's built-in ridged sphere
-    test_points: int = 262144  # 2^18 uniform + 2^18 near-surface test points, cached per mesh
-    surface_std: float = 0.01  # noise of the near-surface samples (normalised units)
-    box: str = "tight"  # training and uniform test points: tight (bounding box + 1e-3, the paper) | unit ([0, 1]^3)
-    mesh_resolution: int = 128  # marching-cubes grid for the exported surface
-    chunk: int = 65536  # points per evaluation chunk
-    data_seed: int = 0  # seeds the test sets
-
-
-@dataclass
-class NeRFTaskConfig(TaskConfig):
-    name: str = "nerf"
-    data: Optional[str] = None  # a Blender-format scene folder; None = ffrun's built-in scene (rendered once, cached)
-    downscale: int = 1  # integer factor; the images are area-averaged and the focal length divided by it
-    builtin_resolution: int = 64  # image size of the built-in scene
-    near: float = 2.0
-    far: float = 6.0
-    n_samples: int = 128  # stratified samples per ray (jittered while training, the grid at evaluation)
-    white_background: bool = True  # photographs and renders on white; false = on black (the notebook)
-    pixel_centers: bool = True  # rays through pixel centres; false = through their corners (the notebook)
-    world_distances: bool = True  # alpha from the sample spacing times |d|; false = the spacing alone (the notebook)
-    ray_order: str = "random"  # random (each batch drawn anew) | shuffled_once (one shuffle walked in order: the notebook)
-    test_views: Optional[int] = None  # evaluate on the first N test views; None = all
-    chunk: int = 131072  # points (rays x samples) per chunk when rendering whole views
-    turntable_frames: int = 40  # frames of the turntable GIF of novel views; 0 = none
-
-
-@dataclass
 class Config:
     task: Any = MISSING
     encoding: Any = MISSING  # each encoding's yaml names its schema (EncodingConfig or one in ffrun/models)
@@ -188,10 +112,6 @@ class NTKAppConfig(Config):
     ntk: NTKSettings = field(default_factory=NTKSettings)
 
 
-TASK_SCHEMAS = {"image": ImageTaskConfig, "toy1d": Toy1DTaskConfig, "ct": CTTaskConfig, "mri": MRITaskConfig,
-                "shape": ShapeTaskConfig, "nerf": NeRFTaskConfig}
-
-
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}: a resolved config as dotted keys, for comparing runs."""
     out: dict[str, Any] = {}
@@ -209,6 +129,7 @@ def register_configs() -> None:
     # each YAML file names its schema first in its defaults list (`/schema/task@_here_: image`).
     cs.store(group="schema", name="config", node=Config)
     cs.store(group="schema", name="ntk", node=NTKAppConfig)
+    tasks = registered_tasks()  # first: a plug-in module may register encodings and networks too
     from ffrun.models.registry import ENCODINGS, NETWORKS, load_builtins
 
     load_builtins()
@@ -220,21 +141,18 @@ def register_configs() -> None:
         cs.store(group="schema/model", name=entry.name, node=entry.schema)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
     cs.store(group="schema/logger", name="logger", node=LoggerConfig)
-    for name, schema in TASK_SCHEMAS.items():
-        cs.store(group="schema/task", name=name, node=schema)
+    for entry in tasks.values():  # each task's module holds its schema (ffrun.tasks.registry)
+        cs.store(group="schema/task", name=entry.name, node=entry.schema)
 
 
-# Task settings that other values are derived from (the default sigma, CT's angle count), with their
-# smallest sensible value: checked on the raw setting first, so a bad one is named itself rather than
-# through what it derives (task.resolution=-2 is not "sigma=-0.04 is out of range").
-TASK_MINIMUMS: dict[str, dict[str, tuple[float, str]]] = {
-    "image": {"resolution": (4, "an even size >= 4")},
-    "ct": {"resolution": (8, "at least 8 pixels")},
-    "mri": {"resolution": (8, "at least 8 voxels per axis")},
-    "nerf": {"downscale": (1, "an integer >= 1"), "builtin_resolution": (8, "at least 8 pixels")},
-    "shape": {"chunk": (1, "a positive number of points"), "surface_std": (1e-300, "a positive spread")},
-    "toy1d": {"n_points": (8, "an even number >= 8")},
-}
+def registered_tasks() -> dict:
+    """Every registered task; a plug-in module that cannot be imported is named on stderr (the run that asks
+    for its task is then refused by Hydra: no such task config or schema) instead of a traceback here."""
+    try:
+        return registered()
+    except FfrunError as e:
+        print(f"ffrun: warning: {e}", file=sys.stderr)
+        return TASKS
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -247,11 +165,8 @@ def check_settings(cfg: DictConfig) -> None:
     if extra:  # `+foo=1` adds a key Hydra accepts and nothing reads: the run would ignore it
         raise FfrunError(f"config: {', '.join(extra)}: not a setting of ffrun (added with +?); see ffrun --help "
                          "or ffrun --cfg job for the keys")
-    task = cfg.get("task")
-    for key, (low, rule) in TASK_MINIMUMS.get(getattr(task, "name", None), {}).items():
-        value = task.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value >= low:
-            raise FfrunError(f"config: task.{key}={value!r} is out of range for task={task.name}: use {rule}")
+    # the task settings other values derive from (the default sigma, CT's angle count): named themselves
+    check_limits(cfg.get("task"))
     sigma = cfg.get("sigma")
     if isinstance(sigma, str) and sigma.strip().lower() != "auto":
         raise FfrunError(f"config: sigma={sigma!r} is not a number; give sigma >= 0, or sigma=auto to "

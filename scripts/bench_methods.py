@@ -45,7 +45,8 @@ def timed(fn, device: torch.device, repeats: int) -> float:
 
 def measure(method: str, args) -> dict:
     from ffrun.models.registry import count_parameters
-    from ffrun.run.job import compose, resolve_device
+    from ffrun.run.compose import compose
+    from ffrun.run.device import resolve_device
     from ffrun.train.loop import make_optimizer, train_step
 
     extra = [f"encoding.backend={args.backend}"] if method == "hashgrid" and args.backend else []

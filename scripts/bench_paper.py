@@ -7,7 +7,7 @@
     python scripts/bench_paper.py paper_mri --memory task.resolution=32     # CPU-sized MRI + 96^3 peak memory
 
 Runs `ffrun -m experiment=<preset> encoding=<all>` into --out, prints the table with `ffrun-summary`,
-then a comparison with PAPER.md's notebook results. For paper_image it checks the paper's ordering
+then a comparison with the authors' notebook results (docs/protocol.md). For paper_image it checks the paper's ordering
 (none < basic < posenc, gauss >= posenc - 0.5 dB). `--memory` (MRI) also runs two steps of the full
 96^3 protocol in separate processes, chunked and unchunked, and reports each one's peak memory.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sweep import run_sweep
 
-PAPER = {  # PAPER.md, the authors' notebook results
+PAPER = {  # the authors' notebook results (docs/protocol.md)
     "paper_image": {"none": 19.32, "basic": 21.72, "posenc": 24.95, "gauss": 25.57},
     "paper_text": {"none": 18.40, "basic": 20.48, "posenc": 27.57, "gauss": 30.47},
     "paper_ct": {"none": 16.75, "basic": 23.31, "posenc": 26.89, "gauss": 28.33, "grid": 24.99},

@@ -13,7 +13,7 @@ the cpu Table 1). The sigmas:
   default  the task's default sigma (task.default_sigma: the paper's, scaled to the sampling density),
   paper    the paper's sigma scaled to the samples per unit length, sigma_paper * N / N_paper (the same
            rule, written out: for the image task it equals the default),
-  fresh    FreSh's pick (ffrun.sigma.auto.fresh_scores: untrained output spectrum vs the training
+  fresh    FreSh's pick (ffrun.sigma.fresh.fresh_scores: untrained output spectrum vs the training
            signal's, Wasserstein distance),
   auto     sigma=auto (ffrun.sigma.auto.predict_sigma),
 and prints each one's held-out metric, the seconds it spent choosing, and for auto the mean and worst gap
@@ -40,10 +40,12 @@ from ffrun.util.atomic import write_json
 from ffrun.util.errors import FfrunError
 from ffrun.data.location import data_dir
 from ffrun.apps.reproduce import plans
-from ffrun.sigma.auto import candidate_sigmas, fresh_scores, predict_sigma
+from ffrun.sigma.auto import candidate_sigmas, predict_sigma
+from ffrun.sigma.fresh import fresh_scores
 
-try:  # the run preparation moved from ffrun.apps.cli to ffrun.run.job
-    from ffrun.run.job import compose, prepare
+try:  # the run preparation moved from ffrun.apps.cli to ffrun.run (compose, job)
+    from ffrun.run.compose import compose
+    from ffrun.run.job import prepare
 except ImportError:  # pragma: no cover
     from ffrun.apps.bench import compose
     from ffrun.apps.cli import prepare

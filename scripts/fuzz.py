@@ -492,6 +492,13 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
 
 
+def remove_case_files(result: dict) -> None:
+    """A case's folder and its captured output, once classified: a run of the table leaves nothing in /tmp."""
+    shutil.rmtree(result["folder"], ignore_errors=True)
+    for suffix in (".out", ".err"):
+        Path(str(result["folder"]) + suffix).unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "fuzz.md")
@@ -516,9 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         r = run_case(case, args.timeout)
         outcome, said = classify(case, r)
         results.append((case, outcome, said, r))
-        shutil.rmtree(r["folder"], ignore_errors=True)
-        for suffix in (".out", ".err"):
-            Path(str(r["folder"]) + suffix).unlink(missing_ok=True)
+        remove_case_files(r)
         print(f"[{i + 1}/{len(selected)}] {outcome:9s} {r['seconds']:5.1f}s {case.command[:90]} -> {said[:100]}", flush=True)
     if own_cache:
         shutil.rmtree(own_cache, ignore_errors=True)

@@ -16,10 +16,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ffrun.sweep.commands import multirun_command
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-BEGIN, END = "<!-- readme-example: begin (scripts/readme_example.py writes this block) -->", "<!-- readme-example: end -->"
-OVERRIDES = ["experiment=smoke", "encoding=none,gauss", "sigma=1,10", "seed=0,1"]
+BEGIN = "<!-- readme-example: begin (scripts/readme_example.py writes this block) -->"
+END = "<!-- readme-example: end -->"
+# The README's sweep (encoding=gauss sigma=1,10,100) at the smoke size, two seeds. Only gauss: an encoding without a
+# sigma swept over sigmas would train the same run once per sigma.
+OVERRIDES = ["experiment=smoke", "encoding=gauss", "sigma=1,10,100", "seed=0,1"]
 COMMAND = "ffrun -m " + " ".join(OVERRIDES)
 
 
@@ -37,7 +42,7 @@ def summary_table(extra: list[str] = (), sweep: Path | None = None) -> str:
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:
         sweep = Path(tmp) / "sweep"
-        subprocess.run([str(bin_dir / "ffrun"), "-m", *OVERRIDES, *extra, f"hydra.sweep.dir={sweep}"], cwd=tmp,
+        subprocess.run(multirun_command([*OVERRIDES, *extra], sweep, program=[str(bin_dir / "ffrun")]), cwd=tmp,
                        check=True, capture_output=True, text=True)
         subprocess.run([str(bin_dir / "ffrun-summary"), str(sweep)], cwd=tmp, check=True, capture_output=True)
         md = (sweep / "summary.md").read_text()

@@ -5,8 +5,6 @@
     python scripts/reproduce.py --scale paper --launcher slurm --out table1_paper device=cuda
 """
 
-import sys
-
 from ffrun.apps.reproduce import console
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ SIZES = [  # (label, overrides): from the smoke run to the cpu-scale Table 1 ima
 
 
 def step_seconds(overrides: list[str], steps: int, threads: int) -> float:
-    from ffrun.run.job import compose, prepare
+    from ffrun.run.compose import compose
+    from ffrun.run.job import prepare
 
     cfg = compose(overrides + [f"trainer.steps={steps}", "trainer.progress=false", "device=cpu", "trainer.threads=" + str(threads)])
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,7 @@ def run_cli(tmp_path):
 @pytest.fixture
 def compose():
     """Compose ffrun's config with Hydra's compose API (no run directory, no subprocess)."""
-    from ffrun.run.job import compose as compose_config
+    from ffrun.run.compose import compose as compose_config
 
     return lambda *overrides: compose_config(list(overrides))
 
@@ -49,10 +49,10 @@ def hydra_job():
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from ffrun.run import job as runner
+    from ffrun.config import register_configs
 
     def _compose(*overrides: str):
-        runner.register_configs()
+        register_configs()
         with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
             cfg = compose(config_name="config", overrides=[*SMOKE, *overrides], return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)

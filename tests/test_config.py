@@ -43,7 +43,7 @@ def test_unknown_group_option_is_rejected(compose):
 
 
 def test_paper_image_learning_rates(compose):
-    # PAPER.md: lr 1e-3, except 1e-2 for none/basic on natural images; a CLI lr still wins.
+    # the paper's protocol (docs/protocol.md): lr 1e-3, except 1e-2 for none/basic on natural images; a CLI lr still wins.
     lrs = {e: compose("experiment=paper_image", f"encoding={e}").trainer.lr for e in ("none", "basic", "posenc", "gauss")}
     assert lrs == {"none": 1e-2, "basic": 1e-2, "posenc": 1e-3, "gauss": 1e-3}
     assert compose("experiment=paper_image", "encoding=none", "trainer.lr=0.05").trainer.lr == 0.05

@@ -61,7 +61,7 @@ def test_mri_forward_model_matches_numpy_fft_in_float64():
 
 def test_kspace_mask_sparsity_and_seeding():
     m = gaussian_kspace_mask(96, 200_000, 13.9, seed=0)
-    assert 0.12 < m.float().mean().item() < 0.132  # PAPER.md: ~12.6% of k-space at 96^3
+    assert 0.12 < m.float().mean().item() < 0.132  # the paper's protocol (docs/protocol.md): ~12.6% of k-space at 96^3
     assert m[0, 0, 0]  # DC is sampled
     assert torch.equal(m, gaussian_kspace_mask(96, 200_000, 13.9, seed=0))
     assert not torch.equal(m, gaussian_kspace_mask(96, 200_000, 13.9, seed=1))

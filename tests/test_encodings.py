@@ -1,4 +1,4 @@
-"""Encodings against a float64 NumPy reference of the PAPER.md formulas."""
+"""Encodings against a float64 NumPy reference of the paper's formulas (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def gamma_ref(v: np.ndarray, B: np.ndarray, two_pi=True, normalize=False) -> np.
 
 
 def posenc_B_ref(d: int, m: int, s: float) -> np.ndarray:
-    """PAPER.md: per axis, frequencies 2**linspace(0, s, m//d) - 1, axis-aligned, axis 0 first."""
+    """the paper's protocol (docs/protocol.md): per axis, frequencies 2**linspace(0, s, m//d) - 1, axis-aligned, axis 0 first."""
     f = 2.0 ** np.linspace(0, s, m // d) - 1
     rows = []
     for axis in range(d):

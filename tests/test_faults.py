@@ -237,7 +237,7 @@ def test_schema_accepts_exactly_the_valid_ranges(compose_once, sigma, m, depth, 
 
 @pytest.fixture(scope="module")
 def compose_once():
-    from ffrun.run.job import compose
+    from ffrun.run.compose import compose
 
     return compose(["experiment=smoke"])
 

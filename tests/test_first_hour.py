@@ -37,20 +37,22 @@ def test_summary_keeps_tiny_values_readable():
 
 
 def test_auto_threads_one_for_a_small_problem(compose, tmp_path):
-    from ffrun.run.job import SMALL_STEP_FLOPS, prepare, step_flops
+    from ffrun.run.device import SMALL_STEP_FLOPS, step_flops
+    from ffrun.run.job import prepare
 
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         job = prepare(compose("experiment=smoke"), tmp_path)
-        assert step_flops(job.cfg, job.task) < SMALL_STEP_FLOPS
+        assert step_flops(job.cfg, job.task, job.field) < SMALL_STEP_FLOPS
         assert torch.get_num_threads() == 1
         torch.set_num_threads(2)
         prepare(compose("experiment=smoke", "trainer.threads=2"), tmp_path)
         assert torch.get_num_threads() == 2
-        big = compose("task.resolution=512")
-        assert 6 * 256**2 * 256 * (512 + 3 * 256) == step_flops(big, type("T", (), {"train": (torch.zeros(256**2, 2),),
-                                                                                "in_dim": 2})())
+        big = compose("task.resolution=512")  # 256^2 training pixels, 512 features, 4x256 (ffrun.tasks.cost)
+        task = type("T", (), {"points_per_step": lambda self: 256**2, "out_dim": 3})()
+        field = type("F", (), {"encoding": type("E", (), {"out_dim": 512})()})()
+        assert 2 * 256**2 * (2 * 512 * 256 + 3 * (2 * 256 * 256 + 256 * 3)) == step_flops(big, task, field)
     finally:
         torch.set_num_threads(before)
 

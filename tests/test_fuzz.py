@@ -28,5 +28,9 @@ def _sample() -> list[fuzz.Case]:
 def test_fuzz_case(case):
     import ffrun.apps.cli  # noqa: F401 (imported before forking, as the script does)
 
-    outcome, said = fuzz.classify(case, fuzz.run_case(case, timeout=120))
+    result = fuzz.run_case(case, timeout=120)
+    try:
+        outcome, said = fuzz.classify(case, result)
+    finally:
+        fuzz.remove_case_files(result)
     assert outcome == "ok", f"{case.command}: {outcome}: {said}"

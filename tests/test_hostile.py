@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import ffrun_cmd
 from ffrun.apps import reproduce
 from ffrun.run import job as runner
+from ffrun.run import resume, rundir
 from ffrun.train.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint
 from ffrun.util.errors import FfrunError
 
@@ -146,7 +148,7 @@ def test_a_run_refused_by_the_lock_writes_nothing_there(tmp_path):
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "overrides.yaml").write_text("- seed=0\n")  # the running run's own
     (run_dir / "cli.log").write_text("the running run's log\n")
-    holder = os.open(run_dir / runner.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    holder = os.open(run_dir / rundir.LOCK_FILE, os.O_RDWR | os.O_CREAT)
     fcntl.flock(holder, fcntl.LOCK_EX)
     try:
         r = subprocess.run([ffrun_cmd(), *SMOKE, "seed=5", "hydra.run.dir=run"], cwd=tmp_path, capture_output=True,
@@ -159,10 +161,10 @@ def test_a_run_refused_by_the_lock_writes_nothing_there(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == [".ffrun.lock", ".hydra", "cli.log"]
     assert [p.name for p in (run_dir / ".hydra").iterdir()] == ["overrides.yaml"]
     # A lock that is a folder: one line, not a traceback.
-    (tmp_path / "other" / runner.LOCK_FILE).mkdir(parents=True)
+    (tmp_path / "other" / rundir.LOCK_FILE).mkdir(parents=True)
     r = subprocess.run([ffrun_cmd(), *SMOKE, "hydra.run.dir=other"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=300)
-    assert r.returncode == 2 and f"cannot lock {tmp_path / 'other' / runner.LOCK_FILE}" in one_line(r.stderr)
+    assert r.returncode == 2 and f"cannot lock {tmp_path / 'other' / rundir.LOCK_FILE}" in one_line(r.stderr)
 
 
 @pytest.mark.parametrize("launcher", ["basic", "vectorized"])
@@ -189,7 +191,7 @@ def test_sigma_auto_resumes_with_the_sigma_the_run_chose(done_run, hydra_job, tm
     (run / "metrics.json").write_text(json.dumps({**metrics(run), "sigma_auto": {"method": "heldout", "sigma": 3.0}}))
 
     def predicts_7(cfg, task):
-        runner.OmegaConf.update(cfg, "sigma", 7.0)
+        OmegaConf.update(cfg, "sigma", 7.0)
         return 7.0, {"method": "heldout", "sigma": 7.0, "seconds": 0.0}
 
     monkeypatch.setattr(runner, "resolve_auto_sigma", predicts_7)
@@ -211,16 +213,16 @@ def test_resume_true_trusts_the_checkpoint_not_a_planted_config_nor_a_fifo(done_
                                                                           monkeypatch):
     monkeypatch.chdir(tmp_path)
     wider = hydra_job("sigma=3", "model.width=48", "trainer.steps=20")
-    config = runner.OmegaConf.to_container(wider, resolve=True)
+    config = OmegaConf.to_container(wider, resolve=True)
     planted = tmp_path / "outputs" / "planted"
     shutil.copytree(done_run, planted)  # a width-32 checkpoint under a config.yaml that claims width 48
     (planted / "metrics.json").write_text(json.dumps({**metrics(planted), "status": "running", "step": 10}))
-    (planted / "config.yaml").write_text(runner.OmegaConf.to_yaml(wider, resolve=True))
+    (planted / "config.yaml").write_text(OmegaConf.to_yaml(wider, resolve=True))
     fifo = tmp_path / "outputs" / "fifo"
     shutil.copytree(planted, fifo)
     (fifo / CHECKPOINT).unlink()
     os.mkfifo(fifo / CHECKPOINT)
-    assert runner.find_resume_checkpoint(True, config, Path("outputs/c")) is None
+    assert resume.find_resume_checkpoint(True, config, Path("outputs/c")) is None
     with pytest.raises(FfrunError, match="not a regular file"):
         find_checkpoint(fifo, f"trainer.resume={fifo}")
     with pytest.raises(FfrunError, match="not a regular file"):

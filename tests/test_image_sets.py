@@ -101,7 +101,8 @@ def test_the_authors_sets_resolve():
 
 
 def test_tune_searches_the_tuning_split_around_the_density_rule(data):
-    from ffrun.apps.reproduce import plans, tune_plan
+    from ffrun.sweep.plans import plans
+    from ffrun.sweep.search import tune_plan
 
     (data / "images" / "div2k" / "tuning").mkdir()
     Image.new("RGB", (64, 64)).save(data / "images" / "div2k" / "tuning" / "04.png")
@@ -122,13 +123,13 @@ def test_tune_without_tuning_images_is_one_line_and_exit_2(data, tmp_path, capsy
 
 
 def test_the_table_names_the_authors_sets_or_says_stand_in(data, tmp_path):
-    from ffrun.apps.reproduce import _data_label, plans
+    from ffrun.sweep.plans import data_label, plans
 
     cpu = plans("cpu", data)  # div2k has two test images here, text one
     assert cpu["image"].items == {"div2k_00": ["task.image=div2k:00"], "div2k_01": ["task.image=div2k:01"]}
-    assert "the authors' DIV2K test crops" in cpu["image"].note and _data_label(cpu["image"]) == "div2k_00, div2k_01"
+    assert "the authors' DIV2K test crops" in cpu["image"].note and data_label(cpu["image"]) == "div2k_00, div2k_01"
     paper = plans("paper", data)
     assert list(paper["text"].items) == ["text_00"] and "all 1" in paper["text"].note
     bare = plans("cpu", tmp_path / "no-data")
     assert list(bare["image"].items) == ["camera", "coffee"] and bare["image"].note.startswith("stand-in:")
-    assert _data_label(bare["text"]) == "stand-in: text0"
+    assert data_label(bare["text"]) == "stand-in: text0"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ffrun.apps.cli import run
+from ffrun.run.job import run
 
 
 @pytest.fixture

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import ffrun_cmd
 from ffrun.run import job as runner
+from ffrun.run import outcome, resume, rundir
 from ffrun.util.errors import FfrunError
 
 SMOKE = ["experiment=smoke", "trainer.progress=false"]
@@ -57,36 +59,36 @@ def test_resume_true_takes_the_newest_unfinished_run(done_run, hydra_job, tmp_pa
     past = time.time() - 100
     os.utime(killed / "checkpoint.pt", (past, past))  # the completed run is the newer one
     cfg = hydra_job("trainer.steps=20", "trainer.resume=true")
-    config = runner.OmegaConf.to_container(cfg, resolve=True)
-    assert runner.find_resume_checkpoint(True, config, Path("outputs/c")) == Path("outputs/old_killed/checkpoint.pt")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert resume.find_resume_checkpoint(True, config, Path("outputs/c")) == Path("outputs/old_killed/checkpoint.pt")
     (killed / "metrics.json").write_text(json.dumps({**metrics(killed), "status": "completed", "step": 20}))
-    assert runner.find_resume_checkpoint(True, config, Path("outputs/c")) is None  # nothing left to train
+    assert resume.find_resume_checkpoint(True, config, Path("outputs/c")) is None  # nothing left to train
     # A completed run asked for more steps has training left: it continues.
-    more = runner.OmegaConf.to_container(hydra_job("trainer.steps=40"), resolve=True)
-    assert runner.find_resume_checkpoint(True, more, Path("outputs/c")) == Path("outputs/new_completed/checkpoint.pt")
+    more = OmegaConf.to_container(hydra_job("trainer.steps=40"), resolve=True)
+    assert resume.find_resume_checkpoint(True, more, Path("outputs/c")) == Path("outputs/new_completed/checkpoint.pt")
 
 
 def test_a_held_run_directory_is_refused_and_left_untouched(hydra_job, tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metrics.json").write_text('{"status": "running"}')
-    holder = os.open(run_dir / runner.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    holder = os.open(run_dir / rundir.LOCK_FILE, os.O_RDWR | os.O_CREAT)
     fcntl.flock(holder, fcntl.LOCK_EX)  # another process's run, as far as this one can tell
     called = []
     try:
         with pytest.raises(SystemExit) as e:
-            runner.report(hydra_job(), run_dir, lambda: called.append(1))
+            outcome.report(hydra_job(), run_dir, lambda: called.append(1))
         assert e.value.code == 2 and not called
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"ffrun: error: {run_dir} is in use by another ffrun run")
-        assert sorted(p.name for p in run_dir.iterdir()) == [runner.LOCK_FILE, "metrics.json"]
+        assert sorted(p.name for p in run_dir.iterdir()) == [rundir.LOCK_FILE, "metrics.json"]
         assert metrics(run_dir) == {"status": "running"}
     finally:
         os.close(holder)
     # Once free, the directory is reused as before, and released again at the end.
-    assert runner.lock_run_dir(run_dir) and run_dir.resolve() in runner._locks
-    runner.unlock_run_dir(run_dir)
-    assert not runner._locks
+    assert rundir.lock_run_dir(run_dir) and run_dir.resolve() in rundir._locks
+    rundir.unlock_run_dir(run_dir)
+    assert not rundir._locks
 
 
 def test_a_failed_run_keeps_its_history_and_resolved_config(hydra_job, tmp_path, monkeypatch, capsys):
@@ -99,7 +101,7 @@ def test_a_failed_run_keeps_its_history_and_resolved_config(hydra_job, tmp_path,
     cfg = hydra_job("trainer.steps=20", "trainer.eval_every=10", "trainer.ckpt_every=10")
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as e:
-        runner.report(cfg, run_dir, lambda: runner.run(cfg, run_dir))
+        outcome.report(cfg, run_dir, lambda: runner.execute(cfg, run_dir))
     assert e.value.code == 2
     m = metrics(run_dir)
     assert m["status"] == "failed" and m["reason"] == "cannot write the pictures"
@@ -112,10 +114,10 @@ def test_a_full_disk_while_recording_a_failure_is_still_one_line(hydra_job, tmp_
     def full(path, obj):
         raise FfrunError(f"no space left on device: {path}")
 
-    monkeypatch.setattr(runner, "write_json", full)
+    monkeypatch.setattr("ffrun.run.record.write_json", full)
     cfg = hydra_job("device=cuda:99")
     with pytest.raises(SystemExit) as e:
-        runner.report(cfg, tmp_path / "run", lambda: runner.run(cfg, tmp_path / "run"))
+        outcome.report(cfg, tmp_path / "run", lambda: runner.execute(cfg, tmp_path / "run"))
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ffrun: error: device=cuda:99") and "not written: no space left" in err[0]

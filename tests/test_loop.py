@@ -51,7 +51,7 @@ def test_a_k1_vectorized_run_equals_the_plain_run_bit_for_bit(compose, tmp_path)
     plain = run(cfg, tmp_path / "plain")
     job = prepare(cfg, tmp_path / "vec")
     (result,) = train_together([job])
-    vec = job.finish(result)
+    vec = job.finish(result).to_dict()
     assert plain["status"] == vec["status"] == "completed"
     assert [h["step"] for h in plain["history"]] == [10, 20, 30]
     assert vec["history"] == plain["history"] and vec["metrics"] == plain["metrics"]
@@ -118,7 +118,7 @@ def test_sigterm_stops_a_vectorized_sweep_with_every_member_interrupted_and_resu
         assert ckpt["step"] == m["step"]
         # Adam has taken exactly the recorded number of steps: a resume replays none and skips none
         assert all(int(s["step"]) == m["step"] for s in ckpt["optimizer"]["state"].values())
-        assert f"resume with trainer.resume={sweep / str(i)}" in err
+        assert f"trainer.resume={sweep / str(i)} hydra.run.dir={sweep / str(i)}" in err and "resume with: ffrun " in err
         steps.append(m["step"])
     assert steps[0] == steps[1]
     # member 1 (sigma 4) is found by trainer.resume=true and continues as a separate run

@@ -50,7 +50,7 @@ def test_sigma_auto_on_a_tiny_grid_names_the_grid_size(run_cli):
 
 
 def test_a_first_layer_that_cannot_fit_is_refused_before_allocating(compose):
-    from ffrun.run.job import check_fits, memory_bytes, memory_error
+    from ffrun.run.device import check_fits, memory_bytes, memory_error
 
     cpu = torch.device("cpu")
     with pytest.raises(FfrunError, match=r"encoding.m=100000000 .* GiB"):

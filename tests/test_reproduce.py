@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import ffrun_cmd
-from ffrun.apps.reproduce import ENCODINGS, PAPER, TASKS, Row, verdict
+from ffrun.sweep.paper import ENCODINGS, PAPER, TASKS
+from ffrun.sweep.table1 import Row, verdict
 
 
 def rows(task: str, **means: float) -> dict[str, Row]:
@@ -139,7 +140,7 @@ def test_every_encoding_of_table1_is_covered():
 def test_a_completed_run_is_not_stale_because_hydra_reserialised_its_overrides(tmp_path):
     """Hydra writes a sweep job's overrides back re-serialised (trainer.lr=2e-3 as 0.002, false as False): the
     same command must still find the run complete, not move it aside as run with other settings."""
-    from ffrun.apps.reproduce import Run
+    from ffrun.sweep.runs import Run
 
     run_dir = tmp_path / "gauss"
     (run_dir / ".hydra").mkdir(parents=True)

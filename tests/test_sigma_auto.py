@@ -12,23 +12,14 @@ import pytest
 import torch
 
 from ffrun.config import validate
-from ffrun.util.errors import FfrunError
+from ffrun.sigma.auto import plateau_centre, predict_sigma, resolve_auto_sigma
+from ffrun.sigma.fresh import fresh_scores
 from ffrun.sigma.kernels import relu_ntk
-from ffrun.sigma.auto import (
-    _ct_scores,
-    fresh_scores,
-    gd_filter,
-    kernel_on_offsets,
-    kspace_expected_error,
-    lattice_holdout,
-    lattice_offsets,
-    mirror,
-    negated_frequencies,
-    plateau_centre,
-    predict_sigma,
-    resolve_auto_sigma,
-)
+from ffrun.sigma.lattice import gd_filter, kernel_on_offsets, lattice_holdout, lattice_offsets, mirror
+from ffrun.sigma.proxies import ct_scores, kspace_expected_error, negated_frequencies
 from ffrun.tasks import build_task
+from ffrun.tasks.base import PointRegressionTask
+from ffrun.util.errors import FfrunError
 
 MODEL = SimpleNamespace(depth=4, w_std=math.sqrt(2.0), b_std=0.1)
 
@@ -38,7 +29,8 @@ def test_lattice_fit_matches_dense_kernel_regression():
     written out entry by entry in float64."""
     gen = torch.Generator().manual_seed(0)
     n, h, shift, sigma, tau = 12, 0.05, 0.025, 3.0, 300.0
-    train, val = torch.rand(n, 2, generator=gen, dtype=torch.float64), torch.rand(n, 2, generator=gen, dtype=torch.float64)
+    train = torch.rand(n, 2, generator=gen, dtype=torch.float64)
+    val = torch.rand(n, 2, generator=gen, dtype=torch.float64)
     steps = torch.tensor([[h]], dtype=torch.float64)
     got = lattice_holdout(train, val, steps, torch.tensor([shift], dtype=torch.float64), None, [sigma], MODEL, tau,
                           clip=None)[0]
@@ -73,7 +65,8 @@ def test_gd_filter_limits():
 
 
 def test_kernel_rows_are_those_of_the_closed_form_ntk():
-    """With the run's own B the lattice kernel is ffrun.sigma.kernels's analytic NTK between the origin and each offset."""
+    """With the run's own B the lattice kernel is ffrun.sigma.kernels's analytic NTK between the origin and each
+    offset."""
     from ffrun.models.encodings import FourierEncoding
     from ffrun.sigma.kernels import analytic_ntk
 
@@ -127,7 +120,8 @@ def test_sigma_follows_the_band_limit_1d(compose):
     """A 1D signal with all its frequencies up to K (flat spectrum): the predicted sigma grows with K."""
     sigmas = []
     for k in (4, 16, 64):
-        cfg = compose("task=toy1d", "task.n_points=512", "task.alpha=0", f"task.max_freq={k}", "sigma=auto", "device=cpu")
+        cfg = compose("task=toy1d", "task.n_points=512", "task.alpha=0", f"task.max_freq={k}", "sigma=auto",
+                      "device=cpu")
         sigmas.append(predict_sigma(build_task(cfg.task, torch.device("cpu"), None, 0), cfg).sigma)
     assert sigmas[0] < sigmas[1] < sigmas[2], sigmas
 
@@ -150,6 +144,8 @@ class BandLimitedImage:
         coords = np.stack(np.meshgrid(c, c), -1)
         self.train = (torch.tensor(coords[::2, ::2].reshape(-1, 2), dtype=torch.float32),
                       torch.tensor(img[::2, ::2].reshape(-1, 1), dtype=torch.float32))
+
+    sigma_proxy = PointRegressionTask.sigma_proxy  # its training points, as a point-regression task hands them over
 
 
 def test_sigma_follows_the_band_limit_2d(compose):
@@ -203,13 +199,15 @@ def test_ffrun_sigma_app(run_cli, tmp_path, compose):
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
 def test_ct_projection_matrix_is_the_projector(compose, mode):
-    from ffrun.sigma.auto import projection_matrix
-
     cfg = compose("experiment=paper_ct", "task.resolution=32", "device=cpu", f"task.interpolation={mode}")
     task = build_task(cfg.task, torch.device("cpu"), None, 0)
     img = torch.rand(32, 32, generator=torch.Generator().manual_seed(0))
-    got = (projection_matrix(task.project, 32) @ img.double().reshape(-1, 1)).reshape(-1, 32)
+    got = (task.project.matrix() @ img.double().reshape(-1, 1)).reshape(-1, 32)
     assert torch.allclose(got, task.project(img).double(), atol=1e-6)
+    # what sigma=auto is handed: the same projector, for any subset of the angles
+    odd = list(range(1, cfg.task.num_angles, 2))
+    got = (task.sigma_proxy().matrix(odd) @ img.double().reshape(-1, 1)).reshape(-1, 32)
+    assert torch.allclose(got, task.project(img).double()[odd], atol=1e-6)
 
 
 def test_ct_sigma_auto_uses_the_sinogram_only(compose):
@@ -227,7 +225,8 @@ def test_ct_sigma_auto_uses_the_sinogram_only(compose):
     assert choice.sigma == pytest.approx(float(five.task.default_sigma)) and "too few" in choice.method
     with pytest.raises(FfrunError, match="num_angles=3 is too few"):  # the proxy itself, called directly
         few = compose("experiment=paper_ct", "task.resolution=32", "task.num_angles=3", "device=cpu", "sigma=auto")
-        _ct_scores(build_task(few.task, torch.device("cpu"), None, 0), few, [1.0], 100.0)
+        task = build_task(few.task, torch.device("cpu"), None, 0)
+        ct_scores(task.sigma_proxy(), task, few, [1.0], 100.0)
 
 
 def test_prediction_leaves_the_global_random_state_alone(compose):

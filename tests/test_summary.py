@@ -49,3 +49,29 @@ def test_cli_lists_runs_that_did_not_complete(tmp_path, capsys):
     assert "| 1 | failed | bad image |" in out.out
     assert "unreadable" in out.err
     assert (tmp_path / "summary.md").read_text().startswith("| task |")
+
+
+def test_a_record_reads_back_and_writes_the_same_keys_in_the_same_order(tmp_path):
+    """metrics.json written by an earlier ffrun (a full record with its optional keys, and the bare record of a
+    run stopped before training) goes through RunRecord unchanged, byte for byte."""
+    from ffrun.run.record import RunRecord, Status
+
+    full = {**record("gauss", 10.0, 0, 20.0), "reason": None, "model": "mlp", "method": "gauss", "params": 10,
+            "sizes": {}, "step": 10, "checkpoint_step": 10, "lr": 0.001, "device": "cpu", "peak_memory_mb": 1.0,
+            "primary_metric": "test_psnr", "history": [{"step": 10, "loss": 0.1, "test_psnr": 20.0}],
+            "resumed_from": None, "signal": 2, "sigma_auto": {"method": "heldout"}}
+    order = ["status", "reason", "task", "encoding", "model", "method", "params", "sizes", "sigma", "seed", "steps",
+             "step", "checkpoint_step", "lr", "device", "wall_s", "peak_memory_mb", "primary_metric", "metrics",
+             "history", "resumed_from", "config", "signal", "sigma_auto"]
+    full = {k: full[k] for k in order}
+    bare = {"status": "failed", "reason": "bad", "task": "image", "encoding": "gauss", "seed": 0, "step": 0,
+            "checkpoint_step": None, "metrics": {}, "history": [], "config": {}}
+    for i, written in enumerate([full, bare]):
+        (tmp_path / str(i)).mkdir()
+        text = json.dumps(written, indent=2) + "\n"
+        (tmp_path / str(i) / "metrics.json").write_text(text)
+        rec = RunRecord.read(tmp_path / str(i))
+        assert rec.status is Status(written["status"]) and rec.to_dict() == written
+        rec.write(tmp_path / str(i))
+        assert (tmp_path / str(i) / "metrics.json").read_text() == text
+    assert RunRecord.read(tmp_path / "0").succeeded() and not RunRecord.read(tmp_path / "1").succeeded()

@@ -396,8 +396,7 @@ def test_a_nifti_header_claiming_a_huge_volume_is_refused_before_reading(tmp_pat
 def test_mri_sampling_settings_out_of_range_are_refused():
     from omegaconf import OmegaConf
 
-    from ffrun.config import MRITaskConfig
-    from ffrun.tasks.mri import MRITask
+    from ffrun.tasks.mri import MRITask, MRITaskConfig
 
     for key, value, message in [("sample_std", -1.0, "task.sample_std=-1.0"), ("samples", 0, "task.samples=0"),
                                 ("resolution", 600, "task.resolution=600")]:

@@ -22,6 +22,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,31 +31,30 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ffrun.data.location import data_dir
-from ffrun.util.errors import FfrunError
-from ffrun.run.job import compose, peak_memory_mb, prepare, resolve_device
+from ffrun.run.compose import compose
+from ffrun.run.device import peak_memory_mb, resolve_device
+from ffrun.run.job import prepare
+from ffrun.tasks.cost import layer_shapes, step_flops
 from ffrun.train.loop import SingleField, make_optimizer, precision_context
+from ffrun.util.errors import FfrunError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A task's paper protocol as benchmarked: its overrides, whether the hand-written loop runs beside it
+    (`plain_image_loop`: full-batch regression of an image), and real data used when $FFRUN_DATA has it."""
+
+    overrides: tuple[str, ...]
+    plain_loop: bool = False
+    data: str | None = None  # task.data=$FFRUN_DATA/<data> when that folder holds a scene
+
 
 TASK_PRESETS = {
-    "image": ["experiment=paper_image"],
-    "shape": ["experiment=paper_shape"],
-    "mri": ["experiment=paper_mri"],
-    "nerf": ["experiment=paper_nerf"],
+    "image": Preset(("experiment=paper_image",), plain_loop=True),
+    "shape": Preset(("experiment=paper_shape",)),
+    "mri": Preset(("experiment=paper_mri",)),
+    "nerf": Preset(("experiment=paper_nerf",), data="nerf/lego_400"),
 }
-
-
-def layer_shapes(in_features: int, depth: int, width: int, out_dim: int) -> list[tuple[int, int]]:
-    """(fan_in, fan_out) of each Linear layer of the MLP."""
-    dims = [in_features] + [width] * (depth - 1) + [out_dim]
-    return list(zip(dims[:-1], dims[1:]))
-
-
-def step_flops(n_points: int, shapes: list[tuple[int, int]]) -> int:
-    """Floating-point operations of the matrix products of one training step on n_points points."""
-    total = 0
-    for i, (fan_in, fan_out) in enumerate(shapes):
-        products = 3 if i > 0 else 2  # forward, weight gradient, input gradient (not for the first layer)
-        total += products * 2 * n_points * fan_in * fan_out
-    return total
 
 
 def sync(device: torch.device) -> None:
@@ -106,17 +106,6 @@ def build(cfg, device: torch.device):
     return task, field, optimizer, schedule
 
 
-def points_per_step(task) -> int:
-    name = type(task).__name__
-    if name == "NeRFTask":
-        return task.batch_size * task.n_samples
-    if name == "ShapeTask":
-        return task.batch_size
-    if name == "MRITask":
-        return task.coords.shape[0]
-    return task.sample(0)[0].shape[0]
-
-
 def plain_image_loop(task, field, lr: float, device: torch.device):
     """What a user writes by hand for the image protocol, from the same initial weights and B."""
     coords, target = task.train
@@ -150,7 +139,8 @@ def plain_image_loop(task, field, lr: float, device: torch.device):
 def bench_task(name: str, overrides: list[str], device: torch.device, repeats: int, check_steps: int) -> dict:
     from ffrun.util.metrics import psnr
 
-    base = compose([*TASK_PRESETS[name], f"device={device}"])
+    preset = TASK_PRESETS[name]
+    base = compose([*preset.overrides, f"device={device}"])
     # a `task.` override applies to the tasks that have the key (task.resolution: image and mri, ...)
     missing = object()
     # and `TASK:key=value` only to TASK (nerf:trainer.batch_size=256)
@@ -158,11 +148,11 @@ def bench_task(name: str, overrides: list[str], device: torch.device, repeats: i
                  if ":" not in o.split("=", 1)[0] or o.startswith(f"{name}:")]
     overrides = [o for o in overrides if not o.startswith("task.")
                  or OmegaConf.select(base, o.split("=", 1)[0], default=missing) is not missing]
-    cfg = compose([*TASK_PRESETS[name], f"device={device}", *overrides])
+    cfg = compose([*preset.overrides, f"device={device}", *overrides])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     task, field, optimizer, schedule = build(cfg, device)
-    n = points_per_step(task)
+    n = task.points_per_step()
     shapes = layer_shapes(field.encoding.out_dim, cfg.model.depth, cfg.model.width, task.out_dim)
     flops = step_flops(n, shapes)
     counter = iter(range(10**9))
@@ -176,10 +166,10 @@ def bench_task(name: str, overrides: list[str], device: torch.device, repeats: i
     ffrun_s = median_time(ffrun_step, device, repeats)
     memory = peak_memory_mb(device)  # the run's own peak, before the ceiling's operands are allocated
     ceiling = matmul_ceiling(n, shapes, device, repeats)
-    row = {"task": name, "precision": precision, "peak_memory_mb": memory, "points_per_step": n, "layers": shapes, "flops_per_step": flops,
-           "ceiling_gflops": ceiling / 1e9, "ffrun_step_s": ffrun_s, "achieved_gflops": flops / ffrun_s / 1e9,
-           "efficiency": flops / ffrun_s / ceiling}
-    if name == "image":
+    row = {"task": name, "precision": precision, "peak_memory_mb": memory, "points_per_step": n, "layers": shapes,
+           "flops_per_step": flops, "ceiling_gflops": ceiling / 1e9, "ffrun_step_s": ffrun_s,
+           "achieved_gflops": flops / ffrun_s / 1e9, "efficiency": flops / ffrun_s / ceiling}
+    if preset.plain_loop:
         # The same number of steps from the same weights, ffrun's step against the plain loop.
         task, field, optimizer, schedule = build(cfg, device)
         plain_step, plain_predict = plain_image_loop(task, field, float(cfg.trainer.lr), device)
@@ -253,7 +243,7 @@ def describe_device(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ffrun-bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="image", help="comma list of image, shape, mri, nerf (default image)")
@@ -268,51 +258,74 @@ def main(argv: list[str] | None = None) -> int:
                    help="run each task in a process of its own, so each peak-memory figure is that task's alone")
     p.add_argument("overrides", nargs="*", help="ffrun overrides for every task that has the key "
                    "(task.resolution=256), or for one task (nerf:trainer.batch_size=256)")
-    args = p.parse_args(argv)
+    return p
+
+
+def refusal(args) -> str | None:
+    """Why these arguments cannot run (the line to print), checked before any benchmark; None when they can."""
     for flag, value, least in (("--repeats", args.repeats, 1), ("--check-steps", args.check_steps, 0),
                                ("--vectorized", args.vectorized, 0), ("--vectorized-steps", args.vectorized_steps, 1)):
         if value < least:
-            print(f"ffrun-bench: error: {flag} {value}: give at least {least}", file=sys.stderr)
-            return 2
-
-    from ffrun.util.allocator import tune_cpu
-
+            return f"ffrun-bench: error: {flag} {value}: give at least {least}"
     out = Path(args.json).expanduser().resolve().parent if args.json else None
     if out is not None and not (out.is_dir() and os.access(out, os.W_OK)):
-        print(f"ffrun-bench: error: --json {args.json}: {out} is not a folder this user can write to; "
-              "give a writable path (checked before the benchmark runs)", file=sys.stderr)
-        return 2
+        return (f"ffrun-bench: error: --json {args.json}: {out} is not a folder this user can write to; give a "
+                "writable path (checked before the benchmark runs)")
+    unknown = [name for name in args.tasks.split(",") if name not in TASK_PRESETS]
+    if unknown:
+        return f"ffrun-bench: unknown task {unknown[0]!r}; choose from {', '.join(TASK_PRESETS)}"
     try:
-        device = resolve_device(args.device)
+        resolve_device(args.device)
     except FfrunError as e:
-        print(f"ffrun-bench: error: --device: {e}", file=sys.stderr)
+        return f"ffrun-bench: error: --device: {e}"
+    return None
+
+
+def task_overrides(name: str, overrides: list[str]) -> list[str]:
+    """The overrides for one task: its preset's real data (nerf: the Lego scene) when $FFRUN_DATA has it."""
+    overrides = list(overrides)
+    data = TASK_PRESETS[name].data
+    if data is not None and not any(o.startswith("task.data=") for o in overrides):
+        scene = data_dir() / data
+        if (scene / "transforms_train.json").is_file():
+            overrides.append(f"task.data={scene}")
+    return overrides
+
+
+def row_line(name: str, row: dict) -> str:
+    line = (f"{name}: {row['points_per_step']} points/step, {row['flops_per_step'] / 1e9:.1f} GFLOP/step, "
+            f"ceiling {row['ceiling_gflops']:.0f} GFLOP/s, ffrun {row['ffrun_step_s'] * 1000:.1f} ms/step = "
+            f"{row['achieved_gflops']:.0f} GFLOP/s, efficiency {row['efficiency']:.3f}")
+    if "plain_step_s" in row:
+        line += (f"; plain loop {row['plain_step_s'] * 1000:.1f} ms/step, speedup {row['speedup_vs_plain']:.2f}x; "
+                 f"test PSNR after {row['check_steps']} steps ffrun {row['ffrun_test_psnr']:.3f} dB, plain "
+                 f"{row['plain_test_psnr']:.3f} dB")
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
+    why = refusal(args)
+    if why is not None:
+        print(why, file=sys.stderr)
         return 2
+    from ffrun.util.allocator import tune_cpu
+
+    device = resolve_device(args.device)
     if device.type == "cpu":
         tune_cpu()  # as a run does
     print(f"device: {describe_device(device)}", flush=True)
     rows = []
     for name in args.tasks.split(","):
-        if name not in TASK_PRESETS:
-            print(f"ffrun-bench: unknown task {name!r}; choose from {', '.join(TASK_PRESETS)}", file=sys.stderr)
-            return 2
-        overrides = list(args.overrides)
-        if name == "nerf" and not any(o.startswith("task.data=") for o in overrides):
-            lego = data_dir() / "nerf" / "lego_400"
-            if (lego / "transforms_train.json").is_file():
-                overrides.append(f"task.data={lego}")
+        overrides = task_overrides(name, args.overrides)
         if args.memory:
             row = bench_in_subprocess(name, args, overrides)
         else:
             row = bench_task(name, overrides, device, args.repeats, args.check_steps)
         rows.append(row)
-        print(f"{name}: {row['points_per_step']} points/step, {row['flops_per_step'] / 1e9:.1f} GFLOP/step, "
-              f"ceiling {row['ceiling_gflops']:.0f} GFLOP/s, ffrun {row['ffrun_step_s'] * 1000:.1f} ms/step = "
-              f"{row['achieved_gflops']:.0f} GFLOP/s, efficiency {row['efficiency']:.3f}"
-              + (f"; plain loop {row['plain_step_s'] * 1000:.1f} ms/step, speedup {row['speedup_vs_plain']:.2f}x; "
-                 f"test PSNR after {row['check_steps']} steps ffrun {row['ffrun_test_psnr']:.3f} dB, plain "
-                 f"{row['plain_test_psnr']:.3f} dB" if "plain_step_s" in row else ""), flush=True)
+        print(row_line(name, row), flush=True)
     result = {"device": describe_device(device), "tasks": rows}
-    image = next((r for r in rows if r["task"] == "image"), None)
+    image = next((r for r in rows if "speedup_vs_plain" in r), None)  # the headline: the image protocol's
     if image is not None:
         result["efficiency"] = image["efficiency"]
         result["speedup_vs_plain"] = image["speedup_vs_plain"]
@@ -329,16 +342,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(result: dict) -> None:
     print(f"\n{result['device']}")
-    print("| task | points/step | GFLOP/step | matmul ceiling (GFLOP/s) | ffrun step (ms) | efficiency | plain loop (ms) "
-          "| speedup vs plain | peak memory (MB) |")
+    print("| task | points/step | GFLOP/step | matmul ceiling (GFLOP/s) | ffrun step (ms) | efficiency "
+          "| plain loop (ms) | speedup vs plain | peak memory (MB) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in result["tasks"]:
         plain = (f"{r['plain_step_s'] * 1000:.1f} | {r['speedup_vs_plain']:.2f}x" if "plain_step_s" in r else "- | -")
-        print(f"| {r['task']} | {r['points_per_step']} | {r['flops_per_step'] / 1e9:.1f} | {r['ceiling_gflops']:.0f} | "
-              f"{r['ffrun_step_s'] * 1000:.1f} | {r['efficiency']:.3f} | {plain} | {r['peak_memory_mb']:.0f} |")
+        print(f"| {r['task']} | {r['points_per_step']} | {r['flops_per_step'] / 1e9:.1f} | "
+              f"{r['ceiling_gflops']:.0f} | {r['ffrun_step_s'] * 1000:.1f} | {r['efficiency']:.3f} | {plain} | "
+              f"{r['peak_memory_mb']:.0f} |")
     for v in result.get("vectorized", []):
-        print(f"vectorized sweep, {v['label']}: K={v['k']} jobs x {v['steps']} steps: sequential {v['sequential_s']:.2f} s, "
-              f"vectorized {v['vectorized_s']:.2f} s, speedup {v['speedup']:.2f}x")
+        print(f"vectorized sweep, {v['label']}: K={v['k']} jobs x {v['steps']} steps: sequential "
+              f"{v['sequential_s']:.2f} s, vectorized {v['vectorized_s']:.2f} s, speedup {v['speedup']:.2f}x")
 
 
 if __name__ == "__main__":

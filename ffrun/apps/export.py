@@ -21,24 +21,18 @@ from pathlib import Path
 
 import torch
 
+from ffrun.models.registry import ENCODINGS, count_parameters, load_builtins, method_name
+from ffrun.run.record import RECORD, NotARecord, RunRecord
 from ffrun.util.atomic import write_bytes, write_json
 from ffrun.util.errors import FfrunError
-from ffrun.models.encodings import FOURIER_NAMES
-from ffrun.models.registry import count_parameters, method_name
 
 FORMAT = "ffrun-field"
 VERSION = 1
 
-COORDINATES = {
-    "image": "(x, y) in [0, 1)^2: pixel (row r, col c) of an N x N image is (c / N, r / N); output RGB in [0, 1]",
-    "toy1d": "x in [0, 1); output the signal value",
-    "ct": "(x, y) in [0, 1)^2 as the image task; output the attenuation image value",
-    "mri": "(i, j, k) / N in [0, 1)^3 on the resampled N^3 volume (see the run's reconstruction.nii.gz affine)",
-    "shape": "points in [0, 1]^3 of the normalised mesh (centre on the vertex mean, divide by the largest "
-             "absolute coordinate, map [-1, 1] to [0, 1]); output the occupancy logit",
-    "nerf": "world-space 3D points of the scene; outputs (r, g, b, density) before the sigmoid / ReLU that "
-            "volume rendering applies",
-}
+def fourier_names() -> list[str]:
+    """The Fourier-family encodings (registry entries marked `fourier`): field.json writes them as a formula."""
+    load_builtins()
+    return [entry.name for entry in ENCODINGS.values() if entry.fourier]
 
 
 def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -46,6 +40,7 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
     from safetensors.torch import save as save_safetensors
 
     from ffrun.run.load import load
+    from ffrun.tasks import task_class  # here: load_exported reads a field with torch alone, no task code
 
     field = load(run_dir)
     cfg = field.config
@@ -56,7 +51,7 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
         "format": FORMAT,
         "version": VERSION,
         "task": cfg["task"]["name"],
-        "coordinates": COORDINATES.get(cfg["task"]["name"], ""),
+        "coordinates": task_class(cfg["task"]["name"]).coordinates,  # the task's own note
         "in_dim": field.in_dim,
         "out_dim": field.out_dim,
         "encoding": {"name": enc["name"], "two_pi": enc["two_pi"], "normalize": enc["normalize"],
@@ -73,7 +68,7 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
     meta["method"] = method_name(enc["name"], network)
     if enc["name"] == "grid":
         meta["grid"] = {"shape": list(field.shape), "values": "values", "out_activation": field.out_activation}
-    elif enc["name"] not in FOURIER_NAMES or network != "mlp":
+    elif enc["name"] not in fourier_names() or network != "mlp":
         # SIREN, WIRE, hash and dense grids: the weights plus the config that builds their modules
         meta["network"] = {"name": network, "params": count_parameters(field), "sizes": field.sizes,
                            "bounds": list(field.encoding.bounds) if hasattr(field.encoding, "bounds") else [0.0, 1.0],
@@ -86,13 +81,14 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
                        "w_std": mlp["w_std"], "b_std": mlp["b_std"],
                        "layers": [{"weight": f"mlp.net.{2 * i}.weight", "bias": f"mlp.net.{2 * i}.bias"}
                                   for i in range(mlp["depth"])]}
-    metrics = Path(run_dir) / "metrics.json"
+    metrics = Path(run_dir) / RECORD
     if metrics.is_file():
         try:
-            rec = json.loads(metrics.read_text(encoding="utf-8"))
+            meta["metrics"] = RunRecord.load(metrics).metrics
+        except NotARecord:  # JSON, but not an object: there are no metrics to copy
+            meta["metrics"] = {}
         except (OSError, ValueError) as e:
             raise FfrunError(f"{metrics}: unreadable ({e}); remove it to export the field without its metrics")
-        meta["metrics"] = rec.get("metrics", {}) if isinstance(rec, dict) else {}
     write_bytes(out / "field.safetensors", save_safetensors(tensors, metadata={"format": FORMAT}))
     write_json(out / "field.json", meta)
     return out
@@ -131,9 +127,9 @@ def _build_exported(meta: dict, tensors: dict[str, torch.Tensor]) -> torch.nn.Mo
         field = _build_from_config(meta)
     elif enc["name"] == "grid":
         field = GridField(tuple(meta["grid"]["shape"]), meta["out_dim"], meta["grid"].get("out_activation", "none"))
-    elif enc["name"] not in FOURIER_NAMES:
+    elif enc["name"] not in fourier_names():
         raise FfrunError(f"field.json's encoding.name {str(enc['name'])[:40]!r} is not an encoding ffrun exports "
-                         f"({', '.join(FOURIER_NAMES)}, grid, or a `network` entry); export the run again")
+                         f"({', '.join(fourier_names())}, grid, or a `network` entry); export the run again")
     else:
         if enc["name"] == "none":
             encoding = IdentityEncoding(meta["in_dim"], enc["center"])

@@ -19,685 +19,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import signal
-import statistics
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from ffrun.util.atomic import csv_text, write_json, write_png, write_text
 from ffrun.data.location import data_dir
-
-ENCODINGS = ("none", "basic", "posenc", "gauss")
-TASKS = ("image", "text", "shape", "ct", "mri", "nerf")
-LAUNCHERS = {"basic": None, "joblib": "joblib", "vectorized": "vectorized", "slurm": "slurm"}
-
-# The authors' notebooks (PAPER.md): metric, and per encoding (mean, std or None).
-PAPER = {
-    "image": ("test_psnr", {"none": (19.32, 2.48), "basic": (21.72, 2.72), "posenc": (24.95, 3.72),
-                            "gauss": (25.57, 4.19)}),
-    "text": ("test_psnr", {"none": (18.40, 2.34), "basic": (20.48, 1.96), "posenc": (27.57, 3.07),
-                           "gauss": (30.47, 2.11)}),
-    "shape": ("iou_surface", {"none": (0.864, None), "basic": (0.892, None), "posenc": (0.960, None),
-                              "gauss": (0.973, None)}),
-    "ct": ("psnr", {"none": (16.75, None), "basic": (23.31, None), "posenc": (26.89, None),
-                    "gauss": (28.33, None), "grid": (24.99, None)}),
-    "mri": ("psnr", {"none": (26.14, None), "basic": (28.58, None), "posenc": (32.23, None),
-                     "gauss": (34.51, None), "grid": (32.71, None)}),
-    "nerf": ("test_psnr", {"none": (22.41, 0.92), "basic": (23.16, 0.90), "posenc": (25.60, 0.76),
-                           "gauss": (25.48, 0.89)}),
-}
-# The paper's data for each task, and what stands in for it when it is absent.
-PAPER_DATA = {
-    "image": "the authors' DIV2K crops ($FFRUN_DATA/images/div2k): stand-in = photographs shipped with "
-             "scikit-image and matplotlib",
-    "text": "the authors' text images ($FFRUN_DATA/images/text): stand-in = text rendered by ffrun with the "
-            "DejaVu fonts",
-    "shape": "Stanford meshes ($FFRUN_DATA/meshes/*.obj)",
-    "ct": "modified Shepp-Logan phantoms with perturbed ellipses (generated, as the paper)",
-    "mri": "ATLAS brain volumes (not redistributed): stand-in = the Colin27 T1 brain ($FFRUN_DATA/mri)",
-    "nerf": "the Lego scene of the NeRF synthetic dataset ($FFRUN_DATA/nerf/lego_400)",
-}
-TOLERANCE = {"test_psnr": 0.5, "psnr": 0.5, "iou_surface": 0.005, "iou_uniform": 0.005}
-
-
-@dataclass
-class TaskPlan:
-    """How one task runs at one scale: the preset, overrides for every run, one override list per data
-    item (averaged over, as the paper averages over test images), and the encodings."""
-
-    preset: str
-    overrides: list[str]
-    items: dict[str, list[str]]
-    encodings: tuple[str, ...] = ENCODINGS
-    note: str = ""  # what stands in for the paper's data, when it is absent
-
-
-PHOTOS = ("camera", "coffee", "chelsea", "rocket", "grace_hopper", "immunohistochemistry")
-# The authors' image sets in the data directory (images/<set>/<split>/NN.png, ffrun.data.images), per task;
-# the cpu scale trains the first CPU_SET_IMAGES test images of each (the paper scale all of them).
-IMAGE_SETS = {"image": "div2k", "text": "text"}
-CPU_SET_IMAGES = 2
-
-
-def set_indices(data: Path, name: str, split: str = "test") -> list[int]:
-    """The image numbers of images/<name>/<split>/NN.png under `data`, [] when absent."""
-    folder = data / "images" / name / split
-    return sorted(int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit()) if folder.is_dir() else []
-
-
-def set_items(name: str, indices: list[int], split: str = "test") -> dict[str, list[str]]:
-    """One data item per image: `<set>_NN` (or `<set>_<split>_NN`) -> task.image=<set>:NN (<set>:<split>/NN)."""
-    tag = "" if split == "test" else f"{split}_"
-    ref = "" if split == "test" else f"{split}/"
-    return {f"{name}_{tag}{i:02d}": [f"task.image={name}:{ref}{i:02d}"] for i in indices}
-
-
-def _set_note(task: str, data: Path, indices: list[int], used: int, resolution: int | None = None) -> str:
-    """The table's data column for an image set: which images, and how they were reduced to `resolution`."""
-    name = IMAGE_SETS[task]
-    what = {"image": "the authors' DIV2K test crops", "text": "the authors' text test images"}[task]
-    how = {"image": f", area-averaged to {resolution} px",
-           "text": f", a {resolution} px window of each 512 px page (glyphs keep their size in pixels)"}[task]
-    which = (f"all {used}, {name}:{indices[0]:02d}..{indices[-1]:02d}" if used >= len(indices) else
-             f"{used} of {len(indices)}, {', '.join(f'{name}:{i:02d}' for i in indices[:used])}")
-    return f"{what} ({data / 'images' / name / 'test'}): {which}{how if resolution else ''}"
-
-
-def plans(scale: str, data: Path) -> dict[str, TaskPlan]:
-    """Each task's protocol at `scale`, reading real data from `data` where it is present."""
-    meshes = [p for p in (data / "meshes" / f"{m}.obj" for m in ("dragon", "armadillo", "bunny")) if p.is_file()]
-    brain = data / "mri" / "colin27_t1_brain.nii.gz"
-    lego = data / "nerf" / "lego_400"
-    has_lego = (lego / "transforms_train.json").is_file()
-    mesh_items = {p.stem: [f"task.mesh={p}"] for p in meshes} or {"builtin": []}
-    brain_item = {"colin27": [f"task.volume={brain}"]} if brain.is_file() else {"phantom": []}
-    nerf_item = {"lego": [f"task.data={lego}"]} if has_lego else {"builtin": []}
-    missing = f"not found under {data}, so ffrun's built-in stand-in is used"
-    notes = {"shape": "" if meshes else f"Stanford meshes {missing} (a ridged sphere)",
-             "mri": "" if brain.is_file() else f"a brain volume {missing} (a 3D Shepp-Logan phantom)",
-             "nerf": "" if has_lego else f"the Lego scene {missing} (a ray-traced still life)"}
-    sets = {t: set_indices(data, name) for t, name in IMAGE_SETS.items()}
-    for task, name in IMAGE_SETS.items():
-        if not sets[task]:
-            notes[task] = (f"stand-in: {PAPER_DATA[task].split(' = ')[1]} (the authors' set, images/{name}/test/, "
-                           f"not found under {data})")
-    fast = ["trainer.progress=false"]
-    if scale == "smoke":
-        tiny = ["model.width=32", "trainer.eval_every=1000", "trainer.ckpt_every=0"]
-        builtin = "smoke scale: ffrun's built-in stand-in"
-        return {
-            "image": TaskPlan("paper_image", [*fast, *tiny, "task.resolution=32", "trainer.steps=30"],
-                              {"astronaut": ["task.image=astronaut"]}, note=builtin),
-            "text": TaskPlan("paper_text", [*fast, *tiny, "task.resolution=32", "trainer.steps=30"],
-                             {"text0": ["task.data_seed=0"]}, note=builtin),
-            "shape": TaskPlan("paper_shape", [*fast, *tiny, "model.depth=3", "trainer.steps=10",
-                                              "trainer.batch_size=1024", "task.test_points=4096",
-                                              "task.mesh_resolution=24"], {"builtin": []}, note=builtin),
-            "ct": TaskPlan("paper_ct", [*fast, *tiny, "task.resolution=32", "trainer.steps=30"],
-                           {"phantom0": ["task.data_seed=0"]}, (*ENCODINGS, "grid")),
-            "mri": TaskPlan("paper_mri", [*fast, *tiny, "task.resolution=16", "trainer.steps=10"],
-                            {"phantom": []}, (*ENCODINGS, "grid"), note=builtin),
-            "nerf": TaskPlan("paper_nerf", [*fast, *tiny, "task.builtin_resolution=16", "task.n_samples=16",
-                                            "trainer.steps=10", "trainer.batch_size=256", "task.test_views=1",
-                                            "task.turntable_frames=0"], {"builtin": []}, note=builtin),
-        }
-    if scale == "cpu":
-        # About 40 minutes on an idle 2-core CPU: each task's protocol at a smaller size (sigma and posenc's
-        # top band follow the size through the presets' per-sample rules), fewer data items, and fewer steps
-        # where a full schedule would not fit. Image and text: the first CPU_SET_IMAGES of the authors' test
-        # images at 128 px.
-        for task in IMAGE_SETS:
-            if sets[task]:
-                notes[task] = _set_note(task, data, sets[task], CPU_SET_IMAGES, 128)
-        return {
-            "image": TaskPlan("paper_image", [*fast, "task.resolution=128", "trainer.steps=1000",
-                                              "trainer.eval_every=1000"],
-                              set_items("div2k", sets["image"][:CPU_SET_IMAGES])
-                              or {p: [f"task.image={p}"] for p in PHOTOS[:2]}, note=notes["image"]),
-            "text": TaskPlan("paper_text", [*fast, "task.resolution=128", "trainer.steps=1000",
-                                            "trainer.eval_every=1000"],
-                             set_items("text", sets["text"][:CPU_SET_IMAGES]) or {"text0": ["task.data_seed=0"]},
-                             note=notes["text"]),
-            "shape": TaskPlan("paper_shape", [*fast, "trainer.steps=600", "trainer.batch_size=8192",
-                                              "trainer.lr=2e-3", "trainer.lr_decay_steps=600",
-                                              "trainer.eval_every=600", "trainer.ckpt_every=300",
-                                              "task.mesh_resolution=96"],
-                              dict(list(mesh_items.items())[:1]), note=notes["shape"]),
-            # The paper's CT protocol but for the grid: 20 angles and 1000 steps at 128^2 (docs/protocol.md).
-            "ct": TaskPlan("paper_ct", [*fast, "task.resolution=128", "trainer.steps=1000",
-                                        "trainer.eval_every=1000"],
-                           {"phantom0": ["task.data_seed=0"]}, (*ENCODINGS, "grid")),
-            "mri": TaskPlan("paper_mri", [*fast, "task.resolution=32", "trainer.steps=500",
-                                          "trainer.eval_every=500"], brain_item, (*ENCODINGS, "grid"),
-                            note=notes["mri"]),
-            "nerf": TaskPlan("paper_nerf", [*fast, "task.downscale=8", "task.n_samples=32", "trainer.steps=1000",
-                                            "trainer.eval_every=1000", "trainer.ckpt_every=500",
-                                            "task.turntable_frames=0"], nerf_item, note=notes["nerf"]),
-        }
-    if scale == "paper":
-        for task in IMAGE_SETS:
-            if sets[task]:
-                notes[task] = _set_note(task, data, sets[task], len(sets[task]))
-        return {
-            "image": TaskPlan("paper_image", fast, set_items("div2k", sets["image"])
-                              or {p: [f"task.image={p}"] for p in PHOTOS}, note=notes["image"]),
-            "text": TaskPlan("paper_text", fast, set_items("text", sets["text"])
-                             or {f"text{s}": [f"task.data_seed={s}"] for s in range(6)}, note=notes["text"]),
-            "shape": TaskPlan("paper_shape", fast, mesh_items, note=notes["shape"]),
-            "ct": TaskPlan("paper_ct", fast, {f"phantom{s}": [f"task.data_seed={s}"] for s in range(4)},
-                           (*ENCODINGS, "grid")),
-            "mri": TaskPlan("paper_mri", fast, brain_item, (*ENCODINGS, "grid"), note=notes["mri"]),
-            "nerf": TaskPlan("paper_nerf", fast, nerf_item, note=notes["nerf"]),
-        }
-    raise ValueError(scale)
-
-
-# ---------------------------------------------------------------------------------------------- runs
-
-
-@dataclass
-class Run:
-    task: str
-    item: str
-    encoding: str
-    dir: Path
-    overrides: list[str] = field(default_factory=list)  # the job's overrides, as Hydra records them
-
-    @property
-    def label(self) -> str:
-        return f"{self.task}/{self.encoding} [{self.item}]"
-
-    def record(self) -> dict | None:
-        try:
-            return json.loads((self.dir / "metrics.json").read_text())
-        except (OSError, ValueError):
-            return None
-
-    def status(self) -> str:
-        """pending, stale (run with other overrides than this command's), or the run's own status."""
-        rec = self.record()
-        if not rec:
-            return "pending"
-        try:
-            import yaml
-
-            recorded = yaml.safe_load((self.dir / ".hydra" / "overrides.yaml").read_text()) or []
-        except (OSError, ValueError, ImportError):
-            recorded = None
-        if recorded is None or _job_keys(recorded) != _job_keys(self.overrides):
-            return "stale"
-        return rec.get("status", "unknown")
-
-
-def _job_keys(overrides: list[str]) -> set[tuple[str, str]]:
-    """The overrides that define a job's result (not where it runs, how it resumes or shows progress), as
-    (key, value) parsed by Hydra: .hydra/overrides.yaml records a sweep's values re-serialised
-    (trainer.lr=2e-3 comes back as trainer.lr=0.002, true as True), so the text alone does not compare.
-    A key given twice counts with its last value, as Hydra applies it (a trailing `trainer.steps=...` after the
-    scale's own)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    kept = [o for o in overrides if not o.startswith(("hydra", "trainer.resume=", "trainer.progress="))]
-    try:
-        parsed = OverridesParser.create().parse_overrides(kept)
-    except Exception:  # not parseable: compare the text
-        return {(o, "") for o in kept}
-    return set({f"{o.get_key_element()}": repr(o.value()) for o in parsed}.items())
-
-
-def ffrun_command() -> list[str]:
-    return [sys.executable, "-m", "ffrun.apps.cli"]
-
-
-def job_overrides(plan: TaskPlan, item: str, encoding: str, extra: list[str]) -> list[str]:
-    return [f"experiment={plan.preset}", f"encoding={encoding}", *plan.overrides, *plan.items[item], *extra]
-
-
-def launch(task: str, plan: TaskPlan, item: str, encodings: list[str], sweep_dir: Path, launcher: str,
-           extra: list[str]) -> int:
-    """One Hydra multirun over `encodings` for one data item; each job in sweep_dir/<encoding>."""
-    args = [*ffrun_command(), "-m", f"experiment={plan.preset}", f"encoding={','.join(encodings)}",
-            *plan.overrides, *plan.items[item], *extra,
-            f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${encoding.name}"]
-    if LAUNCHERS[launcher]:
-        args.append(f"hydra/launcher={LAUNCHERS[launcher]}")
-    return _call(args, f"{task} [{item}]")
-
-
-class Stop(KeyboardInterrupt):
-    """SIGINT or SIGTERM to ffrun-reproduce (see `main`): handed on to the ffrun process running."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _call(args: list[str], what: str) -> int:
-    """Run one ffrun process; its log goes to each run's cli.log, its error lines are shown here.
-
-    The process has its own process group, so a Ctrl-C at the terminal reaches ffrun-reproduce alone, which
-    hands each signal on and waits: the run finishes its step, checkpoints and exits "interrupted" (a
-    second Ctrl-C stops it at once, still with its last checkpoint), and a rerun resumes it."""
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, text=True, process_group=0)
-        while True:
-            try:
-                code = proc.wait()
-                break
-            except KeyboardInterrupt as e:
-                try:
-                    os.killpg(proc.pid, getattr(e, "signum", signal.SIGINT))
-                except ProcessLookupError:  # it has just ended
-                    pass
-        err.seek(0)
-        stderr = err.read()
-    if code != 0:
-        lines = [ln for ln in stderr.splitlines() if ln.startswith("ffrun") or "Error" in ln][-5:]
-        print(f"{Path(sys.argv[0]).name}: {what} exited {code}" + "".join(f"\n  {ln}" for ln in lines),
-              file=sys.stderr, flush=True)
-    return code
-
-
-def say(text: str) -> None:
-    """Print to stdout; a reader that went away (`| head`) stops the printing, not the reproduction."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def resume(run: Run) -> int:
-    """Continue an interrupted run from its own checkpoint, in its own directory."""
-    args = [*ffrun_command(), *run.overrides, f"trainer.resume={run.dir}", f"hydra.run.dir={run.dir}"]
-    return _call(args, f"resuming {run.label}")
-
-
-class Progress:
-    """A line per finished run: task, encoding, its metric, elapsed time and an estimate of what is left
-    (from the mean time of the runs finished so far in this invocation)."""
-
-    def __init__(self, runs: list[Run], todo: list[Run]):
-        self.runs, self.todo = runs, todo
-        self.start = time.perf_counter()
-        self.t0 = time.time()  # a record older than this is an earlier invocation's (an interrupted run)
-        self.reported = {r.dir for r in runs if r not in todo}
-        self.done_here = 0
-        self.lock = threading.Lock()
-
-    def poll(self) -> None:
-        with self.lock:
-            for run in self.todo:
-                if run.dir in self.reported:
-                    continue
-                try:
-                    fresh = (run.dir / "metrics.json").stat().st_mtime >= self.t0
-                except OSError:
-                    continue
-                rec = run.record()
-                if not fresh or not rec or rec.get("status") in (None, "running"):
-                    continue
-                self.reported.add(run.dir)
-                self.done_here += 1
-                elapsed = time.perf_counter() - self.start
-                left = elapsed / self.done_here * (len(self.todo) - self.done_here)
-                metric = rec.get("primary_metric")
-                value = (rec.get("metrics") or {}).get(metric) if metric else None
-                shown = f"{metric} {value:.4g}" if isinstance(value, (int, float)) else rec.get("status")
-                say(f"[{len(self.reported)}/{len(self.runs)}] {run.label}: {rec.get('status')}, {shown}, "
-                    f"{rec.get('wall_s') or 0:.0f} s; elapsed {_hms(elapsed)}, ~{_hms(left)} left")
-
-    def watch(self, stop: threading.Event) -> None:
-        while not stop.wait(2.0):
-            self.poll()
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-# --------------------------------------------------------------------------------------------- table
-
-
-def _stats(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
-
-
-@dataclass
-class Row:
-    task: str
-    encoding: str
-    metric: str
-    values: list[float] = field(default_factory=list)
-    view_std: float | None = None  # a single scene: the spread over its test views, as the paper reports
-    failed: list[str] = field(default_factory=list)
-    wall_s: float = 0.0  # the runs' own wall time (metrics.json), summed: what the table cost, over reruns
-
-    @property
-    def mean(self) -> float | None:
-        return _stats(self.values)[0] if self.values else None
-
-    @property
-    def std(self) -> float | None:
-        if not self.values:
-            return None
-        return self.view_std if len(self.values) == 1 and self.view_std is not None else _stats(self.values)[1]
-
-
-def collect(runs: list[Run]) -> dict[str, dict[str, Row]]:
-    table: dict[str, dict[str, Row]] = {}
-    for run in runs:
-        metric = PAPER[run.task][0]
-        row = table.setdefault(run.task, {}).setdefault(run.encoding, Row(run.task, run.encoding, metric))
-        rec = run.record() or {}
-        if isinstance(rec.get("wall_s"), (int, float)) and math.isfinite(rec["wall_s"]):
-            row.wall_s += float(rec["wall_s"])
-        value = (rec.get("metrics") or {}).get(metric)
-        if rec.get("status") == "completed" and isinstance(value, (int, float)) and math.isfinite(value):
-            row.values.append(float(value))
-            view_std = (rec.get("metrics") or {}).get(f"{metric}_std")
-            row.view_std = float(view_std) if isinstance(view_std, (int, float)) else None
-        else:
-            row.failed.append(f"{run.item}: {rec.get('status', 'not run')}")
-    return table
-
-
-def verdict(task: str, rows: dict[str, Row]) -> str:
-    """The paper's ordering: none < basic < posenc, gauss >= posenc - tolerance; grid between the same
-    neighbours as in the paper."""
-    metric, paper = PAPER[task]
-    tol = TOLERANCE.get(metric, 0.5)
-    m = {e: r.mean for e, r in rows.items() if r.mean is not None}
-    missing = [e for e in ENCODINGS if e not in m]
-    if missing:
-        return f"{task}: no verdict (no completed run for {', '.join(missing)})"
-    def v(e: str) -> str:
-        return f"{e} {m[e]:.4g}"
-
-    # (what the paper has, how it held, what came out instead when it did not)
-    checks = [("none < basic", f"{m['none']:.3g} < {m['basic']:.3g}", f"{v('none')} >= {v('basic')}",
-               m["none"] < m["basic"]),
-              ("basic < posenc", f"{m['basic']:.3g} < {m['posenc']:.3g}", f"{v('basic')} >= {v('posenc')}",
-               m["basic"] < m["posenc"]),
-              (f"gauss >= posenc - {tol:g}", f"{m['gauss']:.3g} >= {m['posenc'] - tol:.3g}",
-               f"{v('gauss')} < {v('posenc')} - {tol:g} = {m['posenc'] - tol:.4g}", m["gauss"] >= m["posenc"] - tol)]
-    if "grid" in paper and "grid" in m:
-        below = [e for e in ENCODINGS if paper[e][0] < paper["grid"][0]]
-        above = [e for e in ENCODINGS if paper[e][0] > paper["grid"][0]]
-        lo = max(below, key=lambda e: paper[e][0]) if below else None
-        hi = min(above, key=lambda e: paper[e][0]) if above else None
-        where = " < ".join(x for x in (lo, "grid", hi) if x)
-        under = lo is not None and m["grid"] <= m[lo]
-        over = hi is not None and m["grid"] >= m[hi]
-        came = (f"{v('grid')} <= {v(lo)}" if under else f"{v('grid')} >= {v(hi)}") if under or over else ""
-        paper_order = " < ".join(f"{paper[x][0]:.4g}" for x in (lo, "grid", hi) if x)
-        checks.append((f"{where} (the paper: {paper_order})", f"grid {m['grid']:.3g}", came, not (under or over)))
-    failed = [(want, came) for want, _, came, ok in checks if not ok]
-    if not failed:
-        return f"{task}: the paper's ordering holds: " + "; ".join(f"{w} ({held})" for w, held, _, _ in checks)
-    return f"{task}: the paper's ordering does NOT hold: " + "; ".join(
-        f"expected {want}, got {came}" for want, came in failed)
-
-
-def _fmt(x: float | None, metric: str) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.3f}" if metric.startswith("iou") else f"{x:.2f}"
-
-
-def _data_label(plan: TaskPlan) -> str:
-    """The markdown table's data column: the data items (the full description is under "Data" and in the
-    CSV), marked when a stand-in replaces the paper's data."""
-    names = list(plan.items)
-    items = f"{names[0]} .. {names[-1]} ({len(names)})" if len(names) > 3 else ", ".join(names)
-    return f"stand-in: {items}" if "stand-in" in plan.note else items
-
-
-def write_table(out: Path, table: dict[str, dict[str, Row]], scale: str, plans_: dict[str, TaskPlan],
-                data_notes: dict[str, str], wall_s: float) -> str:
-    header = ["task", "encoding", "metric", "ffrun", "ffrun_std", "n", "paper", "paper_std", "scale", "data"]
-    csv_rows = []
-    md = [f"# Table 1, regenerated by ffrun (scale `{scale}`)", "",
-          "ffrun: mean over the data items (std: population std over items; for one NeRF scene, over its "
-          "test views). paper: the authors' notebooks (PAPER.md).", "",
-          "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    verdicts = []
-    for task, rows in table.items():
-        metric, paper = PAPER[task]
-        for enc in (*ENCODINGS, "grid"):
-            if enc not in rows:
-                continue
-            r = rows[enc]
-            p_mean, p_std = paper.get(enc, (None, None))
-            cells = [task, enc, metric, _fmt(r.mean, metric), _fmt(r.std, metric), str(len(r.values)),
-                     _fmt(p_mean, metric), _fmt(p_std, metric), scale]
-            csv_rows.append([*cells, data_notes[task]])
-            md.append("| " + " | ".join([*cells, _data_label(plans_[task])]) + " |")
-        verdicts.append(verdict(task, rows))
-    md += ["", "## Verdicts", ""] + [f"- {v}" for v in verdicts]
-    md += ["", "## Data", ""] + [f"- {t}: {data_notes[t]}" for t in table]
-    failures = [f"{t}/{r.encoding} {f}" for t, rows in table.items() for r in rows.values() for f in r.failed]
-    if failures:
-        md += ["", "## Runs without a result", ""] + [f"- {f}" for f in failures]
-    per_task = {t: sum(r.wall_s for r in rows.values()) for t, rows in table.items()}
-    md += ["", f"Wall time of this invocation: {_hms(wall_s)} (runs already complete were skipped). The runs' own "
-           f"wall times (metrics.json `wall_s`, whichever invocation ran them) sum to {_hms(sum(per_task.values()))}: "
-           + ", ".join(f"{t} {_hms(v)}" for t, v in per_task.items()) + "."]
-    text = "\n".join(md) + "\n"
-    write_text(out / "table1.csv", csv_text(header, csv_rows))
-    write_text(out / "table1.md", text)
-    return text
-
-
-# ------------------------------------------------------------------------------------------- gallery
-
-
-def gallery(out: Path, task: str, runs: list[Run], metric: str | None = None) -> Path | None:
-    """gallery_<task>.png: the ground truth, then each encoding's reconstruction of the task's first data
-    item, each labelled with its encoding and metric. The task itself says which pictures those are."""
-    from ffrun.util.pictures import labelled_row, metric_label
-    from ffrun.tasks import task_class
-
-    first_item = runs[0].item
-    panels: list[tuple[str, np.ndarray]] = []
-    truth = None
-    for run in (r for r in runs if r.item == first_item):
-        rec = run.record() or {}
-        if rec.get("status") != "completed":
-            continue
-        cls = task_class(rec.get("task", "image"))
-        pair = cls.gallery_pictures(run.dir)
-        if pair is None:
-            continue
-        t, pred = pair
-        if truth is None and t is not None:
-            truth = t
-        metric = metric or PAPER[run.task][0]
-        panels.append((f"{run.encoding}\n{metric_label(metric, (rec.get('metrics') or {}).get(metric))}", pred))
-    if not panels:
-        return None
-    if truth is not None:
-        panels.insert(0, ("ground truth", truth))
-    path = out / f"gallery_{task}.png"
-    write_png(path, labelled_row(panels, title=f"{task} [{first_item}]"))
-    return path
-
-
-# ---------------------------------------------------------------------------------------------- tune
-
-# The authors chose sigma by a grid search on separate tuning images (their notebook, PAPER.md: the
-# Gaussian encoding trained on the even pixels of each tuning image, scored on its odd pixels, averaged
-# over the images; the best mean wins). `--tune` runs that search with the preset's protocol at the
-# scale: sigma = the density rule's (the paper's sigma x resolution / 512) x 2^(k/2), k in TUNE_STEPS,
-# on the first TUNE_IMAGES[scale] tuning images of the set (all at the paper scale), plus one sigma=auto
-# run per tuning image, scored against the same search. It never trains on or scores a test image.
-PAPER_SIGMA = {"image": 10.0, "text": 14.0}
-TUNE_STEPS = {"smoke": (-2, 2), "cpu": (-2, 0, 2), "paper": (-2, -1, 0, 1, 2)}  # cpu: an octave apart (2-core budget)
-TUNE_IMAGES = {"smoke": 1, "cpu": 2, "paper": None}
-# A sigma whose mean is within this of the search's best ties with it: a second seed moves one run by about
-# 0.2 dB (docs/sigma_auto.md), so a smaller difference does not tell two sigmas apart.
-TUNE_TIE_DB = 0.3
-
-
-def _resolution(overrides: list[str]) -> int:
-    given = [o.split("=", 1)[1] for o in overrides if o.startswith("task.resolution=")]
-    return int(given[-1]) if given else 512
-
-
-def tune_plan(task: str, scale: str, data: Path, plan: TaskPlan, extra: list[str]) -> tuple[TaskPlan, list[str], str]:
-    """The tuning runs of one task: (a plan over the tuning images, the sigma labels, the rule's label)."""
-    name = IMAGE_SETS[task]
-    indices = set_indices(data, name, "tuning")[: TUNE_IMAGES[scale]]
-    rule = PAPER_SIGMA[task] * _resolution([*plan.overrides, *extra]) / 512
-    sigmas = [f"{float(f'{rule * 2 ** (k / 2):.3g}')}" for k in TUNE_STEPS[scale]]
-    return (TaskPlan(plan.preset, plan.overrides, set_items(name, indices, "tuning"), ("gauss",)),
-            [*sigmas, "auto"], f"{float(f'{rule:.3g}')}")
-
-
-def launch_tune(task: str, plan: TaskPlan, item: str, sigmas: list[str], sweep_dir: Path, launcher: str,
-                extra: list[str]) -> int:
-    """One Hydra multirun of the Gaussian encoding over `sigmas` for one tuning image; each in sigma_<value>."""
-    args = [*ffrun_command(), "-m", f"experiment={plan.preset}", "encoding=gauss", f"sigma={','.join(sigmas)}",
-            *plan.overrides, *plan.items[item], *extra,
-            f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=sigma_${sigma}"]
-    if LAUNCHERS[launcher]:
-        args.append(f"hydra/launcher={LAUNCHERS[launcher]}")
-    return _call(args, f"tuning {task} [{item}]")
-
-
-def _test_psnr(run: Run) -> float | None:
-    rec = run.record() or {}
-    value = (rec.get("metrics") or {}).get("test_psnr")
-    ok = rec.get("status") == "completed" and isinstance(value, (int, float)) and math.isfinite(value)
-    return float(value) if ok else None
-
-
-def tune_report(out: Path, runs: list[Run], rules: dict[str, str], scale: str, notes: dict[str, str]) -> str:
-    """tune.md and tune.csv: per set, the mean test PSNR of every sigma over the tuning images, the
-    search's choice against the density rule's sigma, and sigma=auto against the search, image by image."""
-    md = [f"# The authors' sigma search on their tuning images (scale `{scale}`)", "",
-          "The Gaussian encoding trained on the even pixels of each tuning image and scored on its odd "
-          "pixels (test_psnr, dB), averaged over the tuning images; the best mean is the search's sigma "
-          "(the authors' notebook). The test images are never used. The grid is the density rule's sigma "
-          "(the paper's 10 natural / 14 text at 512 px, x resolution / 512) x 2^(k/2).", ""]
-    csv_rows = []
-    for task in dict.fromkeys(r.task for r in runs):
-        mine = [r for r in runs if r.task == task]
-        items = list(dict.fromkeys(r.item for r in mine))
-        grid = [r.encoding for r in mine if r.encoding != "auto" and r.item == items[0]]
-        psnr = {(r.item, r.encoding): _test_psnr(r) for r in mine}
-        means = {}
-        md += [f"## {task}: {notes[task]}", "", "| sigma | mean test_psnr | std | n |", "| --- | --- | --- | --- |"]
-        for s in grid:
-            vals = [psnr[(i, s)] for i in items if psnr[(i, s)] is not None]
-            if vals:
-                means[s] = _stats(vals)
-            mean, std = means.get(s, (None, None))
-            rule_mark = " (the density rule)" if s == rules[task] else ""
-            md.append(f"| {s}{rule_mark} | {_fmt(mean, 'psnr')} | {_fmt(std, 'psnr')} | {len(vals)} |")
-            csv_rows.append([task, s, _fmt(mean, "psnr"), _fmt(std, "psnr"), str(len(vals)), notes[task]])
-        if not means:
-            md += ["", "No completed tuning run.", ""]
-            continue
-        chosen = max(means, key=lambda s: means[s][0])
-        rule = rules[task]
-        if chosen == rule:
-            agree = f"the search chose {chosen}, the density rule's sigma: they agree"
-        else:
-            steps = round(2 * math.log2(float(chosen) / float(rule)))
-            gap = means[chosen][0] - means[rule][0] if rule in means else None
-            agree = (f"the search chose {chosen}, {abs(steps) / 2:g} octave{'' if abs(steps) == 2 else 's'} "
-                     f"{'above' if steps > 0 else 'below'} the density rule's {rule}")
-            if gap is None:
-                agree += ", which is not on this grid"
-            else:
-                agree += (f", whose mean is {gap:.2f} dB lower: " + (
-                    f"a tie within {TUNE_TIE_DB} dB (the rule's sigma is as good as the search's)"
-                    if gap < TUNE_TIE_DB else "they disagree"))
-        md += ["", f"- {task}: {agree}."]
-        auto_rows = []
-        for i in items:
-            rec = next((r for r in mine if r.item == i and r.encoding == "auto"), None)
-            got = psnr.get((i, "auto"))
-            row_best = [(psnr[(i, s)], s) for s in grid if psnr.get((i, s)) is not None]
-            if rec is None or got is None or not row_best:
-                continue
-            best, best_s = max(row_best)
-            picked = (rec.record() or {}).get("sigma")
-            at_chosen = psnr.get((i, chosen))
-            auto_rows.append((i, picked, got, best, best_s, at_chosen))
-        if auto_rows:
-            md += ["", f"sigma=auto on the same tuning images (chosen from each image's training pixels alone):", "",
-                   "| tuning image | auto's sigma | auto | the image's grid best (sigma) | the search's sigma | "
-                   "auto - grid best | auto - search |", "| --- | --- | --- | --- | --- | --- | --- |"]
-            for i, picked, got, best, best_s, at_chosen in auto_rows:
-                vs_search = f"{got - at_chosen:+.2f}" if at_chosen is not None else "-"
-                md.append(f"| {i} | {picked:.3g} | {got:.2f} | {best:.2f} ({best_s}) | "
-                          f"{_fmt(at_chosen, 'psnr')} ({chosen}) | {got - best:+.2f} | {vs_search} |")
-            gaps = [got - best for _, _, got, best, _, _ in auto_rows]
-            vs = [got - c for _, _, got, _, _, c in auto_rows if c is not None]
-            md += ["", f"- {task}: sigma=auto is {statistics.fmean(gaps):+.2f} dB from each image's grid best on "
-                   f"average (worst {min(gaps):+.2f}) and {statistics.fmean(vs):+.2f} dB from the search's sigma."
-                   if vs else ""]
-            for i, picked, got, *_ in auto_rows:
-                csv_rows.append([task, f"auto[{i}]={picked:.4g}", f"{got:.2f}", "", "1", notes[task]])
-        md.append("")
-    text = "\n".join(md) + "\n"
-    write_text(out / "tune.csv", csv_text(["task", "sigma", "test_psnr", "std", "n", "data"], csv_rows))
-    write_text(out / "tune.md", text)
-    return text
-
-
-def tune(args: argparse.Namespace, tasks: list[str], data: Path, out: Path, extra: list[str]) -> int:
-    """`--tune`: the authors' sigma search on the tuning images of the image and text sets."""
-    bad = [t for t in tasks if t not in IMAGE_SETS]
-    if bad:
-        return fail(f"--tune searches sigma on the image sets of the image and text tasks; drop {','.join(bad)} "
-                    "from --tasks")
-    all_plans = plans(args.scale, data)
-    runs: list[Run] = []
-    sweeps: list[tuple[str, TaskPlan, str, list[Run]]] = []
-    rules, notes = {}, {}
-    for task in tasks:
-        tplan, sigmas, rules[task] = tune_plan(task, args.scale, data, all_plans[task], extra)
-        name = IMAGE_SETS[task]
-        if not tplan.items:
-            return fail(f"--tune: no tuning images at {data / 'images' / name / 'tuning'} (NN.png); set --data or "
-                        "$FFRUN_DATA to the data directory holding the authors' images")
-        notes[task] = (f"{name} tuning images {', '.join(f'{name}:tuning/{i[-2:]}' for i in tplan.items)} at "
-                       f"{_resolution([*tplan.overrides, *extra])} px")
-        for item in tplan.items:
-            item_runs = [Run(task, item, s, out / "tune" / task / item / f"sigma_{s}",
-                             [*job_overrides(tplan, item, "gauss", extra), f"sigma={s}"]) for s in sigmas]
-            runs += item_runs
-            sweeps.append((task, tplan, item, item_runs))
-    plans_by = {(task, item): tplan for task, tplan, item, _ in sweeps}
-    _, interrupted, _ = execute(runs, lambda task, item, fresh: launch_tune(
-        task, plans_by[(task, item)], item, [r.encoding for r in fresh], out / "tune" / task / item, args.launcher,
-        extra), f"--tune, scale {args.scale}, out {out / 'tune'}")
-    print(tune_report(out, runs, rules, args.scale, notes))
-    if interrupted:
-        print("ffrun-reproduce: interrupted; run the same command again to continue", file=sys.stderr)
-        return 130
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------- main
+from ffrun.sweep.commands import LAUNCHERS
+from ffrun.sweep.console import error, interrupted, run_console, say
+from ffrun.sweep.execute import execute
+from ffrun.sweep.gallery import gallery
+from ffrun.sweep.overrides import check_overrides, not_an_override
+from ffrun.sweep.paper import PAPER_DATA, TASKS
+from ffrun.sweep.plans import IMAGE_SETS, SCALES, plans
+from ffrun.sweep.runs import NOT_RUN, Run, has_results
+from ffrun.sweep.search import launch_tune, tune_note, tune_plan, tune_report, tune_runs
+from ffrun.sweep.table1 import collect, launch, table1_runs, write_table1
+from ffrun.util.atomic import write_json
+
+PROG = "ffrun-reproduce"
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    ap = argparse.ArgumentParser(prog="ffrun-reproduce", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="cpu",
+    ap.add_argument("--scale", choices=SCALES, default="cpu",
                     help="smoke: seconds (CI); cpu: the reduced protocol, about 90 min on 2 CPU cores; paper: the "
                          "authors' full protocol (a GPU job)")
     ap.add_argument("--tasks", default=None, help=f"comma-separated subset of {','.join(TASKS)} (default: all; "
@@ -716,160 +60,101 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def fail(msg: str) -> int:
-    print(f"ffrun-reproduce: error: {msg}", file=sys.stderr)
-    return 2
+    return error(PROG, msg)
 
 
-def check_overrides(plans_: dict[str, TaskPlan], tasks: list[str], extra: list[str]) -> str | None:
-    """Why the trailing overrides cannot run, as one line, or None: they must compose with every task's
-    plan and pass ffrun's range checks, before anything is recorded or run; and the encoding is the
-    table's own sweep, not an override."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(extra)
-    except Exception as e:
-        return f"overrides {' '.join(extra)!r}: {' '.join(str(e).split())[:300]}"
-    for o in parsed:
-        if o.key_or_group in ("encoding", "encoding.name") or o.key_or_group.startswith("encoding@"):
-            return (f"{o.input_line!r}: the table sweeps every encoding itself; drop the override (or run "
-                    f"`ffrun -m encoding=...` for a sweep of your own)")
-    from ffrun.config import validate
-    from ffrun.run.job import compose
-
-    for task in tasks:
-        plan = plans_[task]
-        item = next(iter(plan.items))
-        try:
-            validate(compose(job_overrides(plan, item, plan.encodings[-1], extra)))
-        except Exception as e:
-            return f"overrides {' '.join(extra)!r} do not fit the {task} runs: {' '.join(str(e).split())[:300]}"
+def refusal(args: argparse.Namespace, tasks: list[str], extra: list[str], data: Path) -> str | None:
+    """Why the command cannot run as given, as one line, or None."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        return f"--tasks {args.tasks!r}: unknown task(s) {unknown}; choose from {','.join(TASKS)}"
+    bad = not_an_override(extra)
+    if bad is not None:
+        return f"{bad!r} is not a Hydra override (key=value); put options before overrides"
+    if args.data and not data.is_dir():
+        return f"--data {args.data}: no such folder; give the data directory (one folder per task's data)"
     return None
 
 
-def _has_results(out: Path) -> bool:
-    """Whether a reproduction folder holds any run that trained (its settings then bind the folder)."""
-    for path in (out / "runs").rglob("metrics.json"):
-        try:
-            if json.loads(path.read_text()).get("status") not in (None, "failed"):
-                return True
-        except (OSError, ValueError, AttributeError):
-            continue
-    return False
-
-
-def execute(runs: list[Run], launch_group, what: str) -> tuple[list[Run], bool, float]:
-    """Bring every run to an end: runs recorded with other settings are moved aside, interrupted ones
-    resume from their checkpoints, and the rest start through `launch_group(task, item, fresh_runs)` (one
-    Hydra multirun per task and data item), with a progress line per finished run. Returns (the runs that
-    were not done, whether a signal interrupted, the wall time)."""
-    todo = [r for r in runs if r.status() not in ("completed", "diverged")]
-    for run in todo:
-        if run.status() == "stale":  # another protocol's result: keep it aside, never mix it into this table
-            aside = run.dir.with_name(f"{run.dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-            run.dir.rename(aside)
-            say(f"{Path(sys.argv[0]).name}: {run.dir} was run with other settings; moved to {aside.name}")
-    say(f"{Path(sys.argv[0]).name}: {what}: {len(runs)} runs ({len(runs) - len(todo)} already done)")
-    progress = Progress(runs, todo)
-    stop = threading.Event()
-    watcher = threading.Thread(target=progress.watch, args=(stop,), daemon=True)
-    watcher.start()
-    start = time.perf_counter()
-    interrupted = False
+def claim(out: Path, manifest: dict, tasks: list[str]) -> str | None:
+    """Record this command's settings in out/reproduce.json, or say why the folder is another command's.
+    Other settings are refused once a run trained with them; a folder of failed runs takes the new ones."""
     try:
-        for task, item in dict.fromkeys((r.task, r.item) for r in runs):
-            pending = [r for r in todo if r.task == task and r.item == item]
-            fresh = [r for r in pending if not (r.dir / "checkpoint.pt").is_file()]
-            for run in pending:
-                if run not in fresh and resume(run) in (130, 143):
-                    raise KeyboardInterrupt
-            if fresh and launch_group(task, item, fresh) in (130, 143):
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        stop.set()
-        watcher.join()
-        progress.poll()
-    return todo, interrupted, time.perf_counter() - start
+        out.mkdir(parents=True, exist_ok=True)
+        previous = json.loads((out / "reproduce.json").read_text()) if (out / "reproduce.json").exists() else None
+    except (OSError, ValueError) as e:
+        return f"--out {out}: {e}"
+    if previous is not None and {k: previous.get(k) for k in manifest} != manifest and has_results(out):
+        return (f"--out {out} holds a reproduction with other settings ({previous.get('scale')} scale, "
+                f"overrides {previous.get('overrides')}); use another --out folder or the same settings")
+    tasks = sorted(set(tasks) | set((previous or {}).get("tasks", [])))
+    write_json(out / "reproduce.json", {**manifest, "tasks": tasks})
+    return None
+
+
+def tune(args: argparse.Namespace, tasks: list[str], data: Path, out: Path, extra: list[str]) -> int:
+    """`--tune`: the authors' sigma search on the tuning images of the image and text sets."""
+    bad = [t for t in tasks if t not in IMAGE_SETS]
+    if bad:
+        return fail(f"--tune searches sigma on the image sets of the image and text tasks; drop {','.join(bad)} "
+                    "from --tasks")
+    all_plans = plans(args.scale, data)
+    runs: list[Run] = []
+    tune_plans, rules, notes = {}, {}, {}
+    for task in tasks:
+        tune_plans[task], sigmas, rules[task] = tune_plan(task, args.scale, data, all_plans[task], extra)
+        if not tune_plans[task].items:
+            return fail(f"--tune: no tuning images at {data / 'images' / IMAGE_SETS[task] / 'tuning'} (NN.png); set "
+                        "--data or $FFRUN_DATA to the data directory holding the authors' images")
+        notes[task] = tune_note(task, tune_plans[task], extra)
+        runs += tune_runs(task, tune_plans[task], sigmas, out, extra)
+    _, stopped, _ = execute(runs, lambda task, item, fresh: launch_tune(
+        task, tune_plans[task], item, [r.encoding for r in fresh], out / "tune" / task / item, args.launcher,
+        extra), f"--tune, scale {args.scale}, out {out / 'tune'}")
+    print(tune_report(out, runs, rules, args.scale, notes))
+    return interrupted(PROG) if stopped else 0
+
+
+def table(args: argparse.Namespace, tasks: list[str], data: Path, out: Path, extra: list[str]) -> int:
+    """Table 1: run every task x encoding, write the table and the galleries; exit 2 naming failed runs."""
+    all_plans = plans(args.scale, data)
+    runs = table1_runs(all_plans, tasks, out, extra)
+    _, stopped, wall = execute(runs, lambda task, item, fresh: launch(
+        task, all_plans[task], item, [r.encoding for r in fresh], out / "runs" / task / item, args.launcher, extra),
+        f"scale {args.scale}, data {data}, out {out}")
+    data_notes = {t: all_plans[t].note or f"{PAPER_DATA[t]}; items: {', '.join(all_plans[t].items)}" for t in tasks}
+    text = write_table1(out, collect(runs), args.scale, all_plans, data_notes, wall)
+    for task in tasks:
+        gallery(out, task, [r for r in runs if r.task == task])
+    say(text)
+    if stopped:
+        return interrupted(PROG)
+    failed = [(r, rec) for r in runs if (rec := r.record()) is None or rec.failed]
+    if failed:
+        shown = "; ".join(f"{r.label} ({str((rec.reason if rec else None) or NOT_RUN)[:120]})" for r, rec in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        return fail(f"{len(failed)} of {len(runs)} runs failed: {shown}{more}; the table holds the others")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(argv)
     args.tasks = args.tasks if args.tasks is not None else ",".join(IMAGE_SETS if args.tune else TASKS)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        return fail(f"--tasks {args.tasks!r}: unknown task(s) {unknown}; choose from {','.join(TASKS)}")
-    bad = [o for o in extra if "=" not in o or o.startswith("-")]
-    if bad:
-        return fail(f"{bad[0]!r} is not a Hydra override (key=value); put options before overrides")
     data = Path(args.data).expanduser() if args.data else data_dir()
-    if args.data and not data.is_dir():
-        return fail(f"--data {args.data}: no such folder; give the data directory (one folder per task's data)")
+    refused = refusal(args, tasks, extra, data)
+    if refused:
+        return fail(refused)
     if args.data:
         os.environ["FFRUN_DATA"] = str(data)  # the runs find image sets (task.image=div2k:3) through it
     refused = check_overrides(plans(args.scale, data), tasks, extra)
     if refused:
         return fail(refused)
     out = Path(args.out).expanduser().resolve()
-    manifest = {"scale": args.scale, "overrides": extra, "data": str(data)}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        previous = json.loads((out / "reproduce.json").read_text()) if (out / "reproduce.json").exists() else None
-    except (OSError, ValueError) as e:
-        return fail(f"--out {out}: {e}")
-    # Other settings are refused once a run trained with them; a folder of failed runs takes the new ones.
-    if previous is not None and {k: previous.get(k) for k in manifest} != manifest and _has_results(out):
-        return fail(f"--out {out} holds a reproduction with other settings ({previous.get('scale')} scale, "
-                    f"overrides {previous.get('overrides')}); use another --out folder or the same settings")
-    write_json(out / "reproduce.json", {**manifest, "tasks": sorted(set(tasks) | set((previous or {}).get("tasks", [])))})
-
-    if args.tune:
-        return tune(args, tasks, data, out, extra)
-    all_plans = plans(args.scale, data)
-    runs: list[Run] = []
-    for task in tasks:
-        plan = all_plans[task]
-        for item in plan.items:
-            runs += [Run(task, item, enc, out / "runs" / task / item / enc, job_overrides(plan, item, enc, extra))
-                     for enc in plan.encodings]
-    todo, interrupted, wall = execute(runs, lambda task, item, fresh: launch(
-        task, all_plans[task], item, [r.encoding for r in fresh], out / "runs" / task / item, args.launcher, extra),
-        f"scale {args.scale}, data {data}, out {out}")
-
-    data_notes = {t: all_plans[t].note or f"{PAPER_DATA[t]}; items: {', '.join(all_plans[t].items)}" for t in tasks}
-    table = collect(runs)
-    text = write_table(out, table, args.scale, all_plans, data_notes, wall)
-    for task in tasks:
-        gallery(out, task, [r for r in runs if r.task == task])
-    say(text)
-    if interrupted:
-        print("ffrun-reproduce: interrupted; run the same command again to continue", file=sys.stderr)
-        return 130
-    failed = [(r, rec) for r in runs if (rec := r.record() or {}).get("status") in (None, "failed")]
-    if failed:
-        shown = "; ".join(f"{r.label} ({str(rec.get('reason') or 'not run')[:120]})" for r, rec in failed[:5])
-        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-        return fail(f"{len(failed)} of {len(runs)} runs failed: {shown}{more}; the table holds the others")
-    return 0
-
-
-def run_console(main_fn) -> None:
-    """A console entry point around `main_fn`: argparse errors exit 2 as usual; no traceback for a user's
-    Ctrl-C. SIGINT and SIGTERM are handed on to the run in progress (see `_call`), then the table is
-    written as it stands."""
-
-    def stop(signum, frame):
-        raise Stop(signum)
-
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, stop)
-    try:
-        code = main_fn()
-    except KeyboardInterrupt:
-        code = 130
-    sys.exit(code)
+    refused = claim(out, {"scale": args.scale, "overrides": extra, "data": str(data)}, tasks)
+    if refused:
+        return fail(refused)
+    return (tune if args.tune else table)(args, tasks, data, out, extra)
 
 
 def console() -> None:

@@ -17,11 +17,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun.util.atomic import save_figure, write_json
-from ffrun.apps.cli import resolve_device, run_analysis, run_hydra_app
 from ffrun.config import check_settings, register_configs, validate
+from ffrun.run.app import groups_text, run_analysis, run_hydra_app, wants_help
+from ffrun.run.device import resolve_device
 from ffrun.sigma.auto import SigmaChoice, is_auto, predict_sigma
 from ffrun.tasks import build_task
+from ffrun.util.atomic import save_figure, write_json
 
 log = logging.getLogger("ffrun.sigma")
 
@@ -75,7 +76,32 @@ def _app(cfg: DictConfig) -> None:
     run_analysis("ffrun-sigma", cfg, predict, resolve=False)
 
 
+def help_text() -> str:
+    return f"""ffrun-sigma: the sigma that sigma=auto would choose for a run, without training.
+
+Usage: ffrun-sigma [group=option ...] [key=value ...]     (the same config as ffrun; its sigma is ignored)
+
+Config groups (group=option):
+{groups_text()}
+
+Examples:
+  ffrun-sigma task.image=coffee task.resolution=128       the choice for a 128 px photo
+  ffrun-sigma experiment=paper_text task.data_seed=3       for the paper's text protocol, another image
+  ffrun-sigma task=ct task.resolution=128                  CT: the proxy is the task's own projector
+
+Prints the choice and how it was made; writes sigma_curve.png (the proxy's held-out score against sigma, the
+choice marked) and sigma_auto.json (method, candidates, scores, seconds) into outputs/sigma/DATE/TIME/
+(move it with hydra.run.dir=...). Train with it: ffrun ... sigma=auto (the same prediction, then training).
+
+Exit status: 0 done, 2 bad input (one line on stderr). The method: docs/sigma_auto.md; the full config:
+ffrun-sigma --cfg job.
+"""
+
+
 def main() -> None:
+    if wants_help():
+        print(help_text(), end="")
+        return
     run_hydra_app(_app)
 
 

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ffrun.util.atomic import csv_text, save_figure, write_text
 from ffrun.config import flatten
+from ffrun.run.record import RECORD, NotARecord, RunRecord, Status
+from ffrun.util.atomic import csv_text, save_figure, write_text
 from ffrun.util.errors import FfrunError
 
 # Keys that never define a setting: seeds and images are what a setting is averaged over.
@@ -37,8 +38,6 @@ AVERAGED_KEYS = {"seed", "task.image", "task.data_seed"}
 IGNORED_KEYS = {"device", "trainer.progress", "trainer.eval_every"}
 # Encoding parameters that only mean something for some encodings.
 ENCODING_ONLY = {"sigma": "gauss", "encoding.sigma": "gauss", "encoding.scale": "posenc"}
-# A metrics.json larger than this is not one ffrun wrote (a long run's is well under 1 MB).
-MAX_METRICS_BYTES = 64 * 2**20
 # One plot per metric: a file naming thousands of metrics must not produce thousands of files.
 MAX_PLOTS = 64
 MAX_NAME = 80
@@ -54,50 +53,25 @@ def safe_filename(name: str) -> str:
     return clean
 
 
-def _number(v: Any) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
-def record_problem(rec: Any) -> str | None:
-    """Why a parsed metrics.json cannot be summarised, or None when it can."""
-    if not isinstance(rec, dict):
-        return f"a JSON {type(rec).__name__}, not an object"
-    metrics = rec.get("metrics", {})
-    if not isinstance(metrics, dict):
-        return "`metrics` is not an object"
-    bad = [k for k, v in metrics.items() if not _number(v)]
-    if bad:
-        return f"metric {bad[0]!r} is not a number"
-    for key in ("sigma", "seed", "wall_s", "steps"):
-        if not _number(rec.get(key)):
-            return f"`{key}` is not a number"
-    for key in ("status", "task", "encoding", "reason"):
-        if rec.get(key) is not None and not isinstance(rec[key], str):
-            return f"`{key}` is not a string"
-    if not isinstance(rec.get("config", {}), dict):
-        return "`config` is not an object"
-    return None
-
-
 def load_runs(root: Path) -> list[dict]:
+    """Every run record under `root`, as metrics.json names its keys, with `run_dir` (relative to `root`)."""
     runs = []
-    for path in sorted(root.rglob("metrics.json")):
+    for path in sorted(root.rglob(RECORD)):
         try:
-            if not path.is_file():
-                raise OSError("not a regular file")
-            if path.stat().st_size > MAX_METRICS_BYTES:
-                raise OSError(f"larger than {MAX_METRICS_BYTES // 2**20} MB")
-            rec = json.loads(path.read_text(encoding="utf-8"))
+            rec = RunRecord.parse(path)
+        except NotARecord as e:
+            print(f"ffrun-summary: skipping {path}: not an ffrun run record ({e})", file=sys.stderr)
+            continue
         except (OSError, ValueError) as e:
             print(f"ffrun-summary: skipping {path}: unreadable ({e})", file=sys.stderr)
             continue
-        problem = record_problem(rec)
-        if problem:
-            print(f"ffrun-summary: skipping {path}: not an ffrun run record ({problem})", file=sys.stderr)
-            continue
-        rec["run_dir"] = str(path.parent.relative_to(root)) or "."
-        runs.append(rec)
+        runs.append({**rec.to_dict(), "run_dir": str(path.parent.relative_to(root)) or "."})
     return runs
+
+
+def _completed(run: dict) -> bool:
+    """A run to summarise: completed, or a record without a status (one written by hand)."""
+    return run.get("status", Status.COMPLETED) == Status.COMPLETED
 
 
 def setting_keys(run: dict) -> dict[str, Any]:
@@ -126,7 +100,7 @@ def _fmt(v: Any) -> str:
 
 def summarise(runs: list[dict]) -> tuple[list[str], list[dict]]:
     """Group the completed runs by setting; returns (the varying config columns, one row per setting)."""
-    runs = [r for r in runs if r.get("status", "completed") == "completed"]
+    runs = [r for r in runs if _completed(r)]
     keys = [setting_keys(r) for r in runs]
     all_keys = sorted(set().union(*keys)) if keys else []
     varying = [k for k in all_keys if len({json.dumps(ks[k], sort_keys=True) for ks in keys if k in ks}) > 1]
@@ -192,7 +166,7 @@ def to_markdown(rows: list[dict], varying: list[str], runs: list[dict]) -> str:
                 cells.append(f"{v[0]:.4g}")
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
-    bad = [r for r in runs if r.get("status", "completed") != "completed"]
+    bad = [r for r in runs if not _completed(r)]
     if bad:
         text += "\nRuns not completed:\n\n| run | status | reason |\n| --- | --- | --- |\n"
         for r in bad:

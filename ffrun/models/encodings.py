@@ -181,7 +181,7 @@ def _register_fourier() -> None:
     from ffrun.models.configs import EncodingConfig
 
     for name in FOURIER_NAMES:
-        register_encoding(name, EncodingConfig)(_build_fourier)
+        register_encoding(name, EncodingConfig, fourier=True, static=name != "learned")(_build_fourier)
 
     @register_encoding("grid", EncodingConfig)
     def _grid(cfg, spec: FieldSpec) -> nn.Module:  # a whole field of the task's own pixels: see build_field

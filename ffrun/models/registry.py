@@ -54,6 +54,10 @@ class Entry:
     schema: type
     budget: Budget | None = None
     check: Callable[[Any], str | None] | None = None  # cfg -> why it is out of range, or None
+    # encodings: the Fourier family, gamma(v) = [sin, cos](2 pi v B^T) or v itself (ffrun-export writes it
+    # as that formula), and static: no trainable parameters (a vectorized sweep can batch its features)
+    fourier: bool = False
+    static: bool = False
 
 
 ENCODINGS: dict[str, Entry] = {}
@@ -64,18 +68,19 @@ BUILTIN_MODULES = ("ffrun.models.encodings", "ffrun.models.hashgrid", "ffrun.mod
                    "ffrun.models.mlp", "ffrun.models.siren", "ffrun.models.wire")
 
 
-def _register(table: dict[str, Entry], name: str, schema: type, budget: Budget | None, check):
+def _register(table: dict[str, Entry], name: str, schema: type, budget: Budget | None, check, **traits):
     def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        table[name] = Entry(name, build, schema, budget, check)
+        table[name] = Entry(name, build, schema, budget, check, **traits)
         return build
 
     return decorate
 
 
-def register_encoding(name: str, schema: type, budget: Budget | None = None, check=None):
+def register_encoding(name: str, schema: type, budget: Budget | None = None, check=None, fourier: bool = False,
+                      static: bool = False):
     """Decorator: `build(cfg, spec) -> nn.Module` is the encoding called `name` (config group `encoding`);
-    `check(cfg)` returns why a setting is out of range (one line), or None."""
-    return _register(ENCODINGS, name, schema, budget, check)
+    `check(cfg)` returns why a setting is out of range (one line), or None; `fourier` and `static` as Entry."""
+    return _register(ENCODINGS, name, schema, budget, check, fourier=fourier, static=static)
 
 
 def register_network(name: str, schema: type, budget: Budget | None = None, check=None):

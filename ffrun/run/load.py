@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun.train.checkpoint import find_checkpoint, load_checkpoint
-from ffrun.config import TASK_SCHEMAS
 from ffrun.models.registry import encoding_entry, network_entry
+from ffrun.tasks.registry import registered
+from ffrun.train.checkpoint import find_checkpoint, load_checkpoint
 from ffrun.util.errors import FfrunError
 
 
@@ -49,16 +49,17 @@ def _complete(saved: dict, path: Path) -> DictConfig:
     if found:
         raise FfrunError(f"{path}: its config holds an interpolation ({found[0][:80]!r}); ffrun saves resolved "
                          "configs, so this checkpoint was not written by ffrun")
+    tasks = registered()  # a plug-in that cannot be imported is named here, not as a bad config
     try:
         cfg = OmegaConf.create(saved)
         cfg.encoding = OmegaConf.merge(OmegaConf.structured(encoding_entry(saved["encoding"]["name"]).schema),
                                        saved["encoding"])
         cfg.model = OmegaConf.merge(OmegaConf.structured(network_entry(saved["model"].get("name", "mlp")).schema),
                                     saved["model"])
-        schema = TASK_SCHEMAS.get(saved["task"]["name"])
-        if schema is None:
-            raise ValueError(f"task {saved['task']['name']!r} is not one of {', '.join(TASK_SCHEMAS)}")
-        cfg.task = OmegaConf.merge(OmegaConf.structured(schema), saved["task"])
+        entry = tasks.get(saved["task"]["name"])
+        if entry is None:
+            raise ValueError(f"task {saved['task']['name']!r} is not one of {', '.join(tasks)}")
+        cfg.task = OmegaConf.merge(OmegaConf.structured(entry.schema), saved["task"])
     except Exception as e:  # a config from a file ffrun did not write: missing keys, wrong types
         raise FfrunError(f"{path}: its config is not an ffrun config ({type(e).__name__}: "
                          f"{' '.join(str(e).split())})") from None
@@ -90,7 +91,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Mo
 
 def _device(device: str | torch.device) -> torch.device:
     """`device` checked as a run checks it: FfrunError (one line) for cuda without a CUDA device."""
-    from ffrun.run.job import resolve_device
+    from ffrun.run.device import resolve_device
 
     return resolve_device(str(device))
 

@@ -23,12 +23,6 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 
-def mapped_input_kernel(encoding: nn.Module, x1: Tensor, x2: Tensor) -> Tensor:
-    """<gamma(x1_i), gamma(x2_j)> / d0, float64, shape (n1, n2)."""
-    g1, g2 = encoding(x1).double(), encoding(x2).double()
-    return g1 @ g2.T / g1.shape[-1]
-
-
 def relu_ntk(input_kernel: tuple[Tensor, Tensor, Tensor], depth: int, w_std: float, b_std: float) -> Tensor:
     """Closed-form NTK of an L-layer ReLU MLP (NTK parametrization), for one scalar output.
 

@@ -1,4 +1,6 @@
-"""The interface every task implements; the trainer knows nothing else about a task."""
+"""The interface every task implements; the trainer, the runner, sigma=auto and the apps know nothing else
+about a task: what they need to know, the task answers (`points_per_step`, `sigma_proxy`, `coordinates`,
+`vectorizable`)."""
 
 from __future__ import annotations
 
@@ -6,16 +8,29 @@ import logging
 import math
 import zlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from omegaconf import MISSING
 from torch import Tensor
 
 from ffrun.models.field import Field
+from ffrun.tasks.proxy import PointSamples, SigmaProxy
 
 log = logging.getLogger("ffrun.tasks")
+
+
+@dataclass
+class TaskConfig:
+    """What every task's schema has (each task's module extends it with its own settings)."""
+
+    name: str = MISSING
+    # The top-level `sigma` defaults to this: the paper's sigma for the task, scaled to the task's size
+    # by samples per unit length (each task's yaml holds the formula; docs/protocol.md, "Reduced sizes").
+    default_sigma: float = 10.0
 
 
 class Task(ABC):
@@ -26,6 +41,21 @@ class Task(ABC):
     grid_shape: tuple[int, ...] | None = None  # the pixel/voxel grid a `grid` baseline optimises
     # The box [lo, hi]^d the coordinates fill: hash and dense grids normalise by it, SIREN centres by it.
     bounds: tuple[float, float] = (0.0, 1.0)
+    # What the field's coordinates and outputs mean, for readers of an exported field (ffrun-export).
+    coordinates: str = ""
+    # Whether jobs of this task can train as one batched network (hydra/launcher=vectorized): full-batch
+    # point regression on shared training points, 0.5 * MSE (ffrun.train.vectorized).
+    vectorizable: bool = False
+
+    def points_per_step(self) -> int | None:
+        """Coordinates the field is evaluated at in one training step (FLOP counts, the CPU thread rule);
+        None where the task does not say."""
+        return None
+
+    def sigma_proxy(self) -> SigmaProxy | None:
+        """The training data, as sigma=auto reads it (ffrun.tasks.proxy): the measurements and the forward
+        model they were taken through, never test data. None: this task has no proxy."""
+        return None
 
     @abstractmethod
     def sample(self, step: int) -> Any:
@@ -110,6 +140,14 @@ class PointRegressionTask(Task):
 
     train: tuple[Tensor, Tensor]
     device: torch.device
+    vectorizable = True
+
+    def points_per_step(self) -> int:
+        n = self.train[0].shape[0]
+        return n if self.batch_size is None else min(self.batch_size, n)
+
+    def sigma_proxy(self) -> PointSamples:
+        return PointSamples(*self.train)
 
     def _init_sampler(self, batch_size: int | None, seed: int) -> None:
         self.batch_size = batch_size

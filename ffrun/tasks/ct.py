@@ -1,6 +1,6 @@
 """2D CT: reconstruct an image from a few parallel-beam projections, never seeing the image itself.
 
-Forward model (PAPER.md): for each of `num_angles` angles theta = linspace(0, pi, num_angles + 1)[:-1]
+Forward model (the authors' notebooks; docs/protocol.md): for each of `num_angles` angles theta = linspace(0, pi, num_angles + 1)[:-1]
 the image is rotated (nearest neighbour) and AVERAGED along its rows, giving `resolution` values per angle.
 Loss 0.5 * MSE between predicted and measured projections; metric `psnr` of the reconstruction clipped
 to [0, 1] against the true image, and `projection_loss`, the measurement-domain loss.
@@ -9,7 +9,9 @@ to [0, 1] against the true image, and `projection_loss`, the measurement-domain 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,13 +19,27 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from ffrun.util.atomic import write_png
-from ffrun.util.pictures import error_map, labelled_row, metric_label
 from ffrun.data.images import center_crop_resize, load_image, pixel_coords
 from ffrun.data.phantoms import PERTURBATIONS, PHANTOM_SPLITS, shepp_logan_2d
+from ffrun.tasks.base import Task, TaskConfig
+from ffrun.tasks.proxy import Projections
+from ffrun.tasks.registry import Limit, register_task
+from ffrun.util.atomic import write_png
 from ffrun.util.errors import FfrunError
 from ffrun.util.metrics import psnr
-from ffrun.tasks.base import Task
+from ffrun.util.pictures import error_map, labelled_row, metric_label
+
+
+@dataclass
+class CTTaskConfig(TaskConfig):
+    name: str = "ct"
+    image: str = "phantom"  # phantom (perturbed modified Shepp-Logan), a DICOM slice (.dcm) or an image file
+    resolution: int = 512
+    num_angles: int = 20  # theta = linspace(0, pi, num_angles + 1)[:-1]
+    interpolation: str = "nearest"  # rotation sampling: nearest (the paper) | bilinear
+    data_seed: int = 0  # seeds the phantom's perturbation
+    perturbation: str = "ffrun"  # ffrun (bounded, the skull stays a ring) | notebook (every parameter + N(0, 1)/20)
+    split: str = "test"  # test | tune: disjoint phantom sets (choose sigma on tune, report on test)
 
 
 class ParallelProjector:
@@ -50,6 +66,35 @@ class ParallelProjector:
         rotated = F.grid_sample(img[None, None].expand(a, 1, -1, -1), self.grid, mode=self.mode,
                                 padding_mode="zeros", align_corners=False)
         return rotated[:, 0].mean(dim=1)  # average along rows (over y): one value per column
+
+    def matrix(self) -> Tensor:
+        """This projector as a sparse (angles * n, n * n) matrix, built from its sampling grid: grid_sample's
+        nearest rule (round half to even, align_corners=False, zero outside), each measurement the mean of n
+        samples; bilinear sampling spreads each sample over its four neighbours with their weights."""
+        grid = self.grid.detach()  # (A, n, n, 2): (x, y) in [-1, 1] per output pixel
+        a, n = grid.shape[0], grid.shape[1]
+        # grid_sample's own unnormalisation, in the grid's dtype: at 45 degrees samples fall on half pixels,
+        # where a float64 copy would round some of them the other way
+        ix = (((grid[..., 0] + 1) * n - 1) / 2).double()
+        iy = (((grid[..., 1] + 1) * n - 1) / 2).double()
+        ar = torch.arange(max(a, n), device=grid.device)
+        row = (ar[:a, None, None] * n + ar[None, None, :n]).expand(a, n, n)  # measurement index (angle, column)
+        if self.mode == "nearest":
+            corners = [(torch.round(ix), torch.round(iy), torch.ones_like(ix))]
+        else:
+            x0, y0 = torch.floor(ix), torch.floor(iy)
+            wx, wy = ix - x0, iy - y0
+            corners = [(x0, y0, (1 - wx) * (1 - wy)), (x0 + 1, y0, wx * (1 - wy)), (x0, y0 + 1, (1 - wx) * wy),
+                       (x0 + 1, y0 + 1, wx * wy)]
+        rows, cols, vals = [], [], []
+        for cx, cy, w in corners:
+            inside = (cx >= 0) & (cx < n) & (cy >= 0) & (cy < n) & (w != 0)
+            rows.append(row[inside])
+            cols.append((cy[inside] * n + cx[inside]).long())
+            vals.append(w[inside] / n)
+        idx = torch.stack([torch.cat(rows), torch.cat(cols)])
+        return torch.sparse_coo_tensor(idx, torch.cat(vals), (a * n, n * n), check_invariants=False,
+                                       device=grid.device).coalesce()
 
 
 def load_ct_image(spec: str, n: int, seed: int, perturbation: str = "ffrun", split: str = "test") -> np.ndarray:
@@ -81,16 +126,16 @@ def load_ct_image(spec: str, n: int, seed: int, perturbation: str = "ffrun", spl
     return load_image(spec, n).mean(axis=-1)
 
 
+@register_task("ct", CTTaskConfig, limits={"resolution": Limit(8, "at least 8 pixels")})
 class CTTask(Task):
     in_dim = 2
     out_dim = 1
     out_activation = "sigmoid"
     primary_metric = "psnr"
+    coordinates = "(x, y) in [0, 1)^2 as the image task; output the attenuation image value"
 
     def __init__(self, cfg: DictConfig, device: torch.device, batch_size: int | None = None, seed: int = 0):
         n = cfg.resolution
-        if n < 8:
-            raise FfrunError(f"task.resolution={n}: use at least 8 pixels")
         if cfg.num_angles < 1:
             raise FfrunError(f"task.num_angles={cfg.num_angles}: use at least 1 projection angle")
         if cfg.interpolation not in ("nearest", "bilinear"):
@@ -110,6 +155,18 @@ class CTTask(Task):
         self.coords = torch.from_numpy(pixel_coords(n)).to(device).reshape(-1, 2)
         self.n, self.num_angles = n, cfg.num_angles
         self.grid_shape = (n, n)  # the grid baseline: one value per pixel
+
+    def points_per_step(self) -> int:
+        return self.coords.shape[0]
+
+    def sigma_proxy(self) -> Projections:
+        angles = self.project.angles.cpu()  # the geometry; the matrices are built on the task's device
+
+        def matrix(indices: Sequence[int]) -> Tensor:
+            subset = ParallelProjector(self.n, angles[list(indices)], self.sinogram.device, self.project.mode)
+            return subset.matrix()
+
+        return Projections(self.sinogram, self.coords, self.n, self.project, matrix)
 
     def _image(self, field, predict: bool = False) -> Tensor:
         out = field.predict(self.coords) if predict else field.forward_static(self.coords)

@@ -7,33 +7,41 @@ Loss 0.5 * MSE.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ffrun.util.atomic import write_png
 from ffrun.data.images import load_image, pixel_coords
-from ffrun.util.errors import FfrunError
-from ffrun.util.metrics import psnr
 from ffrun.models.field import Field
+from ffrun.tasks.base import PointRegressionTask, TaskConfig
+from ffrun.tasks.registry import Limit, register_task
+from ffrun.util.atomic import write_png
+from ffrun.util.metrics import psnr
 from ffrun.util.pictures import error_map, labelled_row, metric_label
-from ffrun.tasks.base import PointRegressionTask
 
 
+@dataclass
+class ImageTaskConfig(TaskConfig):
+    name: str = "image"
+    image: str = "astronaut"  # a sample name (see ffrun.data.images.SAMPLE_IMAGES), `text`, or a path
+    resolution: int = 512  # side of the square image; must be even (even pixels train, odd pixels test)
+    data_seed: int = 0  # seeds the text image's words, fonts and colours (independent of the run seed)
+
+
+# the protocol splits even/odd pixels
+@register_task("image", ImageTaskConfig, limits={"resolution": Limit(4, "an even size >= 4", even=True)})
 class ImageTask(PointRegressionTask):
     in_dim = 2
     out_dim = 3
     out_activation = "sigmoid"
     primary_metric = "test_psnr"
+    coordinates = "(x, y) in [0, 1)^2: pixel (row r, col c) of an N x N image is (c / N, r / N); output RGB in [0, 1]"
 
     def __init__(self, cfg: DictConfig, device: torch.device, batch_size: int | None = None, seed: int = 0):
         n = cfg.resolution
-        if n < 4 or n % 2:
-            raise FfrunError(
-                f"task.resolution={n}: the image protocol splits even/odd pixels, so use an even size >= 4"
-            )
         self.device = device
         self.image = load_image(cfg.image, n, cfg.data_seed)  # (n, n, 3) float32
         img = torch.from_numpy(self.image).to(device)

@@ -16,22 +16,37 @@ the full-batch loss; memory is bounded by `task.chunk`, at the cost of one more 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from ffrun.util.atomic import write_png
-from ffrun.util.pictures import labelled_grid, metric_label
 from ffrun.data.phantoms import shepp_logan_3d
 from ffrun.data.volumes import MAX_VOXELS, load_nifti, resample_cube, save_nifti
+from ffrun.tasks.base import Task, TaskConfig
+from ffrun.tasks.proxy import KSpaceSamples
+from ffrun.tasks.registry import Limit, register_task
+from ffrun.util.atomic import write_png
 from ffrun.util.errors import FfrunError
 from ffrun.util.metrics import psnr
-from ffrun.tasks.base import Task
+from ffrun.util.pictures import labelled_grid, metric_label
 
 log = logging.getLogger("ffrun.mri")
+
+
+@dataclass
+class MRITaskConfig(TaskConfig):
+    name: str = "mri"
+    volume: Optional[str] = None  # a NIfTI file; None = the 3D modified Shepp-Logan phantom
+    resolution: int = 96  # the volume is padded to a cube and area-averaged to resolution^3
+    samples: int = 200_000  # k-space draws at 96^3 (scaled by (resolution / 96)^3), before duplicates merge
+    sample_std: float = 13.9  # std of the Gaussian k-space sampling around DC, in voxels at 96^3 (scaled)
+    chunk: Optional[int] = 131072  # points per MLP chunk (exact gradients, bounded memory); None = all at once
+    data_seed: int = 0  # seeds the k-space mask
 
 
 def gaussian_kspace_mask(n: int, samples: int, std: float, seed: int) -> Tensor:
@@ -55,16 +70,16 @@ def volume_coords(n: int) -> Tensor:
     return torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
+@register_task("mri", MRITaskConfig, limits={"resolution": Limit(8, "at least 8 voxels per axis")})
 class MRITask(Task):
     in_dim = 3
     out_dim = 1
     out_activation = "sigmoid"
     primary_metric = "psnr"
+    coordinates = "(i, j, k) / N in [0, 1)^3 on the resampled N^3 volume (see the run's reconstruction.nii.gz affine)"
 
     def __init__(self, cfg: DictConfig, device: torch.device, batch_size: int | None = None, seed: int = 0):
         n = cfg.resolution
-        if n < 8:
-            raise FfrunError(f"task.resolution={n}: use at least 8 voxels per axis")
         if batch_size is not None:
             raise FfrunError("trainer.batch_size: the Fourier transform needs the whole volume, so MRI trains full "
                              "batch (memory is bounded by task.chunk instead); use trainer.batch_size=null")
@@ -94,6 +109,12 @@ class MRITask(Task):
         self.coords = volume_coords(n).to(device)
         self.chunk = cfg.chunk
         self.grid_shape = (n, n, n)
+
+    def points_per_step(self) -> int:
+        return self.coords.shape[0]
+
+    def sigma_proxy(self) -> KSpaceSamples:
+        return KSpaceSamples(self.observed, self.mask.to(self.observed.device), self.coords, self.n)
 
     def kspace_loss(self, vol: Tensor) -> Tensor:
         diff = kspace_samples(vol, self.mask) - self.observed

@@ -25,7 +25,9 @@ from __future__ import annotations
 import io
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -34,16 +36,36 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ffrun.util.atomic import atomic_write, write_bytes, write_png
-from ffrun.util.pictures import error_map, labelled_row, metric_label
 from ffrun.data.scenes import builtin_scene, camera_rays, load_blender, orbit_like, orbit_poses
+from ffrun.tasks.base import Task, TaskConfig
+from ffrun.tasks.registry import Limit, register_task
+from ffrun.util.atomic import atomic_write, write_bytes, write_png
 from ffrun.util.errors import FfrunError
 from ffrun.util.metrics import psnr
-from ffrun.tasks.base import Task
+from ffrun.util.pictures import error_map, labelled_row, metric_label
 
 log = logging.getLogger("ffrun.nerf")
 
 RAY_ORDERS = ("random", "shuffled_once")
+
+
+@dataclass
+class NeRFTaskConfig(TaskConfig):
+    name: str = "nerf"
+    data: Optional[str] = None  # a Blender-format scene folder; None = ffrun's built-in scene (rendered once, cached)
+    downscale: int = 1  # integer factor; the images are area-averaged and the focal length divided by it
+    builtin_resolution: int = 64  # image size of the built-in scene
+    near: float = 2.0
+    far: float = 6.0
+    n_samples: int = 128  # stratified samples per ray (jittered while training, the grid at evaluation)
+    white_background: bool = True  # photographs and renders on white; false = on black (the notebook)
+    pixel_centers: bool = True  # rays through pixel centres; false = through their corners (the notebook)
+    world_distances: bool = True  # alpha from the sample spacing times |d|; false = the spacing alone (the notebook)
+    # random (each batch drawn anew) | shuffled_once (one shuffle walked in order: the notebook)
+    ray_order: str = "random"
+    test_views: Optional[int] = None  # evaluate on the first N test views; None = all
+    chunk: int = 131072  # points (rays x samples) per chunk when rendering whole views
+    turntable_frames: int = 40  # frames of the turntable GIF of novel views; 0 = none
 
 
 def sample_depths(n_rays: int, near: float, far: float, n_samples: int, generator: torch.Generator | None,
@@ -88,16 +110,18 @@ def render_rays(field, origins: Tensor, directions: Tensor, t: Tensor, white_bac
     return composite(field(points), t, directions, white_background, world_distances)
 
 
+@register_task("nerf", NeRFTaskConfig, limits={"downscale": Limit(1, "an integer >= 1"),
+                                               "builtin_resolution": Limit(8, "at least 8 pixels")})
 class NeRFTask(Task):
     in_dim = 3
     out_dim = 4
     out_activation = "none"
     primary_metric = "test_psnr"
     bounds = (-1.5, 1.5)  # the Blender scenes' objects (and the built-in still life) lie inside [-1.5, 1.5]^3
+    coordinates = ("world-space 3D points of the scene; outputs (r, g, b, density) before the sigmoid / ReLU that "
+                   "volume rendering applies")
 
     def __init__(self, cfg: DictConfig, device: torch.device, batch_size: int | None = None, seed: int = 0):
-        if cfg.downscale < 1:
-            raise FfrunError(f"task.downscale={cfg.downscale}: use an integer >= 1")
         if not 0 <= cfg.near < cfg.far:
             raise FfrunError(f"task.near={cfg.near}, task.far={cfg.far}: use 0 <= near < far")
         if cfg.n_samples < 2:
@@ -131,6 +155,9 @@ class NeRFTask(Task):
             rays = [r[order] for r in rays]
         self.rays_o, self.rays_d, self.rays_rgb = (r.to(device) for r in rays)
 
+    def points_per_step(self) -> int:
+        return self.batch_size * self.n_samples  # rays x samples along each
+
     def sample(self, step: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if self.ray_order == "shuffled_once":
             # Batch k of an epoch is rays [k B, (k + 1) B) of the shuffled table, the last one shorter when B
@@ -153,7 +180,8 @@ class NeRFTask(Task):
         return -10.0 * math.log10(loss) if loss > 0 else math.inf
 
     @torch.no_grad()
-    def render_view(self, field, pose: np.ndarray, height: int, width: int, focal: float) -> tuple[Tensor, Tensor, Tensor]:
+    def render_view(self, field, pose: np.ndarray, height: int, width: int,
+                    focal: float) -> tuple[Tensor, Tensor, Tensor]:
         """A whole image rendered in chunks of rays (bounded memory at any resolution): colour (H, W, 3),
         depth (H, W), opacity (H, W)."""
         o, d = camera_rays(height, width, focal, torch.from_numpy(pose).to(self.device), self.centers)
@@ -210,7 +238,8 @@ class NeRFTask(Task):
         write_png(run_dir / "ground_truth.png", v.images[0])
         write_png(run_dir / "reconstruction.png", renders[0][0].cpu().numpy())
         atomic_write(out / "depth.npz", lambda f: np.savez_compressed(
-            f, names=np.array(v.names), depth=np.stack(depths), opacity=np.stack(opacities), near=self.near, far=self.far))
+            f, names=np.array(v.names), depth=np.stack(depths), opacity=np.stack(opacities), near=self.near,
+            far=self.far))
         if self.turntable_frames:
             write_bytes(run_dir / "turntable.gif", self.turntable(field))
 

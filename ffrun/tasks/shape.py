@@ -7,38 +7,62 @@ on cached test sets.
 
 Outputs: `reconstruction.ply` (marching cubes on the predicted occupancy at `task.mesh_resolution`,
 evaluated in chunks, in the input mesh's own coordinates), `ground_truth.ply` (the normalised input
-mapped back likewise) and `preview.png` (truth and reconstruction side by side, labelled with the IoUs), and each alone as `ground_truth.png` and `reconstruction.png`.
+mapped back likewise) and `preview.png` (truth and reconstruction side by side, labelled with the IoUs),
+and each alone as `ground_truth.png` and `reconstruction.png`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import trimesh
 from omegaconf import DictConfig
 from torch import Tensor
 
+from ffrun.tasks.base import Task, TaskConfig
+from ffrun.tasks.registry import Limit, register_task
 from ffrun.util.atomic import write_bytes, write_png
-from ffrun.data.meshes import (BOXES, build_test_sets, builtin_shape, iou, load_mesh, normalise, occupancy,
-                               sampling_box, uniform_points)
 from ffrun.util.errors import FfrunError
 from ffrun.util.pictures import labelled_row, metric_label
-from ffrun.tasks.base import Task
+
+# trimesh (through ffrun.data.meshes) takes over a second to import: it is imported where a mesh is used,
+# so registering the task (every ffrun start) does not pay for it.
+if TYPE_CHECKING:
+    import trimesh
 
 log = logging.getLogger("ffrun.shape")
 
 
+@dataclass
+class ShapeTaskConfig(TaskConfig):
+    name: str = "shape"
+    mesh: Optional[str] = None  # OBJ/PLY/STL/OFF/GLB; None = ffrun's built-in ridged sphere
+    test_points: int = 262144  # 2^18 uniform + 2^18 near-surface test points, cached per mesh
+    surface_std: float = 0.01  # noise of the near-surface samples (normalised units)
+    box: str = "tight"  # training and uniform test points: tight (bounding box + 1e-3, the paper) | unit ([0, 1]^3)
+    mesh_resolution: int = 128  # marching-cubes grid for the exported surface
+    chunk: int = 65536  # points per evaluation chunk
+    data_seed: int = 0  # seeds the test sets
+
+
+@register_task("shape", ShapeTaskConfig, limits={"chunk": Limit(1, "a positive number of points"),
+                                                 "surface_std": Limit(1e-300, "a positive spread")})
 class ShapeTask(Task):
     in_dim = 3
     out_dim = 1
     out_activation = "none"
     primary_metric = "iou_surface"
+    coordinates = ("points in [0, 1]^3 of the normalised mesh (centre on the vertex mean, divide by the largest "
+                   "absolute coordinate, map [-1, 1] to [0, 1]); output the occupancy logit")
 
     def __init__(self, cfg: DictConfig, device: torch.device, batch_size: int | None = None, seed: int = 0):
+        from ffrun.data.meshes import BOXES, build_test_sets, builtin_shape, load_mesh, normalise, sampling_box
+
         if cfg.mesh_resolution < 8:
             raise FfrunError(f"task.mesh_resolution={cfg.mesh_resolution}: use at least 8")
         if cfg.test_points < 1:
@@ -66,7 +90,12 @@ class ShapeTask(Task):
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
 
+    def points_per_step(self) -> int:
+        return self.batch_size
+
     def sample(self, step: int) -> tuple[Tensor, Tensor]:
+        from ffrun.data.meshes import occupancy, uniform_points
+
         pts = uniform_points(self.batch_size, self.rng, self.box)
         labels = occupancy(self.mesh, pts)
         return (torch.from_numpy(pts.astype(np.float32)).to(self.device),
@@ -77,6 +106,8 @@ class ShapeTask(Task):
         return F.binary_cross_entropy_with_logits(field(pts), labels)
 
     def evaluate(self, field) -> dict[str, float]:
+        from ffrun.data.meshes import iou
+
         def compute() -> dict[str, float]:
             out = {}
             for name, (pts, labels) in self.tests.items():
@@ -88,6 +119,8 @@ class ShapeTask(Task):
 
     def preview(self, field) -> dict[str, np.ndarray]:
         """Occupancy on the middle slice of the sampling box (x at its centre): truth | predicted probability."""
+        from ffrun.data.meshes import occupancy
+
         n = 128
         lo, hi = self.box
         y, z = np.linspace(lo[1], hi[1], n), np.linspace(lo[2], hi[2], n)
@@ -111,6 +144,7 @@ class ShapeTask(Task):
         return grid
 
     def extract_mesh(self, field, n: int) -> trimesh.Trimesh:
+        import trimesh
         from skimage.measure import marching_cubes
 
         logits = self.occupancy_grid(field, n)
@@ -128,6 +162,8 @@ class ShapeTask(Task):
         return (np.asarray(v) * 2.0 - 1.0) * self.scale + self.centre
 
     def save(self, field, run_dir: Path) -> None:
+        import trimesh
+
         pred = self.extract_mesh(field, self.resolution)
         truth = trimesh.Trimesh(self.to_input_frame(self.mesh.vertices), self.mesh.faces, process=False)
         for name, mesh in (("reconstruction.ply", pred), ("ground_truth.ply", truth)):

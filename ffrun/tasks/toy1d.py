@@ -8,29 +8,41 @@ output is linear (no activation), as in the notebooks' 1D experiments.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from omegaconf import DictConfig
 
-from ffrun.util.atomic import save_figure, write_text
 from ffrun.data.signals import power_law_signal
-from ffrun.util.errors import FfrunError
 from ffrun.models.field import Field
-from ffrun.tasks.base import PointRegressionTask
+from ffrun.tasks.base import PointRegressionTask, TaskConfig
+from ffrun.tasks.registry import Limit, register_task
+from ffrun.util.atomic import save_figure, write_text
+from ffrun.util.errors import FfrunError
 
 
+@dataclass
+class Toy1DTaskConfig(TaskConfig):
+    name: str = "toy1d"
+    n_points: int = 256  # grid size; even points train, odd points test
+    alpha: float = 1.0  # amplitude ~ 1/f^alpha
+    max_freq: Optional[int] = None  # highest frequency in cycles per unit; None = n_points // 4
+    data_seed: int = 0  # seeds the phases (independent of the run seed)
+
+
+# trains on the even points and tests on the odd ones
+@register_task("toy1d", Toy1DTaskConfig, limits={"n_points": Limit(8, "an even number >= 8", even=True)})
 class Toy1DTask(PointRegressionTask):
     in_dim = 1
     out_dim = 1
     out_activation = "none"
     primary_metric = "test_psnr"
+    coordinates = "x in [0, 1); output the signal value"
 
     def __init__(self, cfg: DictConfig, device: torch.device, batch_size: int | None = None, seed: int = 0):
         n = cfg.n_points
-        if n < 8 or n % 2:
-            raise FfrunError(f"task.n_points={n}: the 1D task trains on even and tests on odd points; "
-                             "use an even number >= 8")
         max_freq = cfg.max_freq if cfg.max_freq is not None else n // 4
         if not 1 <= max_freq <= n // 2:
             raise FfrunError(f"task.max_freq={max_freq}: use 1..{n // 2} (n_points / 2, the grid's Nyquist limit)")

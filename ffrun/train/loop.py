@@ -26,14 +26,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ffrun.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_state
 from ffrun.models.field import Field
 from ffrun.tasks.base import Task
+from ffrun.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_state
+from ffrun.train.status import Status
 
 
 @dataclass
 class TrainResult:
-    status: str = "completed"  # completed | interrupted | diverged
+    status: Status = Status.COMPLETED  # completed | interrupted | diverged
     reason: str | None = None
     step: int = 0  # steps done
     metrics: dict[str, float] = dc_field(default_factory=dict)  # the last evaluation
@@ -185,121 +186,152 @@ class Member:
     on_evaluate: Callable[[TrainResult], None] | None = None  # after each evaluation (loggers)
 
 
+class _Lockstep:
+    """One call of `train_members`: the members' results, the step they share, and who is still training."""
+
+    def __init__(self, trainee: Trainee, members: list[Member], trainer_cfg):
+        self.trainee, self.members, self.cfg = trainee, members, trainer_cfg
+        self.task, self.device = trainee.task, trainee.device
+        self.results = [m.result for m in members]
+        self.step = self.results[0].step
+        self.active = list(range(len(members)))
+        self.last_loss = [math.nan] * len(members)
+        self.resumed_wall = [r.wall_s for r in self.results]
+        self.start = time.perf_counter()
+        # Reading the losses synchronises a GPU with the host, so there they are read only at evaluations and
+        # checkpoints; a non-finite loss in between is remembered on the device and reported then.
+        self.read_every_step = self.device.type == "cpu"
+        self.nonfinite = torch.zeros(len(members), dtype=torch.bool, device=self.device)
+        self.postfix: dict[str, str] = {}
+
+    def stamp(self, k: int) -> TrainResult:
+        """Member k's result with the loop's own step and time (every record and checkpoint carries them)."""
+        r = self.results[k]
+        r.step, r.wall_s = self.step, self.resumed_wall[k] + time.perf_counter() - self.start
+        return r
+
+    def checkpoint(self, k: int) -> None:
+        r = self.stamp(k)
+        member = self.members[k]
+        save_checkpoint(member.run_dir / CHECKPOINT, field=self.trainee.field(k), optimizer=self.trainee.optimizer(k),
+                        schedule=self.trainee.schedule, task=self.task, step=self.step, history=r.history,
+                        wall_s=r.wall_s, config=member.config)
+        r.checkpoint_step = self.step
+        if member.on_checkpoint is not None:
+            member.on_checkpoint(r)
+
+    def evaluate(self, k: int) -> None:
+        r = self.stamp(k)
+        field = self.trainee.field(k)
+        field.eval()
+        r.metrics = self.task.evaluate(field)
+        r.history.append({"step": self.step, "loss": self.last_loss[k], **r.metrics})
+        if self.members[k].on_evaluate is not None:
+            self.members[k].on_evaluate(r)
+
+    def diverge(self, k: int, when: str) -> None:
+        r = self.stamp(k)
+        r.status = Status.DIVERGED
+        loss = self.last_loss[k]
+        last_good = (f"the last good checkpoint is at step {r.checkpoint_step}" if r.checkpoint_step is not None
+                     else "no checkpoint had been written yet")
+        r.reason = (f"the loss became {loss if not math.isfinite(loss) else 'nan'} {when}; the learning rate "
+                    f"(trainer.lr={self.members[k].lr:g}) or the encoding's scale (sigma / encoding.scale) is likely "
+                    f"too large; {last_good}")
+
+    def interrupt(self, signum: int) -> None:
+        """A signal between steps: every active member checkpoints and ends interrupted."""
+        for k in self.active:
+            r = self.results[k]
+            r.status, r.signal = Status.INTERRUPTED, signum
+            r.reason = f"stopped by {signal.Signals(signum).name} at step {self.step}"
+            self.checkpoint(k)
+
+    def cut_short(self, signum: int) -> None:
+        """A second signal, anywhere (mid-step, mid-checkpoint): nothing more is written, and the checkpoint on
+        disk (atomic, so never half-written) is the last good one, at `checkpoint_step`."""
+        for k in self.active:
+            r = self.stamp(k)
+            r.status, r.signal = Status.INTERRUPTED, signum
+            last = (f"the last checkpoint is at step {r.checkpoint_step}" if r.checkpoint_step is not None
+                    else "no checkpoint had been written yet")
+            r.reason = f"stopped by a second {signal.Signals(signum).name} at step {self.step}; {last}"
+
+    def read_losses(self, losses: Tensor) -> None:
+        """The step's losses on the host: members with a non-finite one diverge and leave the axis."""
+        values = losses.tolist()
+        flagged = [False] * len(self.members) if self.read_every_step else self.nonfinite.tolist()
+        for k in list(self.active):
+            self.last_loss[k] = values[k]
+            if flagged[k] or not math.isfinite(values[k]):
+                self.diverge(k, f"at step {self.step}" if self.read_every_step else f"by step {self.step}")
+                self.active.remove(k)
+        if not self.active:
+            return
+        best = min(self.active, key=lambda k: self.last_loss[k])
+        self.postfix["loss"] = f"{self.last_loss[best]:.4g}"
+        train_psnr = self.task.train_psnr_from_loss(self.last_loss[best])
+        if train_psnr is not None:
+            self.postfix["psnr"] = f"{train_psnr:.2f}"
+
+    def evaluate_all(self) -> None:
+        for k in self.active:
+            self.evaluate(k)
+        metric = self.task.primary_metric
+        scores = [v for k in self.active if (v := self.results[k].metrics.get(metric)) is not None
+                  and math.isfinite(v)]
+        if scores:
+            self.postfix[metric] = f"{max(scores):.2f}"
+
+    def run(self, stop: StopRequest, bar) -> None:
+        """Step every active member to trainer.steps, unless a signal or divergence stops them all first."""
+        steps, eval_every, ckpt_every = self.cfg.steps, self.cfg.eval_every, self.cfg.ckpt_every
+        while self.step < steps and self.active:
+            if stop:
+                self.interrupt(stop.signum)
+                return
+            with precision_context(self.cfg.precision, self.device):
+                losses = self.trainee.step(self.step)
+            if not self.read_every_step:
+                self.nonfinite |= ~torch.isfinite(losses)
+            self.step += 1
+            bar.update(1)
+            is_eval = self.step % eval_every == 0 or self.step == steps
+            is_ckpt = self.step == steps or (ckpt_every > 0 and self.step % ckpt_every == 0)
+            if self.read_every_step or is_eval or is_ckpt:
+                self.read_losses(losses)
+                if not self.active:
+                    return
+            if is_eval:
+                self.evaluate_all()
+            if is_ckpt:
+                for k in self.active:
+                    self.checkpoint(k)
+            if self.postfix and self.step % 10 == 0:
+                bar.set_postfix(self.postfix, refresh=False)
+        for k in self.active:
+            if not self.results[k].history or self.results[k].history[-1]["step"] != self.step:
+                self.evaluate(k)  # resumed from a finished checkpoint: report its metrics
+
+
 def train_members(trainee: Trainee, members: list[Member], trainer_cfg, desc: str = "ffrun") -> list[TrainResult]:
     """Train every member to `trainer_cfg.steps`; returns their results, in order. Members start at the
     same step (their results' `step`, nonzero when resumed) and move in lockstep; a member that diverges
     leaves the axis (no more evaluations or checkpoints) while the others go on."""
-    steps, eval_every, ckpt_every = trainer_cfg.steps, trainer_cfg.eval_every, trainer_cfg.ckpt_every
-    task, device, precision = trainee.task, trainee.device, trainer_cfg.precision
-    results = [m.result for m in members]
-    step = results[0].step
-    active = list(range(len(members)))
-    last_loss = [math.nan] * len(members)
-    resumed_wall = [r.wall_s for r in results]
-    start = time.perf_counter()
-
-    def stamp(k: int) -> TrainResult:  # every record and checkpoint carries the loop's own step and time
-        r = results[k]
-        r.step, r.wall_s = step, resumed_wall[k] + time.perf_counter() - start
-        return r
-
-    def checkpoint(k: int) -> None:
-        r = stamp(k)
-        save_checkpoint(members[k].run_dir / CHECKPOINT, field=trainee.field(k), optimizer=trainee.optimizer(k),
-                        schedule=trainee.schedule, task=task, step=step, history=r.history, wall_s=r.wall_s,
-                        config=members[k].config)
-        r.checkpoint_step = step
-        if members[k].on_checkpoint is not None:
-            members[k].on_checkpoint(r)
-
-    def evaluate(k: int) -> None:
-        r = stamp(k)
-        field = trainee.field(k)
-        field.eval()
-        r.metrics = task.evaluate(field)
-        r.history.append({"step": step, "loss": last_loss[k], **r.metrics})
-        if members[k].on_evaluate is not None:
-            members[k].on_evaluate(r)
-
-    def diverge(k: int, when: str) -> None:
-        r = stamp(k)
-        r.status = "diverged"
-        last_good = (f"the last good checkpoint is at step {r.checkpoint_step}" if r.checkpoint_step is not None
-                     else "no checkpoint had been written yet")
-        r.reason = (f"the loss became {last_loss[k] if not math.isfinite(last_loss[k]) else 'nan'} {when}; the "
-                    f"learning rate (trainer.lr={members[k].lr:g}) or the encoding's scale (sigma / encoding.scale) "
-                    f"is likely too large; {last_good}")
-
-    # Reading the losses synchronises a GPU with the host, so there they are read only at evaluations and
-    # checkpoints; a non-finite loss in between is remembered on the device and reported then.
-    read_every_step = device.type == "cpu"
-    nonfinite = torch.zeros(len(members), dtype=torch.bool, device=device)
-    bar = tqdm(total=steps, initial=step, desc=desc, disable=not trainer_cfg.progress, dynamic_ncols=True)
-    postfix: dict[str, str] = {}
+    loop = _Lockstep(trainee, members, trainer_cfg)
+    bar = tqdm(total=trainer_cfg.steps, initial=loop.step, desc=desc, disable=not trainer_cfg.progress,
+               dynamic_ncols=True)
     with catch_stop_signals() as stop:
         try:
-            while step < steps and active:
-                if stop:
-                    for k in active:
-                        r = results[k]
-                        r.status, r.signal = "interrupted", stop.signum
-                        r.reason = f"stopped by {signal.Signals(stop.signum).name} at step {step}"
-                        checkpoint(k)
-                    break
-                with precision_context(precision, device):
-                    losses = trainee.step(step)
-                if not read_every_step:
-                    nonfinite |= ~torch.isfinite(losses)
-                step += 1
-                bar.update(1)
-                is_eval = step % eval_every == 0 or step == steps
-                is_ckpt = step == steps or (ckpt_every > 0 and step % ckpt_every == 0)
-                if read_every_step or is_eval or is_ckpt:
-                    values = losses.tolist()
-                    flagged = [False] * len(members) if read_every_step else nonfinite.tolist()
-                    for k in list(active):
-                        last_loss[k] = values[k]
-                        if flagged[k] or not math.isfinite(values[k]):
-                            diverge(k, f"at step {step}" if read_every_step else f"by step {step}")
-                            active.remove(k)
-                    if not active:
-                        break
-                    best = min(active, key=lambda k: last_loss[k])
-                    postfix["loss"] = f"{last_loss[best]:.4g}"
-                    train_psnr = task.train_psnr_from_loss(last_loss[best])
-                    if train_psnr is not None:
-                        postfix["psnr"] = f"{train_psnr:.2f}"
-                if is_eval:
-                    for k in active:
-                        evaluate(k)
-                    scores = [v for k in active if (v := results[k].metrics.get(task.primary_metric)) is not None
-                              and math.isfinite(v)]
-                    if scores:
-                        postfix[task.primary_metric] = f"{max(scores):.2f}"
-                if is_ckpt:
-                    for k in active:
-                        checkpoint(k)
-                if postfix and step % 10 == 0:
-                    bar.set_postfix(postfix, refresh=False)
-            else:
-                for k in active:
-                    if not results[k].history or results[k].history[-1]["step"] != step:
-                        evaluate(k)  # resumed from a finished checkpoint: report its metrics
+            loop.run(stop, bar)
         except StopSignal:
-            # Cut short anywhere (mid-step, mid-checkpoint): nothing more is written, and the checkpoint on
-            # disk (atomic, so never half-written) is the last good one, at `checkpoint_step`.
-            for k in active:
-                r = stamp(k)
-                r.status, r.signal = "interrupted", stop.signum
-                last = (f"the last checkpoint is at step {r.checkpoint_step}" if r.checkpoint_step is not None
-                        else "no checkpoint had been written yet")
-                r.reason = f"stopped by a second {signal.Signals(stop.signum).name} at step {step}; {last}"
+            loop.cut_short(stop.signum)
     bar.close()
-    for k in active:
-        if results[k].status == "completed":
-            stamp(k)
+    for k in loop.active:
+        if loop.results[k].status == Status.COMPLETED:
+            loop.stamp(k)
             trainee.field(k).eval()  # the field holds the member's final weights, for the task's outputs
-    return results
+    return loop.results
 
 
 def train(

@@ -12,7 +12,8 @@ as a separate run's), status and pictures.
 
 Used through the Hydra launcher `hydra/launcher=vectorized` (ffrun's plugin in
 `hydra_plugins/ffrun_launcher`); jobs that cannot be batched (tasks other than full-batch point
-regression, i.e. image and toy1d; resumed runs; NTK parametrization) run one after another as usual.
+regression, `Task.vectorizable`: image and toy1d; encodings that train; resumed runs; NTK
+parametrization) run one after another as usual.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ class BatchedMLP(nn.Module):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for layer in zip(*linears):
-            self.weights.append(nn.Parameter(torch.stack([l.weight.detach() for l in layer]).clone()))
-            self.biases.append(nn.Parameter(torch.stack([l.bias.detach() for l in layer]).clone()))
+            self.weights.append(nn.Parameter(torch.stack([lin.weight.detach() for lin in layer]).clone()))
+            self.biases.append(nn.Parameter(torch.stack([lin.bias.detach() for lin in layer]).clone()))
         self.out_activation = mlps[0].out_activation
 
     def ordered_parameters(self) -> list[nn.Parameter]:
@@ -94,10 +95,10 @@ def group_key(config: dict) -> tuple:
 def why_not_vectorizable(cfg) -> str | None:
     """None when a job with this config can join a vectorized group, else the reason; decided from the
     config alone, before any data is loaded."""
+    from ffrun.models.registry import encoding_entry
     from ffrun.tasks import task_class
-    from ffrun.tasks.base import PointRegressionTask
 
-    if not issubclass(task_class(cfg.task.name), PointRegressionTask):
+    if not task_class(cfg.task.name).vectorizable:
         return f"task={cfg.task.name} is not a full-batch point-regression task (image, toy1d)"
     if cfg.trainer.batch_size is not None:
         return "trainer.batch_size is set (members would draw different minibatches)"
@@ -105,7 +106,7 @@ def why_not_vectorizable(cfg) -> str | None:
         return "trainer.resume is set"
     if cfg.model.get("name", "mlp") != "mlp" or cfg.model.parametrization != "standard":
         return "only standard-parametrization ReLU MLPs (model=mlp) are batched"
-    if cfg.encoding.name not in ("none", "basic", "posenc", "gauss", "multiscale"):
+    if not encoding_entry(cfg.encoding.name).static:
         return f"encoding={cfg.encoding.name} trains (or has no network); only fixed Fourier features are batched"
     return None
 

@@ -90,9 +90,10 @@ class VectorizedLauncher(Launcher):
         return [returns[idx] for idx, _ in jobs]
 
     def _launch_group(self, members: list) -> dict[int, JobReturn]:
-        from ffrun.util.errors import FfrunError
         from ffrun.run.job import prepare
+        from ffrun.run.rundir import claim_run_dir
         from ffrun.train.vectorized import why_not_vectorizable
+        from ffrun.util.errors import FfrunError
 
         sequential = {idx: cfg for idx, cfg in members}
         prepared = []
@@ -111,8 +112,6 @@ class VectorizedLauncher(Launcher):
         out: dict[int, JobReturn] = {}
         # Sub-groups with the same feature width (posenc and gauss can share one when their m match).
         widths: dict[int, list] = {}
-        from ffrun.run.job import claim_run_dir
-
         for item in prepared:
             if claim_run_dir(item[2].run_dir, job=item[0]):
                 continue  # held by another run or job: the basic path refuses it without touching the directory
@@ -130,7 +129,9 @@ class VectorizedLauncher(Launcher):
     def _train_together(self, items: list) -> dict[int, JobReturn]:
         import sys
 
-        from ffrun.run.job import report, train_together
+        from ffrun.run.job import train_together
+        from ffrun.run.outcome import report
+        from ffrun.run.record import Status
 
         jobs = [job for _, _, job in items]
         log.info("training %d jobs as one batched network: %s", len(jobs), ", ".join(j.label for j in jobs))
@@ -138,7 +139,7 @@ class VectorizedLauncher(Launcher):
         # An interrupted or diverged member's final metrics.json at once, before any member's outputs are
         # written, so none is left "running"; a completed one's follows its outputs (Job.finish).
         for job, result in zip(jobs, results):
-            if result.status != "completed":
+            if result.status != Status.COMPLETED:
                 job.record(result, result.status)
         out = {}
         for (idx, sweep_config, job), result in zip(items, results):
@@ -146,7 +147,7 @@ class VectorizedLauncher(Launcher):
                 return report(job.cfg, job.run_dir, lambda: job.finish(result), exit_on_signal=False)
 
             out[idx] = self._run_one(sweep_config, finish)
-        signals = [r.signal for r in results if r.status == "interrupted"]
+        signals = [r.signal for r in results if r.status == Status.INTERRUPTED]
         if signals:  # a signal stops the whole sweep, as it stops a single run, once every member is written
             sys.exit(128 + signals[0])
         return out

@@ -1,0 +1,145 @@
+"""What every Hydra app of ffrun (ffrun, ffrun-sigma, ffrun-ntk) shares: bad input as one line and exit
+status 2, also for Hydra's own errors before the app starts, and the tally of a sweep's jobs.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ffrun.util.errors import FfrunError, quiet_interrupt_while_starting
+
+# Each app imports this module before its slow imports (torch, through ffrun.run.outcome): from here on,
+# Ctrl-C in a console script is one line until the app installs its own handler (as `ffrun` does first thing).
+quiet_interrupt_while_starting()
+
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from ffrun.run.outcome import EXIT_BAD_INPUT, SweepTally, tallying  # noqa: E402
+from ffrun.util.atomic import write_text  # noqa: E402
+
+
+class _UntilJobStarts:
+    """stderr that holds back what is written before the app starts (Hydra's multi-line report of a bad
+    override), and passes everything through once it has started."""
+
+    def __init__(self, real) -> None:
+        self.real, self.held, self.started = real, [], False
+
+    def write(self, text: str) -> int:
+        if self.started:
+            self.release()
+            return self.real.write(text)
+        self.held.append(text)
+        return len(text)
+
+    def release(self) -> None:
+        if self.held:
+            self.real.write("".join(self.held))
+            self.held = []
+
+    def __getattr__(self, name):  # flush, fileno, isatty, encoding: the real stream's
+        return getattr(self.real, name)
+
+
+_gate: _UntilJobStarts | None = None  # the stderr of the app `run_hydra_app` is running
+
+
+def mark_job_started() -> None:
+    """Called first by every Hydra app of ffrun: from here on, exit status 1 is not a config error."""
+    if _gate is not None:
+        _gate.started = True
+
+
+def run_analysis(tool: str, cfg: DictConfig, work: Callable[[DictConfig, Path], object], resolve: bool = True) -> None:
+    """The body of an analysis app (ffrun-ntk, ffrun-sigma): save the config into the Hydra run directory,
+    run `work(cfg, run_dir)`, and turn bad input into one line `<tool>: error: ...` and exit status 2."""
+    from hydra.core.hydra_config import HydraConfig
+
+    mark_job_started()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=resolve))
+    try:
+        work(cfg, run_dir)
+    except FfrunError as e:
+        print(f"{tool}: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+_OS_ERROR = re.compile(r"^(?:\w+\.)*(\w*Error): \[Errno (\d+)\] ([^:]+)(?:: '(.*)')?", re.M)
+
+
+def _os_error_line(report: str) -> str | None:
+    """A traceback Hydra printed for a file-system error before the app started (the run or sweep directory
+    cannot be made or written: read-only, a file in the way, a name too long) as one line with the fix."""
+    found = _OS_ERROR.findall(report)
+    if "Traceback (most recent call last)" not in report or not found:
+        return None
+    _, errno_, what, path = found[-1]
+    shown = path if len(path) <= 120 else f"{path[:60]}...{path[-40:]} ({len(path)} characters)"
+    fix = ("give it a shorter path: each folder name at most 255 bytes, the whole path at most 4096"
+           if int(errno_) == 36 else "give hydra.run.dir (or hydra.sweep.dir for -m) a folder you can write to")
+    return f"cannot write {shown} (the run directory or a file in it): {what.lower()}; {fix}"
+
+
+def _one_line(report: str) -> str:
+    """Hydra's error report as one line: its message lines, without the hints about stack traces."""
+    os_error = _os_error_line(report)
+    if os_error:
+        return os_error
+    keep = [ln.strip() for ln in report.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln
+            and not ln.strip().startswith(("full_key:", "object_type=", "reference_type=", "provider=", "Config search"))]
+    return " ".join(keep)[:500]
+
+
+def run_hydra_app(app: Callable[[], object]) -> SweepTally:
+    """Run a Hydra app, turning Hydra's exit 1 for a bad override or config (unknown key, wrong type,
+    missing option), raised before the app starts, into one line and ffrun's exit status 2 for bad input.
+    Returns the tally of the jobs it reported (`ffrun.run.outcome.report`), for the app to sum up."""
+    global _gate
+    name = Path(sys.argv[0]).name if Path(sys.argv[0]).name.startswith("ffrun") else "ffrun"
+    stderr = sys.stderr = _gate = _UntilJobStarts(sys.stderr)
+    try:
+        with tallying(SweepTally()) as tally:
+            app()
+        return tally
+    except SystemExit as e:
+        if e.code == 1 and not stderr.started:
+            report, stderr.held = "".join(stderr.held), []
+            print(f"{name}: error: {_one_line(report)}", file=stderr.real)
+            sys.exit(EXIT_BAD_INPUT)
+        raise
+    finally:
+        sys.stderr = stderr.real
+        stderr.release()
+        _gate = None
+
+
+# ffrun's config groups, as `--help` of every Hydra app lists them (Hydra's own list shows internal schema groups)
+GROUPS = (("task", "what to learn"), ("encoding", "how coordinates enter the network"),
+          ("model", "the network"), ("trainer", "steps, learning rate, checkpoints, resume"),
+          ("logger", "what is recorded beside metrics.json"), ("experiment", "presets: the paper's protocols"),
+          ("method", "a successor's encoding, network and reference learning rate (after experiment=)"))
+
+
+def group_choices(group: str) -> list[str]:
+    """The options of a config group, read from ffrun's config package (installed) or configs/ (a checkout)."""
+    try:
+        from importlib.resources import files
+
+        folder = files("ffrun.configs") / group
+        names = [p.name for p in folder.iterdir()]
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        names = [p.name for p in (Path(__file__).resolve().parents[2] / "configs" / group).glob("*.yaml")]
+    return sorted(n[: -len(".yaml")] for n in names if n.endswith(".yaml"))
+
+
+def groups_text(groups=GROUPS) -> str:
+    """The config groups and their options, one line each."""
+    return "\n".join(f"  {name:<11} {what}: {', '.join(group_choices(name))}" for name, what in groups)
+
+
+def wants_help() -> bool:
+    return any(a in ("--help", "-h") for a in sys.argv[1:])

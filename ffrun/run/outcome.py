@@ -1,0 +1,214 @@
+"""How a job ends, as ffrun reports it: one line on stderr, metrics.json, and the exit status.
+
+Exit status: 0 completed; 2 bad input or config (one line on stderr); 3 diverged; 128 + signal number
+when interrupted by SIGINT/SIGTERM (after a checkpoint). In a multirun a failed or diverged job is
+recorded in its metrics.json and the sweep goes on; the app then exits with the worst job's status, which
+it reads from the `SweepTally` that `report` kept while the app ran (see `tallying`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from ffrun.config import check_settings, validate
+from ffrun.run.device import memory_error
+from ffrun.run.record import RECORD, RunRecord, Status
+from ffrun.run.resume import refuse_another_experiment, resume_command
+from ffrun.run.rundir import (adopt_staged_hydra, claim_run_dir, discard_staged_hydra, holds_earlier_run, unlock_run_dir,
+                              write_config)
+from ffrun.train.loop import StopSignal
+from ffrun.util.errors import FfrunError
+
+log = logging.getLogger("ffrun")
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+# What a run stopped before its first step writes into metrics.json: these keys only.
+BARE_KEYS = ("status", "reason", "task", "encoding", "seed", "step", "checkpoint_step", "metrics", "history", "config")
+
+
+@dataclass
+class SweepTally:
+    """What the jobs of the app's sweeps leave for it to say once Hydra returns: each sweep folder with the
+    number of its jobs reported, and every job that did not complete (run directory, status, exit status)."""
+
+    sweeps: dict[str, int] = field(default_factory=dict)
+    failed: list[tuple[Path, Status, int]] = field(default_factory=list)
+
+    def exit_status(self) -> int:
+        """0 when every job completed; else bad input (2) if any job had it, or the highest other status."""
+        codes = {code for _, _, code in self.failed}
+        if not codes:
+            return 0
+        return EXIT_BAD_INPUT if EXIT_BAD_INPUT in codes else max(codes)
+
+
+_tally = SweepTally()  # where `report` counts jobs: the running app's tally (see `tallying`)
+
+
+@contextmanager
+def tallying(tally: SweepTally) -> Iterator[SweepTally]:
+    """Count the jobs reported while the block runs into `tally` (the launcher reports jobs in-process, so the
+    app cannot hand its tally to each call of `report` itself)."""
+    global _tally
+    previous, _tally = _tally, tally
+    try:
+        yield tally
+    finally:
+        _tally = previous
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _config_for_record(cfg: DictConfig) -> dict:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # the resolution itself failed: keep what was given
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def bare_record(cfg: DictConfig) -> RunRecord:
+    """metrics.json for a run that stopped before its first step."""
+    return RunRecord(task=cfg.task.name, encoding=cfg.encoding.name, seed=cfg.seed, step=0, checkpoint_step=None,
+                     config=_config_for_record(cfg), present=BARE_KEYS)
+
+
+def failure_record(cfg: DictConfig, status: Status, reason: str, code: int,
+                   partial: RunRecord | None = None) -> RunRecord:
+    """What a run that did not complete leaves in metrics.json: what it had when it stopped (`partial`), or
+    a bare record; an interrupted one also names its signal."""
+    rec = replace(partial if partial is not None else bare_record(cfg), status=Status(status), reason=reason)
+    if status == Status.INTERRUPTED:
+        rec.extra = {**rec.extra, "signal": code - 128}
+    return rec
+
+
+def fail(run_dir: Path, cfg: DictConfig, status: Status, reason: str, code: int, exit_on_signal: bool = True,
+         partial: RunRecord | None = None, record: bool = True) -> None:
+    """Report a run that did not complete: one line on stderr, metrics.json (what the run had when it
+    stopped, or a bare record when it stopped before training; `record=False`: none, the directory holds an
+    earlier run), and its exit status. In a multirun the sweep goes on (the status is kept in the app's
+    tally), except on a signal."""
+    unwritten = ""
+    if record and (partial is not None or status == Status.FAILED):
+        try:
+            failure_record(cfg, status, reason, code, partial).write(run_dir)
+        except Exception as e:  # a full disk: said on the same line, the run's own reason comes first
+            unwritten = f" ({run_dir / RECORD} not written: {' '.join(str(e).split())[:200]})"
+    print(f"ffrun: {'error' if status == Status.FAILED else status}: {reason}{unwritten}", file=sys.stderr)
+    if status == Status.INTERRUPTED and not exit_on_signal:
+        return  # a member of a vectorized group: the launcher exits once every member is reported
+    if _multirun() and status != Status.INTERRUPTED:
+        _tally.failed.append((run_dir, Status(status), code))
+        return
+    sys.exit(code)
+
+
+def _raise_stop(signum, frame):
+    raise StopSignal(signum)
+
+
+def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], exit_on_signal: bool = True) -> float:
+    """Run `produce()` (a job, or the end of one trained by the vectorized launcher) inside a Hydra job:
+    hold the run directory, save the resolved config, turn its outcome into ffrun's exit status, and
+    return the job's primary metric to the sweeper (nan when it did not complete)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if _multirun():  # `ffrun -m` names the folder for ffrun-summary at the end
+        sweep = str(HydraConfig.get().sweep.dir)
+        _tally.sweeps[sweep] = _tally.sweeps.get(sweep, 0) + 1
+
+    refused = claim_run_dir(run_dir)
+    if refused:
+        # Nothing is written: the directory and every file in it belong to the run that holds it.
+        print(f"ffrun: error: {refused}", file=sys.stderr)
+        if _multirun():
+            _tally.failed.append((run_dir, Status.FAILED, EXIT_BAD_INPUT))
+            return float("nan")
+        sys.exit(EXIT_BAD_INPUT)
+    # SIGINT/SIGTERM outside the training loop (loading data, writing outputs) end the run as interrupted;
+    # the loop installs its own handler, which finishes the current step first.
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        return _report(cfg, run_dir, produce, exit_on_signal)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        unlock_run_dir(run_dir)
+
+
+def _report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], exit_on_signal: bool) -> float:
+    earlier = holds_earlier_run(run_dir)
+    try:
+        check_settings(cfg)  # before write_config resolves anything derived from a bad setting
+        if earlier:  # a bad value is named as such, before the config is compared with the earlier run's
+            validate(cfg)
+            refuse_another_experiment(cfg, run_dir)
+    except FfrunError as e:  # refused before it began: an earlier run in run_dir is left exactly as it was
+        if not earlier:
+            fail(run_dir, cfg, Status.FAILED, str(e), EXIT_BAD_INPUT)
+            return float("nan")
+        discard_staged_hydra(run_dir)
+        fail(run_dir, cfg, Status.FAILED, str(e), EXIT_BAD_INPUT, record=False)
+        return float("nan")
+    try:
+        adopt_staged_hydra(run_dir)
+        write_config(cfg, run_dir)
+        rec = produce()
+    except StopSignal as e:
+        _stopped(cfg, run_dir, e, exit_on_signal)
+        return float("nan")
+    except FfrunError as e:
+        fail(run_dir, cfg, Status.FAILED, str(e), EXIT_BAD_INPUT, partial=getattr(e, "ffrun_record", None))
+        return float("nan")
+    except Exception as e:  # a bug or an environment fault: keep the traceback in cli.log, record the failure
+        _crashed(cfg, run_dir, e)
+        return float("nan")
+    if rec.status == Status.INTERRUPTED:
+        fail(run_dir, cfg, Status.INTERRUPTED, rec.reason + f"; resume with: {resume_command(run_dir)}",
+             128 + rec.extra["signal"], exit_on_signal)
+    if rec.status == Status.DIVERGED:
+        fail(run_dir, cfg, Status.DIVERGED, rec.reason, EXIT_DIVERGED)
+    return rec.metrics.get(rec.primary_metric, float("nan"))
+
+
+def _stopped(cfg: DictConfig, run_dir: Path, e: StopSignal, exit_on_signal: bool) -> None:
+    """A signal outside the training loop (or a second one inside it): the run ends interrupted."""
+    name = signal.Signals(e.signum).name
+    partial = getattr(e, "ffrun_record", None)
+    where = "before training started" if partial is None else f"at step {partial.step}"
+    if partial is None:
+        partial = bare_record(cfg)
+    hint = (f"; resume with: {resume_command(run_dir)}" if partial.checkpoint_step is not None
+            else "; run the command again")
+    fail(run_dir, cfg, Status.INTERRUPTED, f"stopped by {name} {where}{hint}", 128 + e.signum, exit_on_signal,
+         partial=partial)
+
+
+def _crashed(cfg: DictConfig, run_dir: Path, e: Exception) -> None:
+    """An unexpected exception: out of memory is bad input (exit 2, with the fix); anything else exits 1."""
+    partial = getattr(e, "ffrun_record", None)
+    if memory_error(e):
+        first = " ".join(str(e).split())[:200]
+        fail(run_dir, cfg, Status.FAILED, f"out of memory ({first}); use a smaller encoding.m, model.width, "
+             "task size or trainer.batch_size, or a device with more memory", EXIT_BAD_INPUT, partial=partial)
+        return
+    log.error("unexpected error", exc_info=True)
+    fail(run_dir, cfg, Status.FAILED, f"{type(e).__name__}: {e} (traceback in {run_dir / 'cli.log'})", 1,
+         partial=partial)

@@ -8,6 +8,7 @@ composed, before any work starts. Value ranges are checked in `validate`.
 
 from __future__ import annotations
 
+
 import math
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ffrun.models.configs import EncodingConfig, ModelConfig  # noqa: F401  (the schemas live beside the models)
 from ffrun.tasks.registry import TASKS, check_limits, registered
-from ffrun.util.errors import FfrunError
+from ffrun.util.errors import FfrunError, closest_name
 
 
 def per_sample(value: Any, size: Any, reference: Any) -> float:
@@ -155,16 +156,40 @@ def registered_tasks() -> dict:
         return TASKS
 
 
+def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[tuple[str, set[str]]]:
+    """Keys inside ffrun's config groups that their schema does not have (`+trainer.stpes=10`): each as
+    (dotted key, the valid keys beside it). Free-form dict settings (trainer.lr_by_encoding) are not checked."""
+    import dataclasses
+
+    found = []
+    for key in cfg.keys() if isinstance(cfg, DictConfig) else ():
+        node = cfg._get_node(key)
+        if not isinstance(node, DictConfig) or key == "hydra":
+            continue
+        schema = OmegaConf.get_type(node)
+        if not dataclasses.is_dataclass(schema):
+            continue
+        valid = {f.name for f in dataclasses.fields(schema)}
+        path = f"{prefix}{key}"
+        found += [(f"{path}.{k}", valid) for k in node.keys() if k not in valid]
+        found += unknown_keys(node, f"{path}.")
+    return found
+
+
 def check_settings(cfg: DictConfig) -> None:
     """The checks that must come before any interpolation is resolved: the raw task settings derived values
     come from, and a sigma that is neither a number nor `auto` (resolving `encoding.sigma` from it fails)."""
     import dataclasses
 
     known = {f.name for f in dataclasses.fields(NTKAppConfig)}  # ffrun's keys, and ffrun-ntk's `ntk`
-    extra = sorted(k for k in cfg.keys() if k not in known and k != "hydra")
-    if extra:  # `+foo=1` adds a key Hydra accepts and nothing reads: the run would ignore it
-        raise FfrunError(f"config: {', '.join(extra)}: not a setting of ffrun (added with +?); see ffrun --help "
-                         "or ffrun --cfg job for the keys")
+    extra = [(k, known) for k in cfg.keys() if k not in known and k != "hydra"] + unknown_keys(cfg)
+    if extra:  # `+foo=1` (or `++foo=1`) adds a key Hydra accepts and nothing reads: the run would ignore it
+        key, valid = extra[0]
+        close = closest_name(key.rsplit(".", 1)[-1], valid)
+        hint = f"did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close}? " if close else ""
+        others = f" (and {', '.join(k for k, _ in extra[1:])})" if len(extra) > 1 else ""
+        raise FfrunError(f"config: {key}{others}: not a setting of ffrun (added with + or ++?); {hint}see "
+                         "ffrun --help or ffrun --cfg job for the keys")
     # the task settings other values derive from (the default sigma, CT's angle count): named themselves
     check_limits(cfg.get("task"))
     sigma = cfg.get("sigma")
@@ -235,8 +260,9 @@ def validate(cfg: DictConfig) -> None:
               "use levels >= 1, or null for m // d")
         check(enc.name != "multiscale" or bool(enc.sigmas) and min(enc.sigmas) >= 0, "encoding.sigmas",
               enc.sigmas, "give multiscale a list of sigmas >= 0, e.g. encoding.sigmas=[1,10]")
-    check(cfg.model.params is None or cfg.model.params >= 1, "model.params", cfg.model.params,
-          "use a parameter budget >= 1, or null")
+    params = cfg.model.params
+    check(params is None or math.isfinite(params) and params >= 1 and float(params).is_integer(), "model.params",
+          params, "use a whole parameter budget >= 1 (e.g. 1e4 or 10000), or null")
     check(cfg.model.depth >= 1, "model.depth", cfg.model.depth, "use depth >= 1")
     check(cfg.model.width >= 1, "model.width", cfg.model.width, "use width >= 1")
     check(cfg.model.init in ("glorot", "torch"), "model.init", cfg.model.init, "use glorot or torch")

@@ -36,21 +36,16 @@ from pathlib import Path
 
 import torch
 
-from ffrun.util.atomic import write_json
-from ffrun.util.errors import FfrunError
-from ffrun.data.location import data_dir
 from ffrun.apps.reproduce import plans
+from ffrun.data.location import data_dir
+from ffrun.run.compose import compose
+from ffrun.run.job import prepare
 from ffrun.sigma.auto import candidate_sigmas, predict_sigma
 from ffrun.sigma.fresh import fresh_scores
-
-try:  # the run preparation moved from ffrun.apps.cli to ffrun.run (compose, job)
-    from ffrun.run.compose import compose
-    from ffrun.run.job import prepare
-except ImportError:  # pragma: no cover
-    from ffrun.apps.bench import compose
-    from ffrun.apps.cli import prepare
 from ffrun.tasks import build_task, task_class
 from ffrun.train.loop import make_optimizer, train_step
+from ffrun.util.atomic import write_json
+from ffrun.util.errors import FfrunError
 
 SKIMAGE_FILES = {"hubble_deep_field": "hubble_deep_field.jpg", "motorcycle_left": "motorcycle_left.png",
                  "retina": "retina.jpg", "coins": "coins.png", "brick": "brick.png"}
@@ -250,8 +245,8 @@ def report(res: Results, args, case_kinds: dict[str, str]) -> str:
     for kind, per in groups.items():
         for m, values in per.items():
             if values:
-                lines.append(f"{kind}: {m} - grid best: mean {statistics.mean(values):+.3f} dB, worst {min(values):+.3f} "
-                             f"dB over {len(values)} cases")
+                lines.append(f"{kind}: {m} - grid best: mean {statistics.mean(values):+.3f} dB, worst "
+                             f"{min(values):+.3f} dB over {len(values)} cases")
     image = {m: [g for kind in ("photo", "text") for g in groups.get(kind, {}).get(m, [])] for m in gaps}
     lines.append("(gaps in the case's metric: dB for PSNR)")
     for m, values in image.items():

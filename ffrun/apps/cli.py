@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from ffrun.config import register_configs  # noqa: E402
-from ffrun.run.app import groups_text, mark_job_started, run_hydra_app, wants_help  # noqa: E402
+from ffrun.run.app import group_choices, groups_text, mark_job_started, run_hydra_app, wants_help  # noqa: E402
 from ffrun.run.job import execute  # noqa: E402
 from ffrun.run.outcome import EXIT_BAD_INPUT, SweepTally, report  # noqa: E402
 
@@ -49,10 +49,10 @@ def _app(cfg: DictConfig) -> float:
     mark_job_started()
     for group in ("experiment", "method"):
         chosen = HydraConfig.get().runtime.choices.get(group)
-        if chosen not in (None, "null") and chosen not in _choices(group):
+        if chosen not in (None, "null") and chosen not in group_choices(group):
             # an `optional` group makes Hydra skip a missing preset without a word: the run would be another one
             print(f"ffrun: error: {group}={chosen} is not a preset; choose one of "
-                  f"{', '.join(_choices(group))}", file=sys.stderr)
+                  f"{', '.join(group_choices(group))}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     return report(cfg, run_dir, lambda: execute(cfg, run_dir))

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from ffrun.data.location import data_dir
 from ffrun.util.errors import FfrunError
+from ffrun.util.paths import user_path
 
 # Pixels an image file may have (Pillow's default Image.MAX_IMAGE_PIXELS, fixed here so another library
 # changing Pillow's global cannot raise it): a 3-channel image this size is 256 MiB decoded.
@@ -66,11 +67,39 @@ def image_set_path(spec: str) -> Path | None:
                          f"{name}:<split>/<index>")
     path = root / name / split / f"{index:02d}.png"
     if not path.is_file():
-        found = sorted(int(p.stem) for p in (root / name / split).glob("*.png") if p.stem.isdigit())
-        have = f"it holds {found[0]:02d}..{found[-1]:02d}" if found else "it holds no NN.png images"
-        raise FfrunError(f"{where}: no image {index:02d}.png in {path.parent} ({have}); use an index that "
-                         "exists")
+        kind = "a folder, not an image file," if path.is_dir() else "not there"
+        raise FfrunError(f"{where}: {path} is {kind} so {index} is no image of the set; use "
+                         f"{_set_syntax(name, split, root / name / split)}")
     return path
+
+
+def _set_indices(folder: Path) -> list[int]:
+    """The indices of a split's images: its NN.png files (folders so named are no images)."""
+    return sorted(int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit() and p.is_file())
+
+
+def _set_syntax(name: str, split: str, folder: Path) -> str:
+    """How to name an image of the set, with the indices it has: `div2k:N with N in 0..15`."""
+    found = _set_indices(folder)
+    prefix = f"{name}:" if split == DEFAULT_SPLIT else f"{name}:{split}/"
+    if not found:
+        return f"{prefix}N once {folder} holds NN.png images (it holds none)"
+    return f"{prefix}N with N in {found[0]}..{found[-1]} (e.g. {prefix}{found[0]})"
+
+
+def _not_a_set_name(spec: str) -> str | None:
+    """Why `spec` is a malformed image-set name (`div2k:-1`, `div2k:x`, or the bare set name `div2k`), when
+    its set is in the data directory; None when it does not look like one."""
+    name = spec.split(":", 1)[0]
+    root = data_dir() / "images"
+    if not name or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not (root / name).is_dir():
+        return None
+    split = DEFAULT_SPLIT
+    m = re.fullmatch(r"[^:]+:(?P<split>[A-Za-z0-9_-]+)/.*", spec)
+    if m and (root / name / m["split"]).is_dir():
+        split = m["split"]
+    what = "is an image set, not a file" if ":" not in spec else "is not an image of the set"
+    return f"task.image={spec!r}: {name!r} {what}; use {_set_syntax(name, split, root / name / split)}"
 
 
 def text_window(page: np.ndarray, resolution: int) -> np.ndarray:
@@ -266,12 +295,13 @@ def load_image(spec: str, resolution: int, seed: int = 0) -> np.ndarray:
             return center_crop_resize(page, resolution)
         img, peak = _decode(set_path, spec, resolution)  # a natural image: area-averaged below
     else:
-        path = Path(spec).expanduser()
+        path = user_path(spec, f"task.image={spec!r}")
         if not path.exists():
-            raise FfrunError(
-                f"task.image={spec!r}: no such file (and not a sample name); give a PNG/JPEG path or one "
-                f"of: text, {', '.join(SAMPLE_IMAGES)}"
-            )
+            raise FfrunError(_not_a_set_name(spec) or (
+                f"task.image={spec!r}: no such file (and not a sample name); give a PNG/JPEG path, one of: text, "
+                f"{', '.join(SAMPLE_IMAGES)}, or an image of a set in $FFRUN_DATA/images (e.g. div2k:0)"))
+        if path.is_dir():
+            raise FfrunError(f"task.image={spec!r}: a folder, not an image file; give a PNG or JPEG file")
         img, peak = _decode(path, spec, resolution)
     return center_crop_resize(to_rgb(img, peak), resolution)
 

@@ -37,7 +37,8 @@ class ModelConfig:
     name: str = "mlp"  # the network: mlp | siren | wire | direct (see ffrun.models.registry)
     # A parameter budget: the method's size knob (the network's width, a hash table's size, a dense grid's
     # resolution) is chosen so the trainable parameters land within 5 % of it; null = the sizes as given.
-    params: Optional[int] = None
+    # A float so that budgets can be written as researchers write them (model.params=1e4); a whole number.
+    params: Optional[float] = None
     depth: int = 4  # number of Linear layers: (depth - 1) x [Linear(width) + ReLU], then Linear
     width: int = 256
     # glorot = the notebooks' stax.Dense: truncated-normal Glorot W (variance 2 / (fan_in + fan_out)),

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ffrun.util.errors import FfrunError, quiet_interrupt_while_starting
+from ffrun.util.errors import FfrunError, closest_name, quiet_interrupt_while_starting
 
 # Each app imports this module before its slow imports (torch, through ffrun.run.outcome): from here on,
 # Ctrl-C in a console script is one line until the app installs its own handler (as `ffrun` does first thing).
@@ -84,9 +84,43 @@ def _os_error_line(report: str) -> str | None:
     return f"cannot write {shown} (the run directory or a file in it): {what.lower()}; {fix}"
 
 
+_KEY_NOT_IN = re.compile(r"Could not override '([\w.]+)'\..*?Key '(\w+)' not in '(\w+)'", re.S)
+
+
+def _schema_keys(schema: str) -> list[str]:
+    """The keys of the structured config called `schema` (TrainerConfig, ImageTaskConfig, ...)."""
+    from hydra.core.config_store import ConfigStore
+
+    def walk(tree):
+        for item in tree.values():
+            if isinstance(item, dict):
+                yield from walk(item)
+            elif OmegaConf.get_type(item.node).__name__ == schema:
+                yield from item.node.keys()
+
+    try:
+        return sorted(set(walk(ConfigStore.instance().repo.get("schema", {}))))
+    except Exception:
+        return []
+
+
+def _unknown_key_line(report: str) -> str | None:
+    """Hydra's `Could not override 'trainer.stpes' ... use +trainer.stpes=...` in ffrun's words: a key the
+    schema does not have is refused with or without `+`, so the advice to add `+` is replaced by the closest key."""
+    found = _KEY_NOT_IN.search(report)
+    if not found:
+        return None
+    full, key, schema = found.groups()
+    close = closest_name(key, _schema_keys(schema))
+    group = full.rsplit(".", 1)[0] + "." if "." in full else ""
+    hint = f"did you mean {group}{close}? " if close else ""
+    return (f"config: {full}: not a setting of ffrun (Key '{key}' not in '{schema}'); {hint}see ffrun --help or "
+            "ffrun --cfg job for the keys")
+
+
 def _one_line(report: str) -> str:
     """Hydra's error report as one line: its message lines, without the hints about stack traces."""
-    os_error = _os_error_line(report)
+    os_error = _os_error_line(report) or _unknown_key_line(report)
     if os_error:
         return os_error
     keep = [ln.strip() for ln in report.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln

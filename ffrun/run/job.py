@@ -76,17 +76,28 @@ class Job:
         """Write the task's outputs (when completed) and the final metrics.json."""
         if result.status == Status.COMPLETED:
             self.task.save(self.field, self.run_dir)
+        elif result.status == Status.INTERRUPTED:
+            self.save_progress()  # the pictures of the field it stopped with, beside its checkpoint
         rec = self.record(result, result.status)
         summary = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
         log.info("%s %s at step %d: %s (%.1f s)", self.label, result.status, result.step, summary, result.wall_s)
         return rec
+
+    def save_progress(self, previews: dict | None = None) -> None:
+        """The task's pictures of the field so far; a picture that cannot be written never stops training."""
+        try:
+            self.task.save_progress(self.field, self.run_dir, previews)
+        except (OSError, FfrunError) as e:
+            log.warning("%s: progress pictures not written: %s", self.label, e)
 
     def member(self, logger: RunLogger, result: TrainResult | None = None) -> Member:
         """This job on the training loop's member axis: checkpoints mark metrics.json "running", and every
         evaluation goes to its logger."""
 
         def log_evaluation(r: TrainResult) -> None:
-            logger.log(r.history, self.task.preview(self.field) if logger.wants_images else None)
+            previews = self.task.preview(self.field)
+            logger.log(r.history, previews if logger.wants_images else None)
+            self.save_progress(previews)
 
         return Member(self.run_dir, self.config, self.lr, result or TrainResult(),
                       on_checkpoint=lambda r: self.record(r, Status.RUNNING), on_evaluate=log_evaluation)

@@ -71,8 +71,16 @@ def _claim_before_hydra_writes(subdir: str) -> str | None:
 
 
 def holds_earlier_run(run_dir: Path) -> bool:
-    """Whether `run_dir` holds what an earlier run left: a checkpoint, or a run record."""
-    return (run_dir / "checkpoint.pt").is_file() or (run_dir / "metrics.json").is_file()
+    """Whether `run_dir` holds what an earlier run left that a new run must not overwrite: a checkpoint, or the
+    record of a run that got past its start (a run refused before it began leaves nothing worth keeping)."""
+    from ffrun.run.record import RunRecord, Status
+
+    if (run_dir / "checkpoint.pt").is_file():
+        return True
+    if not (run_dir / "metrics.json").is_file():
+        return False
+    rec = RunRecord.read(run_dir)
+    return rec is None or rec.status != Status.FAILED or bool(rec.step)
 
 
 def adopt_staged_hydra(run_dir: Path) -> None:

@@ -81,6 +81,15 @@ class Task(ABC):
     def save(self, field: Field, run_dir: Path) -> None:
         """Write the task's outputs (pictures, meshes, volumes) into run_dir."""
 
+    def save_progress(self, field: Field, run_dir: Path, previews: dict[str, np.ndarray] | None = None) -> None:
+        """The pictures of the field so far, written at each evaluation and when a run is interrupted, so a long
+        run's folder shows where it stands (`save` writes the full outputs at the end). Default: each `preview`
+        picture as `<name>.png`."""
+        from ffrun.util.atomic import write_png
+
+        for name, picture in (self.preview(field) if previews is None else previews).items():
+            write_png(run_dir / f"{name}.png", picture)
+
     def preview(self, field: Field) -> dict[str, np.ndarray]:
         """Pictures of the current field, by name, logged at each evaluation (TensorBoard): float arrays
         in [0, 1], (H, W) or (H, W, 3). Kept cheap next to `evaluate`."""

@@ -1,7 +1,8 @@
 """2D CT: reconstruct an image from a few parallel-beam projections, never seeing the image itself.
 
-Forward model (the authors' notebooks; docs/protocol.md): for each of `num_angles` angles theta = linspace(0, pi, num_angles + 1)[:-1]
-the image is rotated (nearest neighbour) and AVERAGED along its rows, giving `resolution` values per angle.
+Forward model (the authors' notebooks; docs/protocol.md): for each of `num_angles` angles
+theta = linspace(0, pi, num_angles + 1)[:-1] the image is rotated (nearest neighbour) and AVERAGED along
+its rows, giving `resolution` values per angle.
 Loss 0.5 * MSE between predicted and measured projections; metric `psnr` of the reconstruction clipped
 to [0, 1] against the true image, and `projection_loss`, the measurement-domain loss.
 """

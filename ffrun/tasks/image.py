@@ -66,6 +66,9 @@ class ImageTask(PointRegressionTask):
             "full_psnr": psnr(pred, img),
         }
 
+    def save_progress(self, field: Field, run_dir: Path, previews: dict | None = None) -> None:
+        self.save(field, run_dir)  # the whole output of an image run is its pictures, and they are cheap
+
     def save(self, field: Field, run_dir: Path) -> None:
         pred = self._predict(field).cpu().numpy()
         write_png(run_dir / "reconstruction.png", pred)

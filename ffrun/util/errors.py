@@ -23,3 +23,12 @@ def quiet_interrupt_while_starting() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGINT, stop)
+
+
+def closest_name(name: str, valid) -> str | None:
+    """The valid name a typo most likely meant (`stpes` -> `steps`, `M` -> `m`), or None."""
+    import difflib
+
+    by_lower = {v.lower(): v for v in valid}
+    found = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[found[0]] if found else None

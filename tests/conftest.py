@@ -14,6 +14,26 @@ SHARED_DATA = data_dir()  # $FFRUN_DATA, else ../shared/data beside the checkout
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache_and_no_leftovers(tmp_path_factory):
+    """The suite builds its cached data (meshes, scenes, test sets) in its own folder, never ~/.cache/ffrun, and
+    leaves no /tmp/ffrun-* folder behind (the fuzz cases and scripts name theirs so)."""
+    import glob
+    import tempfile
+
+    saved = os.environ.get("FFRUN_CACHE")
+    os.environ["FFRUN_CACHE"] = str(tmp_path_factory.mktemp("ffrun-cache"))
+    pattern = os.path.join(tempfile.gettempdir(), "ffrun-*")
+    before = set(glob.glob(pattern))
+    yield
+    if saved is None:
+        os.environ.pop("FFRUN_CACHE", None)
+    else:
+        os.environ["FFRUN_CACHE"] = saved
+    left = sorted(set(glob.glob(pattern)) - before)
+    assert not left, f"the suite left these behind: {left}"
+
+
 def ffrun_cmd(name: str = "ffrun") -> str:
     exe = BIN / name
     if not exe.exists():

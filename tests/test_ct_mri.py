@@ -39,6 +39,22 @@ def test_projector_matches_the_analytic_projection_of_a_disc(centre):
         assert err.mean() < 0.004 and err.max() < 0.06, (a, err.mean().item(), err.max().item())
 
 
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_sparse_projector_and_its_gradient_equal_grid_sample(mode):
+    """The training projector (one sparse product each way) against grid_sample's rotate-and-average (both in
+    float32: grid_sample rounds its samples in the grid's dtype, which the matrix follows)."""
+    n = 48
+    proj = ParallelProjector(n, torch.linspace(0, math.pi, 21)[:-1], torch.device("cpu"), mode=mode)
+    img = torch.rand(n, n, generator=torch.Generator().manual_seed(1))
+    a, b = img.clone().requires_grad_(True), img.clone().requires_grad_(True)
+    weights = torch.rand(20, n, generator=torch.Generator().manual_seed(2))
+    (proj(a) * weights).sum().backward()
+    ref = proj.reference(b)
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(proj(img), ref.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-6)
+
+
 def test_projector_is_differentiable_and_linear():
     n = 32
     proj = ParallelProjector(n, torch.linspace(0, math.pi, 5)[:-1], torch.device("cpu"), mode="bilinear")

@@ -1,7 +1,7 @@
 """`ffrun-bench` (also `python scripts/bench.py`): how close a training step is to the hardware, measured
 in one process on one device.
 
-For each task's paper protocol (image, shape, mri, nerf):
+For each task's paper protocol (image, shape, ct, mri, nerf):
   (a) ceiling: the float32 matrix-multiply rate at the MLP's own shapes (every forward and backward
       product of one step, timed alone on preallocated tensors);
   (b) flops: the multiply-adds of one training step counted from the architecture (2 per multiply-add;
@@ -10,6 +10,9 @@ For each task's paper protocol (image, shape, mri, nerf):
   (c) ffrun: the step time of ffrun's own training step (the training loop's `SingleField.step`);
   (d) plain (image): a loop a user would write by hand: nn.Sequential, Adam, the encoding recomputed
       every step, full batch;
+  (e) network: the MLP's own forward and backward at the step's points on precomputed features, so the
+      rest of the step (the encoding, a task's forward model such as CT's projector or MRI's FFT, the loss,
+      the optimizer) shows as `other` = ffrun - network;
 and prints efficiency = (flops / ffrun step time) / ceiling and speedup = plain / ffrun, medians over
 repeated steps. `--vectorized` adds K-job sweep times, vectorized against sequential.
 """
@@ -52,6 +55,7 @@ class Preset:
 TASK_PRESETS = {
     "image": Preset(("experiment=paper_image",), plain_loop=True),
     "shape": Preset(("experiment=paper_shape",)),
+    "ct": Preset(("experiment=paper_ct",)),
     "mri": Preset(("experiment=paper_mri",)),
     "nerf": Preset(("experiment=paper_nerf",), data="nerf/lego_400"),
 }
@@ -93,6 +97,21 @@ def matmul_ceiling(n_points: int, shapes: list[tuple[int, int]], device: torch.d
             op()
 
     return step_flops(n_points, shapes) / median_time(all_products, device, repeats)
+
+
+def network_time(field, n_points: int, device: torch.device, repeats: int) -> float:
+    """Seconds of the network's forward and backward at `n_points` points, on features computed once (as a
+    full-batch step's cached features are): the part of a step the FLOP count describes."""
+    with torch.no_grad():
+        x = torch.rand(n_points, field.in_dim, device=device)
+        features = field.encoding(x).detach()
+    features.requires_grad_(not field.static_encoding)  # a trained encoding needs the features' gradient too
+
+    def forward_backward():
+        field.zero_grad(set_to_none=True)
+        field.from_features(features).sum().backward()
+
+    return median_time(forward_backward, device, repeats)
 
 
 def build(cfg, device: torch.device):
@@ -165,10 +184,12 @@ def bench_task(name: str, overrides: list[str], device: torch.device, repeats: i
 
     ffrun_s = median_time(ffrun_step, device, repeats)
     memory = peak_memory_mb(device)  # the run's own peak, before the ceiling's operands are allocated
+    network_s = network_time(field, n, device, repeats)
     ceiling = matmul_ceiling(n, shapes, device, repeats)
     row = {"task": name, "precision": precision, "peak_memory_mb": memory, "points_per_step": n, "layers": shapes,
            "flops_per_step": flops, "ceiling_gflops": ceiling / 1e9, "ffrun_step_s": ffrun_s,
-           "achieved_gflops": flops / ffrun_s / 1e9, "efficiency": flops / ffrun_s / ceiling}
+           "achieved_gflops": flops / ffrun_s / 1e9, "efficiency": flops / ffrun_s / ceiling,
+           "network_step_s": network_s, "other_share": max(0.0, 1 - network_s / ffrun_s)}
     if preset.plain_loop:
         # The same number of steps from the same weights, ffrun's step against the plain loop.
         task, field, optimizer, schedule = build(cfg, device)
@@ -246,7 +267,7 @@ def describe_device(device: torch.device) -> str:
 def arguments() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ffrun-bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default="image", help="comma list of image, shape, mri, nerf (default image)")
+    p.add_argument("--tasks", default="image", help="comma list of image, shape, ct, mri, nerf (default image)")
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=10, help="timed steps per measurement (median)")
     p.add_argument("--check-steps", type=int, default=50, help="image: steps of ffrun and plain compared for PSNR")
@@ -295,7 +316,8 @@ def task_overrides(name: str, overrides: list[str]) -> list[str]:
 def row_line(name: str, row: dict) -> str:
     line = (f"{name}: {row['points_per_step']} points/step, {row['flops_per_step'] / 1e9:.1f} GFLOP/step, "
             f"ceiling {row['ceiling_gflops']:.0f} GFLOP/s, ffrun {row['ffrun_step_s'] * 1000:.1f} ms/step = "
-            f"{row['achieved_gflops']:.0f} GFLOP/s, efficiency {row['efficiency']:.3f}")
+            f"{row['achieved_gflops']:.0f} GFLOP/s, efficiency {row['efficiency']:.3f}; network alone "
+            f"{row['network_step_s'] * 1000:.1f} ms, the rest of the step {row['other_share']:.0%}")
     if "plain_step_s" in row:
         line += (f"; plain loop {row['plain_step_s'] * 1000:.1f} ms/step, speedup {row['speedup_vs_plain']:.2f}x; "
                  f"test PSNR after {row['check_steps']} steps ffrun {row['ffrun_test_psnr']:.3f} dB, plain "
@@ -343,12 +365,13 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(result: dict) -> None:
     print(f"\n{result['device']}")
     print("| task | points/step | GFLOP/step | matmul ceiling (GFLOP/s) | ffrun step (ms) | efficiency "
-          "| plain loop (ms) | speedup vs plain | peak memory (MB) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| network alone (ms) | rest of the step | plain loop (ms) | speedup vs plain | peak memory (MB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in result["tasks"]:
         plain = (f"{r['plain_step_s'] * 1000:.1f} | {r['speedup_vs_plain']:.2f}x" if "plain_step_s" in r else "- | -")
         print(f"| {r['task']} | {r['points_per_step']} | {r['flops_per_step'] / 1e9:.1f} | "
-              f"{r['ceiling_gflops']:.0f} | {r['ffrun_step_s'] * 1000:.1f} | {r['efficiency']:.3f} | {plain} | "
+              f"{r['ceiling_gflops']:.0f} | {r['ffrun_step_s'] * 1000:.1f} | {r['efficiency']:.3f} | "
+              f"{r['network_step_s'] * 1000:.1f} | {r['other_share']:.0%} | {plain} | "
               f"{r['peak_memory_mb']:.0f} |")
     for v in result.get("vectorized", []):
         print(f"vectorized sweep, {v['label']}: K={v['k']} jobs x {v['steps']} steps: sequential "

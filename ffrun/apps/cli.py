@@ -103,10 +103,7 @@ def main() -> None:
     if wants_help():
         print(help_text(), end="")
         return
-    tally = run_hydra_app(_app)
-    import signal
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # the sweep has ended: no longer "while starting"
+    tally = run_hydra_app(_app)  # a Ctrl-C from here on is ignored: the outcome is decided (ffrun.util.errors)
     sum_up(tally)
 
 

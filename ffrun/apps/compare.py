@@ -41,6 +41,8 @@ from ffrun.sweep.paper import PAPER, metric_of
 from ffrun.sweep.plans import SCALES
 from ffrun.sweep.runs import Run
 from ffrun.util.atomic import write_json
+from ffrun.util.errors import FfrunError
+from ffrun.util.paths import expand_user, output_folder
 
 PROG = "ffrun-compare"
 
@@ -124,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     refused = override_refusal(extra)
     if refused:
         return fail(refused)
-    data = Path(args.data).expanduser() if args.data else data_dir()
+    try:
+        data = expand_user(args.data, f"--data {args.data}") if args.data else data_dir()
+    except FfrunError as e:
+        return fail(str(e))
     if args.data:
         os.environ["FFRUN_DATA"] = str(data)
     all_plans = compare_plans(args.scale, data)
@@ -133,13 +138,14 @@ def main(argv: list[str] | None = None) -> int:
                               [t for t in tasks if t in PAPER], extra)
     if refused:
         return fail(refused)
-    out = Path(args.out).expanduser().resolve()
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(args.out).resolve()  # before any run: a folder it cannot write is refused now
+        write_json(out / "compare.json", {"scale": args.scale, "budgets": budgets, "methods": methods,
+                                          "tasks": tasks, "overrides": extra, "data": str(data)})
+    except FfrunError as e:  # refused by output_folder, or a full disk
+        return fail(str(e))
     except OSError as e:
-        return fail(f"--out {out}: {e}")
-    write_json(out / "compare.json", {"scale": args.scale, "budgets": budgets, "methods": methods, "tasks": tasks,
-                                      "overrides": extra, "data": str(data)})
+        return fail(f"--out {args.out}: cannot write compare.json ({e})")
     runs = budget_runs(all_plans, tasks, methods, budgets, out, extra)
 
     def launch_group(task: str, label: str, fresh: list[Run]) -> int:

@@ -42,6 +42,9 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
     from ffrun.run.load import load
     from ffrun.tasks import task_class  # here: load_exported reads a field with torch alone, no task code
 
+    if out is not None and not str(out).strip():  # Path("") is the current folder
+        raise FfrunError("--out '': an empty folder name would write into the current folder; give the folder to "
+                         "write into, or leave --out out for RUN_DIR/export")
     field = load(run_dir)
     cfg = field.config
     out = Path(out) if out is not None else Path(run_dir) / "export"

@@ -34,6 +34,8 @@ from ffrun.sweep.runs import NOT_RUN, Run, has_results
 from ffrun.sweep.search import launch_tune, tune_note, tune_plan, tune_report, tune_runs
 from ffrun.sweep.table1 import collect, launch, table1_runs, write_table1
 from ffrun.util.atomic import write_json
+from ffrun.util.errors import FfrunError
+from ffrun.util.paths import expand_user, output_folder
 
 PROG = "ffrun-reproduce"
 
@@ -88,7 +90,10 @@ def claim(out: Path, manifest: dict, tasks: list[str]) -> str | None:
         return (f"--out {out} holds a reproduction with other settings ({previous.get('scale')} scale, "
                 f"overrides {previous.get('overrides')}); use another --out folder or the same settings")
     tasks = sorted(set(tasks) | set((previous or {}).get("tasks", [])))
-    write_json(out / "reproduce.json", {**manifest, "tasks": tasks})
+    try:
+        write_json(out / "reproduce.json", {**manifest, "tasks": tasks})
+    except (OSError, FfrunError) as e:  # a full disk, or a folder that turned read-only
+        return f"--out {out}: cannot write reproduce.json ({e})"
     return None
 
 
@@ -141,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parse(argv)
     args.tasks = args.tasks if args.tasks is not None else ",".join(IMAGE_SETS if args.tune else TASKS)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    data = Path(args.data).expanduser() if args.data else data_dir()
+    try:
+        data = expand_user(args.data, f"--data {args.data}") if args.data else data_dir()
+    except FfrunError as e:
+        return fail(str(e))
     refused = refusal(args, tasks, extra, data)
     if refused:
         return fail(refused)
@@ -150,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     refused = check_overrides(plans(args.scale, data), tasks, extra)
     if refused:
         return fail(refused)
-    out = Path(args.out).expanduser().resolve()
+    try:
+        out = output_folder(args.out).resolve()  # before any run: a folder it cannot write is refused now
+    except FfrunError as e:
+        return fail(str(e))
     refused = claim(out, {"scale": args.scale, "overrides": extra, "data": str(data)}, tasks)
     if refused:
         return fail(refused)

@@ -53,12 +53,27 @@ def safe_filename(name: str) -> str:
     return clean
 
 
+def no_row(rec: RunRecord) -> str | None:
+    """Why a record that counts as completed has nothing to put in a row (`{}`, or a status alone), or None.
+    A run that did not complete is listed by its status and reason, whatever else its record holds."""
+    if rec.status not in (None, Status.COMPLETED):
+        return None
+    missing = [k for k in ("task", "encoding") if rec.get(k) is None] + ([] if rec.metrics else ["metrics"])
+    if not missing:
+        return None
+    return "it has no " + (", ".join(missing[:-1]) + " or " + missing[-1] if len(missing) > 1 else missing[0])
+
+
 def load_runs(root: Path) -> list[dict]:
-    """Every run record under `root`, as metrics.json names its keys, with `run_dir` (relative to `root`)."""
+    """Every run record under `root`, as metrics.json names its keys, with `run_dir` (relative to `root`);
+    a file that is no usable record is skipped with one line on stderr."""
     runs = []
     for path in sorted(root.rglob(RECORD)):
         try:
             rec = RunRecord.parse(path)
+            why = no_row(rec)
+            if why:
+                raise NotARecord(why)
         except NotARecord as e:
             print(f"ffrun-summary: skipping {path}: not an ffrun run record ({e})", file=sys.stderr)
             continue
@@ -258,16 +273,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ffrun-summary", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", type=Path, help="a run or multirun directory (searched recursively)")
-    p.add_argument("--out", type=Path, default=None, help="where to write the table and plots (default: DIR)")
+    p.add_argument("--out", default=None, help="where to write the table and plots (default: DIR)")
     args = p.parse_args(argv)
     if not args.dir.is_dir():
         print(f"ffrun-summary: error: {args.dir} is not a directory; give a run or multirun directory", file=sys.stderr)
         return 2
+    if args.out is not None and not args.out.strip():  # Path("") is the current folder
+        print("ffrun-summary: error: --out '': an empty folder name would write into the current folder; give the "
+              "folder to write into, or leave --out out for DIR", file=sys.stderr)
+        return 2
     runs = load_runs(args.dir)
     if not runs:
-        print(f"ffrun-summary: error: no metrics.json under {args.dir}; is it an ffrun output directory?", file=sys.stderr)
+        found = any(True for _ in args.dir.rglob(RECORD))
+        print(f"ffrun-summary: error: {'no usable run record' if found else 'no metrics.json'} under {args.dir}"
+              f"{' (each was skipped, see above)' if found else ''}; is it an ffrun output directory?", file=sys.stderr)
         return 2
-    out = args.out or args.dir
+    out = Path(args.out) if args.out is not None else args.dir
     varying, rows = summarise(runs)
     md = to_markdown(rows, varying, runs)
     try:

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from ffrun.data.location import data_dir
 from ffrun.util.errors import FfrunError
-from ffrun.util.paths import user_path
+from ffrun.util.paths import shown, user_path
 
 # Pixels an image file may have (Pillow's default Image.MAX_IMAGE_PIXELS, fixed here so another library
 # changing Pillow's global cannot raise it): a 3-channel image this size is 256 MiB decoded.
@@ -67,9 +67,10 @@ def image_set_path(spec: str) -> Path | None:
                          f"{name}:<split>/<index>")
     path = root / name / split / f"{index:02d}.png"
     if not path.is_file():
-        kind = "a folder, not an image file," if path.is_dir() else "not there"
-        raise FfrunError(f"{where}: {path} is {kind} so {index} is no image of the set; use "
-                         f"{_set_syntax(name, split, root / name / split)}")
+        found = _set_indices(path.parent)
+        have = f"it holds {found[0]:02d}..{found[-1]:02d}" if found else "it holds no NN.png images"
+        what = f"{path} is a folder, not an image" if path.exists() else f"no image {index:02d}.png in {path.parent}"
+        raise FfrunError(f"{where}: {what} ({have}); use {_set_syntax(name, split, path.parent)}")
     return path
 
 
@@ -88,18 +89,24 @@ def _set_syntax(name: str, split: str, folder: Path) -> str:
 
 
 def _not_a_set_name(spec: str) -> str | None:
-    """Why `spec` is a malformed image-set name (`div2k:-1`, `div2k:x`, or the bare set name `div2k`), when
-    its set is in the data directory; None when it does not look like one."""
-    name = spec.split(":", 1)[0]
-    root = data_dir() / "images"
-    if not name or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not (root / name).is_dir():
+    """Why `spec`, which is no file, is not an image-set name either (`div2k:-1`, `div2k:x`, or the bare set
+    name `div2k`), naming the set syntax; None when it does not look like one (a mistyped file name)."""
+    name, colon, rest = spec.partition(":")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         return None
-    split = DEFAULT_SPLIT
-    m = re.fullmatch(r"[^:]+:(?P<split>[A-Za-z0-9_-]+)/.*", spec)
-    if m and (root / name / m["split"]).is_dir():
-        split = m["split"]
-    what = "is an image set, not a file" if ":" not in spec else "is not an image of the set"
-    return f"task.image={spec!r}: {name!r} {what}; use {_set_syntax(name, split, root / name / split)}"
+    root = data_dir() / "images"
+    if not (root / name).is_dir():
+        if not colon or not re.fullmatch(r"(?:[A-Za-z0-9_-]+/)?[-+]?[0-9]+", rest):
+            return None
+        return (f"task.image={spec!r}: not a file, and no image set {name!r} under {root} for the set syntax "
+                f"<set>:N (N an image index, 0 or more); set $FFRUN_DATA to the data directory holding "
+                f"images/{name}/{DEFAULT_SPLIT}/NN.png")
+    m = re.fullmatch(r"(?P<split>[A-Za-z0-9_-]+)/.*", rest)
+    split = m["split"] if m and (root / name / m["split"]).is_dir() else DEFAULT_SPLIT
+    use = _set_syntax(name, split, root / name / split)
+    if not colon:
+        return f"task.image={spec!r}: no such file; {name!r} is an image set in {root}: use {use}"
+    return f"task.image={spec!r}: not an image of the set {name!r}; use {use}"
 
 
 def text_window(page: np.ndarray, resolution: int) -> np.ndarray:
@@ -295,7 +302,7 @@ def load_image(spec: str, resolution: int, seed: int = 0) -> np.ndarray:
             return center_crop_resize(page, resolution)
         img, peak = _decode(set_path, spec, resolution)  # a natural image: area-averaged below
     else:
-        path = user_path(spec, f"task.image={spec!r}")
+        path = user_path(spec, f"task.image={shown(spec)!r}")
         if not path.exists():
             raise FfrunError(_not_a_set_name(spec) or (
                 f"task.image={spec!r}: no such file (and not a sample name); give a PNG/JPEG path, one of: text, "

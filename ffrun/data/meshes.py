@@ -14,6 +14,7 @@ import trimesh
 from ffrun.util.atomic import write_bytes
 from ffrun.data.location import cache_dir
 from ffrun.util.errors import FfrunError
+from ffrun.util.paths import shown, user_path
 
 log = logging.getLogger("ffrun.meshes")
 
@@ -21,7 +22,7 @@ MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
 
 
 def load_mesh(path: str | Path) -> trimesh.Trimesh:
-    p = Path(path).expanduser()
+    p = user_path(path, f"task.mesh={shown(path)}")
     if not p.is_file():
         raise FfrunError(f"task.mesh={path}: no such file; give an OBJ, PLY, STL, OFF or GLB mesh")
     if p.suffix.lower() not in MESH_SUFFIXES:

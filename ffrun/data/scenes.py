@@ -23,6 +23,7 @@ from torch import Tensor
 from ffrun.util.atomic import write_bytes, write_json
 from ffrun.data.location import cache_dir
 from ffrun.util.errors import FfrunError
+from ffrun.util.paths import shown, user_path
 
 log = logging.getLogger("ffrun.scenes")
 
@@ -51,7 +52,7 @@ def load_blender(folder: str | Path, split: str, downscale: int = 1, limit: int 
                  white: bool = True) -> Views:
     """Read one split of a Blender-format scene; images composited on white (or on black when not
     `white`) and area-averaged by the integer `downscale`. `limit` keeps the first N frames."""
-    root = Path(folder).expanduser()
+    root = user_path(folder, f"task.data={shown(folder)}")
     where = f"task.data={folder}"
     if not root.is_dir():
         raise FfrunError(f"{where}: no such folder; give a NeRF Blender-format scene folder "

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ffrun.util.atomic import write_bytes
 from ffrun.util.errors import FfrunError
+from ffrun.util.paths import shown, user_path
 
 # Voxels a NIfTI volume may have (512^3, 1 GiB as float64), checked from its header before any data is read.
 MAX_VOXELS = 512**3
@@ -20,7 +21,7 @@ def load_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(volume float64 (X, Y, Z), affine 4x4) of a NIfTI file, with clear errors for what cannot be used."""
     import nibabel as nib
 
-    p = Path(path).expanduser()
+    p = user_path(path, f"task.volume={shown(path)}")
     if not p.is_file():
         raise FfrunError(f"task.volume={path}: no such file; give a NIfTI volume (.nii or .nii.gz)")
     try:

@@ -177,11 +177,24 @@ def _build_fourier(cfg, spec: FieldSpec) -> nn.Module:
                           bounds=spec.bounds)
 
 
+def _check_posenc(cfg) -> str | None:
+    """posenc's frequencies are 2**linspace(0, scale, levels) - offset: a negative scale turns them into
+    fractions below 1 (or negative), which no setting of the paper means."""
+    if not cfg.scale >= 0:
+        return f"encoding.scale={cfg.scale!r} is out of range: use scale >= 0 (the top frequency is 2**scale - offset)"
+    return None
+
+
+# Range checks beside the one generic to the family (m, sigma, levels, sigmas: ffrun.config.validate).
+_CHECKS = {"posenc": _check_posenc}
+
+
 def _register_fourier() -> None:
     from ffrun.models.configs import EncodingConfig
 
     for name in FOURIER_NAMES:
-        register_encoding(name, EncodingConfig, fourier=True, static=name != "learned")(_build_fourier)
+        register_encoding(name, EncodingConfig, check=_CHECKS.get(name), fourier=True,
+                          static=name != "learned")(_build_fourier)
 
     @register_encoding("grid", EncodingConfig)
     def _grid(cfg, spec: FieldSpec) -> nn.Module:  # a whole field of the task's own pixels: see build_field

@@ -125,11 +125,21 @@ class Direct(nn.Module):
         return torch.sigmoid(x) if self.out_activation == "sigmoid" else x
 
 
+def _check(cfg) -> str | None:
+    """The NTK parametrization's scales are standard deviations: w_std > 0 (0 would be a constant network),
+    b_std >= 0. Refused under either parametrization: a negative one is a typo whatever it currently drives."""
+    if not cfg.w_std > 0:
+        return f"model.w_std={cfg.w_std!r} is out of range: use w_std > 0 (a standard deviation; default sqrt(2))"
+    if not cfg.b_std >= 0:
+        return f"model.b_std={cfg.b_std!r} is out of range: use b_std >= 0 (a standard deviation; default 0.1)"
+    return None
+
+
 def _register() -> None:
     from ffrun.models.configs import ModelConfig
     from ffrun.models.registry import Budget, register_network
 
-    @register_network("mlp", ModelConfig, Budget("model.width", 1, 1 << 15))
+    @register_network("mlp", ModelConfig, Budget("model.width", 1, 1 << 15), _check)
     def build_mlp(cfg, in_dim: int, spec) -> nn.Module:
         return MLP(in_dim, spec.out_dim, cfg.depth, cfg.width, spec.out_activation, cfg.init, cfg.parametrization,
                    cfg.w_std, cfg.b_std)

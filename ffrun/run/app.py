@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ffrun.util.errors import FfrunError, closest_name, quiet_interrupt_while_starting
+from ffrun.util.errors import FfrunError, closest_name, ending, quiet_interrupt_while_starting, run_began
 
 # Each app imports this module before its slow imports (torch, through ffrun.run.outcome): from here on,
 # Ctrl-C in a console script is one line until the app installs its own handler (as `ffrun` does first thing).
@@ -48,7 +48,9 @@ _gate: _UntilJobStarts | None = None  # the stderr of the app `run_hydra_app` is
 
 
 def mark_job_started() -> None:
-    """Called first by every Hydra app of ffrun: from here on, exit status 1 is not a config error."""
+    """Called first by every Hydra app of ffrun: from here on, exit status 1 is not a config error (and a
+    Ctrl-C between runs no longer says that nothing was written)."""
+    run_began()
     if _gate is not None:
         _gate.started = True
 
@@ -146,6 +148,7 @@ def run_hydra_app(app: Callable[[], object]) -> SweepTally:
             sys.exit(EXIT_BAD_INPUT)
         raise
     finally:
+        ending()  # the app is done: a Ctrl-C from here to the exit changes nothing
         sys.stderr = stderr.real
         stderr.release()
         _gate = None

@@ -25,8 +25,10 @@ from ffrun.run.record import RECORD, RunRecord, Status
 from ffrun.run.resume import refuse_another_experiment, resume_command
 from ffrun.run.rundir import (adopt_staged_hydra, claim_run_dir, discard_staged_hydra, holds_earlier_run, unlock_run_dir,
                               write_config)
+from ffrun.train.checkpoint import CHECKPOINT
 from ffrun.train.loop import StopSignal
-from ffrun.util.errors import FfrunError
+from ffrun.util.atomic import NotWritable
+from ffrun.util.errors import FfrunError, ending, is_ending
 
 log = logging.getLogger("ffrun")
 
@@ -104,10 +106,16 @@ def fail(run_dir: Path, cfg: DictConfig, status: Status, reason: str, code: int,
     stopped, or a bare record when it stopped before training; `record=False`: none, the directory holds an
     earlier run), and its exit status. In a multirun the sweep goes on (the status is kept in the app's
     tally), except on a signal."""
+    if status == Status.INTERRUPTED or not _multirun():
+        ending()  # the program ends after this report: a late Ctrl-C must not cut it (see ffrun.util.errors)
     unwritten = ""
+    if status == Status.FAILED:
+        reason += _kept(run_dir, partial)
     if record and (partial is not None or status == Status.FAILED):
         try:
             failure_record(cfg, status, reason, code, partial).write(run_dir)
+        except NotWritable:  # the folder turned read-only: said once, by the reason
+            unwritten = f" ({RECORD} not written either)"
         except Exception as e:  # a full disk: said on the same line, the run's own reason comes first
             unwritten = f" ({run_dir / RECORD} not written: {' '.join(str(e).split())[:200]})"
     print(f"ffrun: {'error' if status == Status.FAILED else status}: {reason}{unwritten}", file=sys.stderr)
@@ -119,8 +127,17 @@ def fail(run_dir: Path, cfg: DictConfig, status: Status, reason: str, code: int,
     sys.exit(code)
 
 
+def _kept(run_dir: Path, partial: RunRecord | None) -> str:
+    """What a run that failed mid-training (an unwritable folder, out of memory) keeps: its own last
+    checkpoint, and the command that resumes from it."""
+    if partial is None or partial.checkpoint_step is None or not (run_dir / CHECKPOINT).is_file():
+        return ""
+    return f"; its checkpoint of step {partial.checkpoint_step} is kept: resume with: {resume_command(run_dir)}"
+
+
 def _raise_stop(signum, frame):
-    raise StopSignal(signum)
+    if not is_ending():  # a second Ctrl-C while the interrupted run writes its record changes nothing
+        raise StopSignal(signum)
 
 
 def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], exit_on_signal: bool = True) -> float:
@@ -140,6 +157,7 @@ def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], exi
         if _multirun():
             _tally.failed.append((run_dir, Status.FAILED, EXIT_BAD_INPUT))
             return float("nan")
+        ending()
         sys.exit(EXIT_BAD_INPUT)
     # SIGINT/SIGTERM outside the training loop (loading data, writing outputs) end the run as interrupted;
     # the loop installs its own handler, which finishes the current step first.

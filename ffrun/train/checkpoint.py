@@ -27,6 +27,7 @@ import torch
 from ffrun import __version__
 from ffrun.util.atomic import save_torch
 from ffrun.util.errors import FfrunError
+from ffrun.util.paths import user_path
 
 CHECKPOINT = "checkpoint.pt"
 # What every ffrun checkpoint holds; a file without these is not one.
@@ -83,7 +84,7 @@ def save_checkpoint(path: Path, *, field, optimizer, schedule, task, step: int, 
 def find_checkpoint(spec: str | Path, where: str) -> Path:
     """The checkpoint named by `spec`: the file itself or the one in a run directory. `where` names the
     setting in the error (e.g. `trainer.resume=...`)."""
-    path = Path(spec).expanduser()
+    path = user_path(spec, where)
     ckpt = path if path.is_file() else path / CHECKPOINT
     if ckpt.exists() and not ckpt.is_file():
         raise FfrunError(f"{where}: {ckpt} is not a regular file (a FIFO, device or folder); give the directory "

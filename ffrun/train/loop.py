@@ -149,6 +149,15 @@ class StopRequest:
         return self.signum is not None
 
 
+def _importing(frame) -> bool:
+    """Whether the interrupted code is running an import (a frame of importlib's bootstrap on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextmanager
 def catch_stop_signals() -> Iterator[StopRequest]:
     stop = StopRequest()
@@ -162,7 +171,10 @@ def catch_stop_signals() -> Iterator[StopRequest]:
         nonlocal raised
         if not stop:
             stop.signum = signum
-        elif not raised:  # a second signal: stop now, the checkpoint on disk is still the last good one
+        elif not raised and not _importing(frame):
+            # a second signal: stop now, the checkpoint on disk is still the last good one. Not inside an import
+            # (the first picture's matplotlib): a module cut halfway stays broken for the pictures the stopped
+            # run still draws; there the run stops at the end of its step, as after one signal.
             raised = True
             raise StopSignal(stop.signum)
 

@@ -1,6 +1,7 @@
 """Atomic file writes: a temporary file in the same folder, fsync'd, then renamed over the target, so a
-crash leaves either the previous file or the new one, never a truncated one. A full disk (or quota) is
-reported as one line naming the file, with the temporary file removed and the previous file intact.
+crash leaves either the previous file or the new one, never a truncated one. A full disk (or quota) and a
+folder that may not be written (permissions, a read-only mount) are reported as one line naming the file,
+with the temporary file removed where the folder allows it and the previous file intact.
 
 JSON is written as strict JSON: a non-finite float (a nan loss, an inf PSNR) is written as null, since
 NaN and Infinity are not JSON and most readers other than Python's refuse them.
@@ -23,6 +24,12 @@ from ffrun.util.errors import FfrunError
 
 # The errors that mean "the disk is full": no space left, or the user's quota is used up.
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+# The errors that mean "this folder may not be written": permissions, or a read-only mount.
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+class NotWritable(FfrunError):
+    """The folder of a file may not be written (permissions, a read-only mount)."""
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
@@ -39,11 +46,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if _disk_full(e):
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:  # already gone, or the folder has just turned read-only: the write's error is the news
+                pass
+        if _caused_by(e, _FULL, "No space left on device"):
             raise FfrunError(f"no space left on device: {path} (the previous file, if any, is unchanged); "
                              "free some space and run again") from None
+        if _caused_by(e, _DENIED, "Read-only file system"):
+            raise NotWritable(f"cannot write {path}: {_reason(e)} (the previous file, if any, is unchanged); make "
+                              f"{path.parent} writable (permissions, a read-only mount) and run again") from None
         raise
     return path
 
@@ -58,15 +71,24 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def _disk_full(e: BaseException) -> bool:
-    # torch.save and Pillow wrap the OSError of a failed write in their own RuntimeError / OSError.
+def _chain(e: BaseException | None):
+    """`e` and the exceptions it was raised from: torch.save and Pillow wrap the OSError of a failed write
+    in their own RuntimeError / OSError."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if (isinstance(e, OSError) and e.errno in _FULL) or "No space left on device" in str(e):
-            return True
+        yield e
         e = e.__cause__ or e.__context__
-    return False
+
+
+def _caused_by(e: BaseException, errnos: set[int], text: str) -> bool:
+    return any((isinstance(x, OSError) and x.errno in errnos) or text in str(x) for x in _chain(e))
+
+
+def _reason(e: BaseException) -> str:
+    """The strerror of the OSError behind `e` ("permission denied", "read-only file system")."""
+    found = next((x for x in _chain(e) if isinstance(x, OSError) and x.strerror), None)
+    return (found.strerror if found else str(e)).lower()
 
 
 def write_bytes(path, data: bytes) -> Path:

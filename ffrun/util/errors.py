@@ -5,10 +5,36 @@ class FfrunError(Exception):
     """Bad input or configuration: the message says what is wrong, where, and how to fix it."""
 
 
+# Where the program is, for what a Ctrl-C outside a run's own handler means: "starting" (nothing written yet),
+# "running" (a job of the app has begun: a sweep between two runs), "ending" (the exit status is decided, a
+# stopped run has written its checkpoint: a late signal, such as the second of two quick Ctrl-C's, changes nothing
+# and must not raise into the interpreter's shutdown, where it printed a traceback from an atexit callback).
+_phase = "starting"
+
+
+def run_began() -> None:
+    """A job of the app has begun (`ffrun.run.app.mark_job_started`)."""
+    global _phase
+    if _phase == "starting":
+        _phase = "running"
+
+
+def ending() -> None:
+    """The program's exit status is decided (a run was stopped and checkpointed, a job failed, the app returned):
+    from here on ffrun's signal handlers ignore SIGINT and SIGTERM."""
+    global _phase
+    _phase = "ending"
+
+
+def is_ending() -> bool:
+    return _phase == "ending"
+
+
 def quiet_interrupt_while_starting() -> None:
     """In a console script (`ffrun`, `ffrun-...`), Ctrl-C while the program starts (importing torch, composing
     the config: nothing is written yet) ends with one line and exit status 130 instead of a traceback. Each
-    run installs its own handler (which checkpoints) once it starts; library imports are left alone."""
+    run installs its own handler (which checkpoints) once it starts; library imports are left alone. After a
+    run has begun the same handler says so instead, and once the program is ending it does nothing."""
     import signal
     import sys
     import threading
@@ -19,7 +45,14 @@ def quiet_interrupt_while_starting() -> None:
         return
 
     def stop(signum, frame):
-        print(f"{name}: interrupted while starting, before any run began; nothing was written", file=sys.stderr)
+        if _phase == "ending":
+            return
+        if _phase == "running":
+            print(f"{name}: interrupted while no run was in progress; what earlier runs wrote is kept",
+                  file=sys.stderr)
+        else:
+            print(f"{name}: interrupted while starting, before any run began; nothing was written", file=sys.stderr)
+        ending()
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGINT, stop)

@@ -12,6 +12,13 @@ from pathlib import Path
 from ffrun.util.errors import FfrunError
 
 
+def shown(text: str | os.PathLike, limit: int = 120) -> str:
+    """`text` for a message: whole when short, else its start and end with its length (a 300-character name
+    would push the line's fix off the screen)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:60]}...{text[-40:]} ({len(text)} characters)"
+
+
 def expand_user(text: str | os.PathLike, where: str) -> Path:
     """`text` as a Path with a leading `~` or `~user` expanded; FfrunError when there is no such user (or
     no home directory), naming `where` (the setting, e.g. `$FFRUN_DATA=~bob/data`)."""

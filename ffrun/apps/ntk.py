@@ -103,6 +103,37 @@ def ntk_model_cfg(cfg: DictConfig, width: int) -> DictConfig:
     return m
 
 
+def width_convergence(cfg: DictConfig, scfg: DictConfig, enc) -> dict[int, float]:
+    """The empirical kernel's relative distance to the closed form at each width in ntk.widths, on a coarser
+    grid, averaged over ntk.seeds draws of the MLP (the same B)."""
+    depth, w_std, b_std = cfg.model.depth, cfg.model.w_std, cfg.model.b_std
+    xc = torch.linspace(0, 1, cfg.ntk.convergence_points + 1)[:-1, None]
+    kc = analytic_ntk(enc, xc, xc, depth, w_std, b_std)
+    conv = {}
+    for width in cfg.ntk.widths:
+        errs = []
+        for s in range(cfg.ntk.seeds):
+            f = build_field(scfg.encoding, ntk_model_cfg(scfg, width), 1, 1, "none", cfg.seed + 1000 * (s + 1))
+            f.encoding.load_state_dict(enc.state_dict())  # the same B: only the MLP's draw varies
+            errs.append(((empirical_ntk(f, xc) - kc).norm() / kc.norm()).item())
+        conv[int(width)] = sum(errs) / len(errs)
+    return conv
+
+
+def train_networks(cfg: DictConfig, scfg: DictConfig, task, label: str, gd_lr: float, run_dir: Path) -> dict:
+    """Test MSE of ffrun's own network (standard init, Adam) and of the network the theory describes (NTK
+    parametrization, centred, plain gradient descent at the kernel's step size)."""
+    slug = label.replace(" ", "_").replace("=", "")
+    rec = run(scfg, run_dir / "trained" / slug)
+    gd = copy.deepcopy(scfg)
+    OmegaConf.update(gd, "trainer.optimizer", "sgd")
+    OmegaConf.update(gd, "trainer.eval_every", cfg.trainer.steps)
+    gd_field = CenteredField(build_field(gd.encoding, ntk_model_cfg(gd, cfg.model.width), 1, 1, "none", cfg.seed))
+    res = train(task, gd_field, gd.trainer, gd_lr, run_dir / "trained_gd" / slug,
+                OmegaConf.to_container(gd, resolve=True), desc=f"GD {label}")
+    return {"trained_test_mse": rec["metrics"]["test_mse"], "trained_gd_test_mse": res.metrics["test_mse"]}
+
+
 def analyse(cfg: DictConfig, run_dir: Path) -> dict:
     validate(cfg)
     check_settings(cfg.ntk)
@@ -134,18 +165,7 @@ def analyse(cfg: DictConfig, run_dir: Path) -> dict:
             "stationarity_error_empirical": stationarity_error(k_emp),
             "empirical_vs_analytic_rel_error": ((k_emp - k_an).norm() / k_an.norm()).item(),
         }
-        # Convergence of the empirical kernel to the closed form with width, on a coarser grid.
-        xc = torch.linspace(0, 1, cfg.ntk.convergence_points + 1)[:-1, None]
-        kc = analytic_ntk(enc, xc, xc, depth, w_std, b_std)
-        conv = {}
-        for width in cfg.ntk.widths:
-            errs = []
-            for s in range(cfg.ntk.seeds):
-                f = build_field(scfg.encoding, ntk_model_cfg(scfg, width), 1, 1, "none", cfg.seed + 1000 * (s + 1))
-                f.encoding.load_state_dict(enc.state_dict())  # the same B: only the MLP's draw varies
-                errs.append(((empirical_ntk(f, xc) - kc).norm() / kc.norm()).item())
-            conv[int(width)] = sum(errs) / len(errs)
-        row["rel_error_by_width"] = conv
+        conv = row["rel_error_by_width"] = width_convergence(cfg, scfg, enc)
         # Gradient descent as the theory describes it: step size a fixed fraction of the stable limit
         # 2n / lambda_max, the same for the kernel prediction and the NTK-parametrized network.
         n_tr = k_an[tr, tr].shape[0]
@@ -154,18 +174,7 @@ def analyse(cfg: DictConfig, run_dir: Path) -> dict:
         row["gd_lr"], row["gd_steps"] = gd_lr, steps
         row["ntk_gd_test_mse"] = mse(gd_kernel_regression(k_an[tr, tr], k_an[te, tr], y_tr, gd_lr, steps))
         if cfg.ntk.train:
-            slug = label.replace(" ", "_").replace("=", "")
-            rec = run(scfg, run_dir / "trained" / slug)  # ffrun's own network: standard init, Adam
-            row["trained_test_mse"] = rec["metrics"]["test_mse"]
-            # NTK parametrization, centred, plain gradient descent: the network the theory describes.
-            gd = copy.deepcopy(scfg)
-            OmegaConf.update(gd, "trainer.optimizer", "sgd")
-            OmegaConf.update(gd, "trainer.eval_every", steps)
-            gd_field = CenteredField(build_field(gd.encoding, ntk_model_cfg(gd, cfg.model.width), 1, 1, "none",
-                                                 cfg.seed))
-            res = train(task, gd_field, gd.trainer, gd_lr, run_dir / "trained_gd" / slug,
-                        OmegaConf.to_container(gd, resolve=True), desc=f"GD {label}")
-            row["trained_gd_test_mse"] = res.metrics["test_mse"]
+            row.update(train_networks(cfg, scfg, task, label, gd_lr, run_dir))
         freqs, lam = fourier_eigenvalues(k_an[tr, tr], x_tr)
         curves[label] = {
             "eigenvalues": torch.linalg.eigvalsh(k_an[tr, tr]).flip(0).clamp_min(0).tolist(),

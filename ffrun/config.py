@@ -8,7 +8,6 @@ composed, before any work starts. Value ranges are checked in `validate`.
 
 from __future__ import annotations
 
-
 import math
 import sys
 from dataclasses import dataclass, field

@@ -11,7 +11,6 @@ in a healthy tree (an upward one is drawn red).
 from __future__ import annotations
 
 import argparse
-import ast
 import collections
 import sys
 from pathlib import Path

@@ -34,10 +34,10 @@ ENCODINGS = ("none", "basic", "posenc", "gauss")
 
 
 def rays_per_second(overrides: list[str], encodings: list[str]) -> dict[str, float]:
-    from ffrun.util.allocator import tune_cpu
     from ffrun.apps.bench import build, compose, median_time
     from ffrun.run.device import resolve_device
     from ffrun.train.loop import train_step
+    from ffrun.util.allocator import tune_cpu
 
     out = {}
     for name in encodings:

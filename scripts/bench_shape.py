@@ -20,11 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from sweep import run_sweep
 
 from ffrun.data.location import data_dir
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = data_dir() / "meshes"

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ffrun_cmd
 
 SMOKE = ["experiment=smoke", "trainer.progress=false"]

@@ -9,15 +9,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from omegaconf import OmegaConf
 
-from conftest import SHARED_DATA
 from ffrun.config import EncodingConfig, ModelConfig
 from ffrun.data.volumes import load_nifti, resample_cube
-from ffrun.util.errors import FfrunError
 from ffrun.models import build_field
 from ffrun.tasks.ct import ParallelProjector
 from ffrun.tasks.mri import MRITask, gaussian_kspace_mask, kspace_samples
+from ffrun.util.errors import FfrunError
 
 COLIN = SHARED_DATA / "mri" / "colin27_t1.nii.gz"
 

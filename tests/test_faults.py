@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ffrun_cmd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import ffrun_cmd
-from ffrun.util.atomic import atomic_write, write_json
 from ffrun.config import validate
+from ffrun.util.atomic import atomic_write, write_json
 from ffrun.util.errors import FfrunError
 
 # Slow enough (~3 ms a step) that a signal lands mid-run, fast enough for CI.

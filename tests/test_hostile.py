@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ffrun_cmd
 from omegaconf import OmegaConf
 
-from conftest import ffrun_cmd
 from ffrun.apps import reproduce
 from ffrun.run import job as runner
 from ffrun.run import resume, rundir
@@ -38,6 +38,14 @@ def one_line(stderr: str) -> str:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr[-3000:]
     return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def subnormals_back():
+    """`runner.prepare` flushes subnormal floats for the process (ffrun.util.allocator.tune_cpu, right for a run):
+    undone after each test, so a later test in the same session (hypothesis's float strategies) still has them."""
+    yield
+    torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +300,149 @@ def test_loading_a_run_onto_cuda_without_cuda_is_one_line(done_run, monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(FfrunError, match="device=cuda: this machine has no CUDA device"):
         ffrun.load(done_run, device="cuda")
+
+
+# --- issue 28, item 7: outputs that go nowhere, folders that cannot be written, two quick Ctrl-C's -----------
+
+
+def test_an_empty_out_is_refused_not_the_current_folder(done_run, tmp_path, monkeypatch, capsys):
+    from ffrun.apps import export, summary
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FfrunError, match="--out '': an empty folder name"):
+        export.export(done_run, "")
+    with pytest.raises(SystemExit) as e:
+        export.main([str(done_run), "--out", ""])
+    assert e.value.code == 2 and "empty folder name" in one_line(capsys.readouterr().err)
+    assert summary.main([str(done_run), "--out", ""]) == 2
+    assert "empty folder name" in one_line(capsys.readouterr().err)
+    assert reproduce.main(["--scale", "smoke", "--tasks", "image", "--out", ""]) == 2
+    assert "empty folder name" in one_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_skips_a_record_without_its_keys_with_one_line(done_run, tmp_path, capsys):
+    from ffrun.apps.summary import main
+
+    shutil.copytree(done_run, tmp_path / "sweep" / "0")
+    for name, content in (("1", "{}"), ("2", '{"status": "completed"}')):
+        (tmp_path / "sweep" / name).mkdir()
+        (tmp_path / "sweep" / name / "metrics.json").write_text(content)
+    assert main([str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr()
+    skipped = [ln for ln in out.err.splitlines() if "skipping" in ln]
+    assert len(skipped) == 2 and all("not an ffrun run record (it has no task, encoding or metrics)" in ln
+                                     for ln in skipped), out.err
+    table = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "| - | - | - |" not in table and "| image | gauss | 3 | 1 |" in table, table
+    shutil.rmtree(tmp_path / "sweep" / "0")
+    assert main([str(tmp_path / "sweep")]) == 2  # nothing usable left: refused, naming why
+    assert "no usable run record under" in capsys.readouterr().err
+
+
+@pytest.fixture
+def read_only_folder(tmp_path, monkeypatch):
+    """An existing folder this process may not write: chmod a-w, or (as root, whom permissions do not stop)
+    writes into it failing as on a read-only mount."""
+    import errno
+    import tempfile
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real = tempfile.TemporaryFile
+
+        def refused(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).resolve() == folder.resolve():
+                raise OSError(errno.EROFS, "Read-only file system", str(folder))
+            return real(*args, dir=dir, **kwargs)
+        monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    yield folder
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("tool", ["reproduce", "compare"])
+def test_a_read_only_out_folder_is_refused_before_any_run(read_only_folder, monkeypatch, capsys, tool):
+    from ffrun.apps import compare
+
+    app = reproduce if tool == "reproduce" else compare
+    monkeypatch.setattr(app, "execute", lambda *a, **k: pytest.fail("a run started"))
+    assert app.main(["--scale", "smoke", "--tasks", "image", "--out", str(read_only_folder)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"ffrun-{tool}: error: --out {read_only_folder}: cannot write there (") and \
+        "give --out a folder you can write to" in line, line
+    assert list(read_only_folder.iterdir()) == []
+
+
+def test_a_run_folder_made_unwritable_mid_run_keeps_its_checkpoint(hydra_job, tmp_path, monkeypatch, capsys):
+    """The disk turns read-only (or the permissions go) while the run trains: one line saying what failed and
+    the command that resumes from the checkpoint kept, exit status 2, no temporary file left."""
+    import errno
+
+    from ffrun.run.job import execute
+    from ffrun.run.outcome import report
+    from ffrun.util import atomic, errors
+
+    monkeypatch.setattr(errors, "_phase", "starting")  # fail() marks the program as ending: undone after the test
+    run_dir = tmp_path / "run"
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst).parent == run_dir and (run_dir / CHECKPOINT).is_file():
+            raise PermissionError(errno.EACCES, "Permission denied", str(src))
+        return real_replace(src, dst)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    cfg = hydra_job("trainer.steps=50", "trainer.eval_every=5", "trainer.ckpt_every=5")
+    with pytest.raises(SystemExit) as e:
+        report(cfg, run_dir, lambda: execute(cfg, run_dir))
+    assert e.value.code == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"ffrun: error: cannot write {run_dir}/") and "permission denied" in line, line
+    assert "its checkpoint of step 5 is kept: resume with: " in line and "trainer.resume=" in line, line
+    assert load_checkpoint(run_dir / CHECKPOINT)["step"] == 5
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_two_quick_ctrl_cs_end_the_run_once_with_the_truth(tmp_path):
+    """The second Ctrl-C 30 ms after the first lands while the run checkpoints or shuts down: no traceback
+    from the interpreter's exit, no "nothing was written" beside a checkpoint, exit status 130."""
+    proc = subprocess.Popen([ffrun_cmd(), *SMOKE, "task.resolution=32", "trainer.steps=100000",
+                             "trainer.eval_every=5", "trainer.ckpt_every=5", "hydra.run.dir=run"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (tmp_path / "run" / CHECKPOINT).exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.03)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "Exception ignored" not in err and "nothing was written" not in err, err
+    assert "resume with: " in [ln for ln in err.splitlines() if ln.startswith("ffrun")][-1]
+    m = metrics(tmp_path / "run")
+    assert m["status"] == "interrupted"
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["step"] == m["checkpoint_step"]
+
+
+def test_a_late_ctrl_c_is_ignored_once_the_program_is_ending(monkeypatch, capsys):
+    from ffrun.util import errors
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(sys, "argv", ["ffrun"])
+    monkeypatch.setattr(errors, "_phase", "starting")
+    try:
+        errors.quiet_interrupt_while_starting()
+        stop = signal.getsignal(signal.SIGINT)
+        with pytest.raises(SystemExit):
+            stop(signal.SIGINT, None)
+        assert "before any run began; nothing was written" in capsys.readouterr().err
+        assert errors.is_ending()  # a second one now (the exit under way) does nothing
+        assert stop(signal.SIGINT, None) is None and capsys.readouterr().err == ""
+        monkeypatch.setattr(errors, "_phase", "running")  # a sweep between two runs
+        with pytest.raises(SystemExit):
+            stop(signal.SIGINT, None)
+        assert "nothing was written" not in capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
-from conftest import SHARED_DATA
 from ffrun.data.images import center_crop_resize, image_set_path, load_image, text_window, to_rgb
 from ffrun.util.errors import FfrunError
 

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ffrun_cmd
 from omegaconf import OmegaConf
 
-from conftest import ffrun_cmd
 from ffrun.run import job as runner
 from ffrun.run import outcome, resume, rundir
 from ffrun.util.errors import FfrunError

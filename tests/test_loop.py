@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from conftest import ROOT, ffrun_cmd
 
 TINY = ["task=image", "task.resolution=32", "encoding=gauss", "sigma=4", "encoding.m=16", "model.depth=3",

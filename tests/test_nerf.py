@@ -8,13 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from PIL import Image
 
 from ffrun.data.scenes import builtin_scene, camera_rays, load_blender, look_at_pose, orbit_like, orbit_poses
-from ffrun.util.errors import FfrunError
 from ffrun.tasks.nerf import composite, sample_depths
-
-from conftest import SHARED_DATA
+from ffrun.util.errors import FfrunError
 
 LEGO = SHARED_DATA / "nerf" / "lego_400"
 needs_lego = pytest.mark.skipif(not (LEGO / "transforms_train.json").is_file(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,3 +125,85 @@ def test_the_signal_handler_is_only_for_console_scripts(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["python"])
     quiet_interrupt_while_starting()
     assert signal.getsignal(signal.SIGINT) is before  # `import ffrun.apps.cli` in a notebook keeps Ctrl-C as it was
+
+
+# --- issue 28, item 7: mistakes that were silent or a traceback ----------------------------------------------
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (["encoding=posenc", "encoding.scale=-3"], "encoding.scale=-3.0 is out of range: use scale >= 0"),
+    (["model.w_std=-1"], "model.w_std=-1.0 is out of range: use w_std > 0"),
+    (["model.b_std=-1"], "model.b_std=-1.0 is out of range: use b_std >= 0"),
+])
+def test_negative_scales_and_standard_deviations_are_refused(compose, overrides, named):
+    with pytest.raises(FfrunError, match=re.escape(named)):
+        validate(compose("experiment=smoke", *overrides))
+    validate(compose("experiment=smoke", "encoding=posenc", "encoding.scale=0", "model.b_std=0"))  # the edges pass
+
+
+def _too_long(tmp_path):
+    from ffrun.data.images import load_image
+    from ffrun.data.meshes import load_mesh
+    from ffrun.data.scenes import load_blender
+    from ffrun.data.volumes import load_nifti
+    from ffrun.train.checkpoint import find_checkpoint
+
+    name = str(tmp_path / ("a" * 300))
+    return {"task.image": lambda: load_image(name + ".png", 16), "task.mesh": lambda: load_mesh(name + ".obj"),
+            "task.volume": lambda: load_nifti(name + ".nii.gz"), "task.data": lambda: load_blender(name, "train"),
+            "trainer.resume": lambda: find_checkpoint(name, f"trainer.resume={name}")}
+
+
+@pytest.mark.parametrize("key", ["task.image", "task.mesh", "task.volume", "task.data", "trainer.resume"])
+def test_a_file_name_too_long_for_the_file_system_is_one_line(tmp_path, key):
+    with pytest.raises(FfrunError) as e:
+        _too_long(tmp_path)[key]()
+    msg = str(e.value)
+    assert msg.startswith(key) and "too long" in msg and "give a shorter path" in msg and "\n" not in msg, msg
+    assert len(msg) < 400  # the name is shortened, the fix stays on screen
+
+
+def test_a_tilde_for_a_user_that_does_not_exist_is_one_line(monkeypatch):
+    from ffrun.apps import reproduce
+    from ffrun.data.location import cache_dir, data_dir
+
+    monkeypatch.setenv("FFRUN_DATA", "~nouser-ffrun/x")
+    with pytest.raises(FfrunError, match=r"^\$FFRUN_DATA=~nouser-ffrun/x: cannot expand ~nouser-ffrun: no such user"):
+        data_dir()
+    monkeypatch.setenv("FFRUN_CACHE", "~nouser-ffrun/c")
+    with pytest.raises(FfrunError, match=r"^\$FFRUN_CACHE=~nouser-ffrun/c: cannot expand"):
+        cache_dir()
+    monkeypatch.setenv("FFRUN_CACHE", "")  # empty: the default, not the current folder
+    assert cache_dir().is_absolute()
+    assert reproduce.main(["--scale", "smoke", "--tasks", "image"]) == 2
+
+
+@pytest.fixture
+def image_set(tmp_path, monkeypatch):
+    """$FFRUN_DATA/images/div2k/test holding 00..02.png and a folder named 03.png."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "images" / "div2k" / "test"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / f"{i:02d}.png")
+    (folder / "03.png").mkdir()
+    monkeypatch.setenv("FFRUN_DATA", str(tmp_path))
+    return folder
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("div2k:-1", "not an image of the set 'div2k'"),
+    ("div2k", "no such file; 'div2k' is an image set"),
+    ("div2k:3", "03.png is a folder, not an image (it holds 00..02)"),
+    ("div2k:7", "no image 07.png in"),
+])
+def test_a_wrong_image_set_name_names_the_set_syntax(image_set, spec, words):
+    from ffrun.data.images import load_image
+
+    with pytest.raises(FfrunError) as e:
+        load_image(spec, 8)
+    msg = str(e.value)
+    assert words in msg and "use div2k:N with N in 0..2 (e.g. div2k:0)" in msg and "\n" not in msg, msg
+    assert load_image("div2k:2", 8).shape == (8, 8, 3)

@@ -7,9 +7,9 @@ import json
 import subprocess
 
 import pytest
+from conftest import ffrun_cmd
 from PIL import Image
 
-from conftest import ffrun_cmd
 from ffrun.sweep.paper import ENCODINGS, PAPER, TASKS
 from ffrun.sweep.table1 import Row, verdict
 

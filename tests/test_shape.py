@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from conftest import SHARED_DATA
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import SHARED_DATA
-from ffrun.data.meshes import builtin_shape, iou, near_surface_points, normalise, occupancy, build_test_sets
+from ffrun.data.meshes import build_test_sets, builtin_shape, iou, near_surface_points, normalise, occupancy
 from ffrun.tasks.shape import ShapeTask
 
 BUNNY = SHARED_DATA / "meshes" / "bunny.obj"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 from ffrun.apps.summary import main, summarise
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ffrun_cmd
 from PIL import Image
 
 import ffrun
-from conftest import ffrun_cmd
-from ffrun.util.atomic import atomic_write, save_torch, write_json
-from ffrun.train.checkpoint import CHECKPOINT, load_checkpoint, rng_state, set_rng_state
 from ffrun.data import images
+from ffrun.train.checkpoint import CHECKPOINT, load_checkpoint, rng_state, set_rng_state
+from ffrun.util.atomic import atomic_write, save_torch, write_json
 from ffrun.util.errors import FfrunError
 
 SMOKE = ["experiment=smoke", "trainer.steps=2", "trainer.eval_every=2"]
@@ -250,8 +250,8 @@ def test_non_finite_settings_are_refused_by_validation(compose, override, key):
 def test_non_finite_list_entries_and_ntk_settings_are_refused():
     from hydra import compose, initialize_config_module
 
-    from ffrun.config import register_configs, validate
     from ffrun.apps.ntk import check_settings
+    from ffrun.config import register_configs, validate
 
     register_configs()
     with initialize_config_module(config_module="ffrun.configs", version_base="1.3"):
@@ -410,8 +410,8 @@ def test_csv_cells_never_act_as_spreadsheet_formulas():
     import csv
     import io
 
-    from ffrun.util.atomic import csv_text
     from ffrun.apps.summary import runs_csv
+    from ffrun.util.atomic import csv_text
 
     text = csv_text(["a", "b", "c"], [["=1+2", -1.5, "-3"], ["@SUM(A1)", "+x", "plain"]])
     rows = list(csv.reader(io.StringIO(text)))

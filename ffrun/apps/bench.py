@@ -40,6 +40,7 @@ from ffrun.run.job import prepare
 from ffrun.tasks.cost import layer_shapes, step_flops
 from ffrun.train.loop import SingleField, make_optimizer, precision_context
 from ffrun.util.errors import FfrunError
+from ffrun.util.paths import expand_user
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,10 @@ def refusal(args) -> str | None:
                                ("--vectorized", args.vectorized, 0), ("--vectorized-steps", args.vectorized_steps, 1)):
         if value < least:
             return f"ffrun-bench: error: {flag} {value}: give at least {least}"
-    out = Path(args.json).expanduser().resolve().parent if args.json else None
+    try:
+        out = expand_user(args.json, f"--json {args.json}").resolve().parent if args.json else None
+    except FfrunError as e:
+        return f"ffrun-bench: error: {e}"
     if out is not None and not (out.is_dir() and os.access(out, os.W_OK)):
         return (f"ffrun-bench: error: --json {args.json}: {out} is not a folder this user can write to; give a "
                 "writable path (checked before the benchmark runs)")
@@ -339,11 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {describe_device(device)}", flush=True)
     rows = []
     for name in args.tasks.split(","):
-        overrides = task_overrides(name, args.overrides)
-        if args.memory:
-            row = bench_in_subprocess(name, args, overrides)
-        else:
-            row = bench_task(name, overrides, device, args.repeats, args.check_steps)
+        try:  # a task's data or overrides that cannot be used: one line, as ffrun says it
+            overrides = task_overrides(name, args.overrides)
+            if args.memory:
+                row = bench_in_subprocess(name, args, overrides)
+            else:
+                row = bench_task(name, overrides, device, args.repeats, args.check_steps)
+        except FfrunError as e:
+            print(f"ffrun-bench: error: {name}: {e}", file=sys.stderr)
+            return 2
         rows.append(row)
         print(row_line(name, row), flush=True)
     result = {"device": describe_device(device), "tasks": rows}

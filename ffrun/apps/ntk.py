@@ -18,14 +18,11 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ffrun.util.atomic import save_figure, write_json, write_text
+from ffrun.config import register_configs, validate
+from ffrun.models.field import Field, build_field
 from ffrun.run.app import run_analysis, run_hydra_app, wants_help
 from ffrun.run.device import seed_everything
 from ffrun.run.job import run
-from ffrun.config import register_configs, validate
-from ffrun.util.errors import FfrunError
-from ffrun.models.field import Field, build_field
-from ffrun.train.loop import train
 from ffrun.sigma.kernels import (
     analytic_ntk,
     empirical_ntk,
@@ -36,6 +33,9 @@ from ffrun.sigma.kernels import (
 )
 from ffrun.tasks import build_task, task_class
 from ffrun.tasks.toy1d import Toy1DTask
+from ffrun.train.loop import train
+from ffrun.util.atomic import save_figure, write_json, write_text
+from ffrun.util.errors import FfrunError
 
 log = logging.getLogger("ffrun.sigma.kernels")
 
@@ -279,7 +279,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def help_text() -> str:
-    return f"""ffrun-ntk: the paper's neural tangent kernel analysis (its section 4) on the 1D power-law task.
+    return """ffrun-ntk: the paper's neural tangent kernel analysis (its section 4) on the 1D power-law task.
 
 Usage: ffrun-ntk [group=option ...] [key=value ...]
 
@@ -287,7 +287,7 @@ For each encoding in ntk.encodings (and each sigma in ntk.sigmas for gauss): the
 initialisation, the closed-form infinite-width NTK, kernel regression with both against the trained network,
 kernel rows, eigenvalue spectra, per-frequency learning speed and the empirical kernel's convergence in width.
 
-Keys (ntk.*): encodings {{none,basic,posenc,gauss}}, sigmas [1,10], widths [64,256,1024], seeds 2,
+Keys (ntk.*): encodings {none,basic,posenc,gauss}, sigmas [1,10], widths [64,256,1024], seeds 2,
 convergence_points 32, train true, gd_lr_fraction 0.5, rows_at [0.25,0.5,0.75]; and ffrun's own keys of the
 1D task and the network: task.n_points, task.alpha, task.max_freq, model.width, model.depth, trainer.*, seed.
 

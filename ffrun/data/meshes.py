@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from ffrun.util.atomic import write_bytes
 from ffrun.data.location import cache_dir
+from ffrun.util.atomic import write_bytes
 from ffrun.util.errors import FfrunError
 from ffrun.util.paths import shown, user_path
 
@@ -41,7 +41,8 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
         raise FfrunError(f"task.mesh={path}: cannot read it as a mesh ({type(e).__name__}: {e})") from None
     if len(getattr(mesh, "faces", ())) == 0 and not points:
         raise FfrunError(f"task.mesh={path}: no vertices or faces could be read from it, so it is not a readable "
-                         f"{p.suffix.lower()[1:].upper()} mesh (damaged, empty, or another format); give a surface mesh")
+                         f"{p.suffix.lower()[1:].upper()} mesh (damaged, empty, or another format); give a surface "
+                         "mesh")
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise FfrunError(f"task.mesh={path}: the file holds no triangles (a point cloud?); occupancy needs a "
                          "surface mesh with faces")
@@ -90,8 +91,8 @@ def check_vertices(vertices: np.ndarray, where: str) -> None:
 
 
 def normalise(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, np.ndarray, float]:
-    """The paper (docs/protocol.md): centre on the vertex mean, divide by the largest absolute coordinate, map to [0, 1].
-    Returns the normalised mesh, the centre and the scale (original = (v * 2 - 1) * scale + centre)."""
+    """The paper (docs/protocol.md): centre on the vertex mean, divide by the largest absolute coordinate, map
+    to [0, 1]. Returns the normalised mesh, the centre and the scale (original = (v * 2 - 1) * scale + centre)."""
     check_vertices(mesh.vertices, "task.mesh")
     v = np.asarray(mesh.vertices, dtype=np.float64)
     centre = v.mean(axis=0)
@@ -133,8 +134,8 @@ def uniform_points(n: int, rng: np.random.Generator, box: tuple[np.ndarray, np.n
 
 
 def near_surface_points(mesh: trimesh.Trimesh, n: int, std: float, rng: np.random.Generator) -> np.ndarray:
-    """The paper (docs/protocol.md): a random face (uniformly, not area-weighted), a uniform barycentric point on it, plus
-    N(0, std^2) noise per axis."""
+    """The paper (docs/protocol.md): a random face (uniformly, not area-weighted), a uniform barycentric point
+    on it, plus N(0, std^2) noise per axis."""
     tri = np.asarray(mesh.triangles)[rng.integers(0, len(mesh.faces), n)]
     r1, r2 = rng.random((2, n, 1))
     s = np.sqrt(r1)

@@ -20,8 +20,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from ffrun.util.atomic import write_bytes, write_json
 from ffrun.data.location import cache_dir
+from ffrun.util.atomic import write_bytes, write_json
 from ffrun.util.errors import FfrunError
 from ffrun.util.paths import shown, user_path
 

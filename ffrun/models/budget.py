@@ -3,9 +3,9 @@
 Each method names the one size it turns (ffrun.models.registry.Budget: the network's width for the MLPs,
 SIREN and WIRE; the table size of a hash grid; the per-axis resolution of a dense grid): the encoding's
 knob if it has one, else the network's. The count of a candidate is that of the field actually built (on
-the meta device: shapes without memory; ffrun.models.registry.count_parameters), so no formula per method can drift from its code. Integer knobs
-are searched by doubling, then bisection (the count grows with them; no candidate is built far above
-the budget); list-valued ones come from the method's candidates.
+the meta device: shapes without memory; ffrun.models.registry.count_parameters), so no formula per method
+can drift from its code. Integer knobs are searched by doubling, then bisection (the count grows with them;
+no candidate is built far above the budget); list-valued ones come from the method's candidates.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ffrun.util.errors import FfrunError
 from ffrun.models.registry import FieldSpec, count_parameters, encoding_entry, network_entry
+from ffrun.util.errors import FfrunError
 
 TOLERANCE = 0.05
 

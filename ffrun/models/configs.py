@@ -15,7 +15,7 @@ class EncodingConfig:
     """The Fourier family (none | basic | posenc | gauss | learned | multiscale) and the per-pixel `grid`;
     the other encodings (hashgrid, densegrid, ...) have their schemas beside their code in ffrun/models."""
 
-    name: str = MISSING  # none | basic | posenc | gauss | learned | multiscale | grid (no network: the pixel/voxel values)
+    name: str = MISSING  # none | basic | posenc | gauss | learned | multiscale | grid (no network: the pixel values)
     m: int = 256  # number of frequencies (rows of B) for posenc and gauss; features = 2m
     sigma: float = 10.0  # gauss, learned: B ~ N(0, sigma^2); the yaml ties it to the top-level `sigma`
     sigmas: Optional[List[float]] = None  # multiscale: one Gaussian block of B per sigma

@@ -28,7 +28,7 @@ class DenseGridConfig(EncodingConfig):
     name: str = "densegrid"
     resolution: Any = 128  # vertices per axis: one number, or a list with one per axis; model.params sizes it
     features: Optional[int] = None  # values per vertex; null = the task's output channels (no decoder needed)
-    init: float = 0.1  # every vertex starts here (INR-benchmark's 0.1; above 0, so a ReLU density (NeRF) gets gradients)
+    init: float = 0.1  # every vertex starts here (INR-benchmark's 0.1; above 0: a ReLU density (NeRF) gets gradients)
 
 
 def axis_resolutions(resolution: Any, d: int) -> tuple[int, ...]:

@@ -99,6 +99,10 @@ def set_threads(cfg: DictConfig, task: Task, field, device: torch.device) -> Non
         return
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise FfrunError(f"config: trainer.threads={threads!r} is out of range: use auto or a number of threads >= 1")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads > cores:  # oversubscribed threads wait on each other: many times slower, never faster
+        log.warning("trainer.threads=%d is more than the %d CPU core(s) this process may use; a step with more threads "
+                    "than cores is many times slower. Use trainer.threads=auto or at most %d", threads, cores, cores)
     torch.set_num_threads(threads)
 
 

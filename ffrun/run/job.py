@@ -87,7 +87,7 @@ class Job:
         """The task's pictures of the field so far; a picture that cannot be written never stops training."""
         try:
             self.task.save_progress(self.field, self.run_dir, previews)
-        except (OSError, FfrunError) as e:
+        except Exception as e:  # noqa: BLE001 (a picture must never turn a run into a failure)
             log.warning("%s: progress pictures not written: %s", self.label, e)
 
     def member(self, logger: RunLogger, result: TrainResult | None = None) -> Member:

@@ -23,8 +23,14 @@ from ffrun.config import check_settings, validate
 from ffrun.run.device import memory_error
 from ffrun.run.record import RECORD, RunRecord, Status
 from ffrun.run.resume import refuse_another_experiment, resume_command
-from ffrun.run.rundir import (adopt_staged_hydra, claim_run_dir, discard_staged_hydra, holds_earlier_run, unlock_run_dir,
-                              write_config)
+from ffrun.run.rundir import (
+    adopt_staged_hydra,
+    claim_run_dir,
+    discard_staged_hydra,
+    holds_earlier_run,
+    unlock_run_dir,
+    write_config,
+)
 from ffrun.train.checkpoint import CHECKPOINT
 from ffrun.train.loop import StopSignal
 from ffrun.util.atomic import NotWritable

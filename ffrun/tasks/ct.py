@@ -29,6 +29,7 @@ from ffrun.tasks.registry import Limit, register_task
 from ffrun.util.atomic import write_png
 from ffrun.util.errors import FfrunError
 from ffrun.util.metrics import psnr
+from ffrun.util.paths import shown, user_path
 from ffrun.util.pictures import error_map, labelled_row, metric_label
 
 
@@ -132,7 +133,7 @@ def load_ct_image(spec: str, n: int, seed: int, perturbation: str = "ffrun", spl
     or an image file."""
     if spec == "phantom":
         return shepp_logan_2d(n, seed=seed, perturbation=perturbation, split=split)
-    path = Path(spec).expanduser()
+    path = user_path(spec, f"task.image={shown(spec)!r}")
     if path.suffix.lower() == ".dcm":
         if not path.is_file():
             raise FfrunError(f"task.image={spec}: no such DICOM file")

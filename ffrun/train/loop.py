@@ -18,7 +18,8 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 

@@ -1,1 +1,2 @@
-"""The ground floor: atomic writes, pictures, loggers, the error type, PSNR, the CPU allocator. Imports nothing of ffrun above it."""
+"""The ground floor: atomic writes, pictures, loggers, the error type, PSNR, the CPU allocator, the paths a user
+types. Imports nothing of ffrun above it."""

@@ -60,6 +60,7 @@ def user_path(text: str | os.PathLike, where: str) -> Path:
     """A file or folder named by a setting (`task.image=...`): `~` expanded, and FfrunError naming `where`
     when the name is too long for the file system or a folder on the way may not be read, the errors on
     which pathlib's `exists` and `is_file` raise instead of answering False."""
+    where = shown(where)  # the setting as typed may be the over-long name itself
     path = expand_user(text, where)
     why = too_long(path)
     if why:

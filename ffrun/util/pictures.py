@@ -64,10 +64,11 @@ def error_map(truth: np.ndarray, pred: np.ndarray, gain: float = 4.0) -> np.ndar
     return np.clip(diff * gain, 0.0, 1.0)
 
 
-def labelled_row(panels: list[tuple[str, np.ndarray]], min_side: int = MIN_SIDE, title: str | None = None) -> np.ndarray:
+def labelled_row(panels: list[tuple[str, np.ndarray]], min_side: int = MIN_SIDE,
+                 title: str | None = None) -> np.ndarray:
     """Panels (label, image in [0, 1]) side by side on white, each upscaled and labelled above (a label
-    may have several lines, split at "\\n"); an optional title line above the row. Panels of different heights are top-aligned. Returns
-    (H, W, 3) floats in [0, 1], ready for `ffrun.util.atomic.write_png`."""
+    may have several lines, split at "\\n"); an optional title line above the row. Panels of different
+    heights are top-aligned. Returns (H, W, 3) floats in [0, 1], ready for `ffrun.util.atomic.write_png`."""
     from PIL import Image, ImageDraw
 
     if not panels:
@@ -96,7 +97,8 @@ def labelled_row(panels: list[tuple[str, np.ndarray]], min_side: int = MIN_SIDE,
     return np.asarray(sheet, dtype=np.float64) / 255.0
 
 
-def labelled_grid(rows: list[list[tuple[str, np.ndarray]]], min_side: int = MIN_SIDE, title: str | None = None) -> np.ndarray:
+def labelled_grid(rows: list[list[tuple[str, np.ndarray]]], min_side: int = MIN_SIDE,
+                  title: str | None = None) -> np.ndarray:
     """Several labelled rows stacked (e.g. one row per slice axis), left-aligned on white."""
     sheets = [labelled_row(r, min_side, title if i == 0 else None) for i, r in enumerate(rows)]
     width = max(s.shape[1] for s in sheets)

@@ -76,7 +76,8 @@ def main() -> int:
     print(f"\n{'paper' if args.paper else 'CPU'} schedule: {runs[0]['steps']} steps x "
           f"{cfg['trainer']['batch_size']} rays x {cfg['task']['n_samples']} samples, downscale "
           f"{cfg['task']['downscale']}, device {runs[0]['device']}")
-    print("| encoding | test PSNR (dB, mean +- std over views) | paper (400x400, 50k steps) | rays/s | train time (s) |")
+    print("| encoding | test PSNR (dB, mean +- std over views) | paper (400x400, 50k steps) | rays/s "
+          "| train time (s) |")
     print("| --- | --- | --- | --- | --- |")
     for r in runs:
         if r.get("status") != "completed":

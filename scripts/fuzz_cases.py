@@ -82,7 +82,8 @@ def value_cases() -> list[Case]:
               "trainer.batch_size=0", "trainer.eval_every=0", "trainer.ckpt_every=-1", "trainer.lr_decay=0",
               "trainer.lr_decay=2", "trainer.lr_decay_steps=-1", "trainer.precision=fp8", "trainer.optimizer=lbfgs",
               "trainer.threads=0", "trainer.threads=abc", "trainer.threads=-2", "trainer.resume=/nonexistent/run",
-              "trainer.resume=''", "seed=18446744073709551615", "seed=-1", "device=cuda:7", "device=tpu", "device=cuda", "seed=abc", "seed=1.5",
+              "trainer.resume=''", "seed=18446744073709551615", "seed=-1", "device=cuda:7", "device=tpu", "device=cuda",
+              "seed=abc", "seed=1.5",
               "task=shapee", "encoding=foo", "logger=foo", "model=foo", "experiment=nope", "trainer.stpes=10",
               "sigmaa=2", "task.imag=x", "model.depth=1.5", "trainer.progress=maybe", "+foo=1",
               "task.resolution=-2", "task.resolution=0", "task.resolution=3", "task.resolution=33",
@@ -93,7 +94,8 @@ def value_cases() -> list[Case]:
     # methods and budgets
     for a in ["method=bar", "method=siren model.w0=0", "method=siren model.depth=1", "method=wire model.s0=-1",
               "method=hashgrid encoding.levels=0", "method=hashgrid encoding.table_size=2",
-              "method=hashgrid encoding.min_resolution=64 encoding.max_resolution=16", "method=hashgrid encoding.backend=tcnn",
+              "method=hashgrid encoding.min_resolution=64 encoding.max_resolution=16",
+              "method=hashgrid encoding.backend=tcnn",
               "method=densegrid encoding.resolution=1", "method=densegrid encoding.resolution=[4,5,6]",
               "method=densegrid encoding.features=0", "method=densegrid model=mlp model.params=3",
               "encoding=multiscale encoding.sigmas=[]", "encoding=multiscale sigma=auto", "method=learned sigma=auto",
@@ -101,7 +103,8 @@ def value_cases() -> list[Case]:
               "task=toy1d method=hashgrid model.params=100000", "model=direct", "encoding.foo=1 method=hashgrid"]:
         ffrun(a)
     for a in ["method=siren", "method=wire", "method=hashgrid encoding.levels=4", "method=densegrid",
-              "method=learned", "method=multiscale model.params=3000", "-m method=siren,densegrid model.params=2000,4000"]:
+              "method=learned", "method=multiscale model.params=3000",
+              "-m method=siren,densegrid model.params=2000,4000"]:
         ffrun(a, "complete")
     return c
 
@@ -194,12 +197,14 @@ def file_cases() -> list[Case]:
             (d / "run" / "checkpoint.pt").read_bytes()[:3000])),
         "foreign": lambda d: torch_save(d / "run" / "checkpoint.pt", {"weights": [1, 2, 3]}),
         "dir": lambda d: (d / "run" / "checkpoint.pt").mkdir(parents=True),
-        "config.yaml planted beside it": lambda d: (real_run(d), (d / "run" / "config.yaml").write_text("sigma: ${oc.env:HOME}\n")),
+        "config.yaml planted beside it": lambda d: (real_run(d),
+                                                    (d / "run" / "config.yaml").write_text("sigma: ${oc.env:HOME}\n")),
     }
     for name, make in crafted.items():
         # A planted config.yaml is not what export reads (the checkpoint's own config is): it completes.
         export(f"run  # checkpoint: {name}", "complete" if "planted" in name else "refuse", make)
-        c.append(Case(f"python: ffrun.load(run)  # checkpoint: {name}", "complete" if "planted" in name else "refuse", make,
+        c.append(Case(f"python: ffrun.load(run)  # checkpoint: {name}", "complete" if "planted" in name else "refuse",
+                      make,
                       call=lambda d: __import__("ffrun").load(d / "run")))
     export("/nonexistent", "refuse")
     export("empty", "refuse", lambda d: (d / "empty").mkdir())
@@ -208,7 +213,8 @@ def file_cases() -> list[Case]:
     c.append(Case("python: ffrun.load(run)", "complete", real_run, call=lambda d: __import__("ffrun").load(d / "run")))
     c.append(Case("python: ffrun.load_task(run)", "complete", real_run,
                   call=lambda d: __import__("ffrun").load_task(d / "run")))
-    c.append(Case("python: ffrun.load('/nonexistent')", "refuse", call=lambda d: __import__("ffrun").load("/nonexistent")))
+    c.append(Case("python: ffrun.load('/nonexistent')", "refuse",
+                  call=lambda d: __import__("ffrun").load("/nonexistent")))
     c.append(Case("python: ffrun.load_task('/nonexistent')", "refuse",
                   call=lambda d: __import__("ffrun").load_task("/nonexistent")))
     c.append(Case("python: ffrun.load(run, device='tpu')", "refuse", real_run,
@@ -221,12 +227,14 @@ def file_cases() -> list[Case]:
     exported("field.json: not JSON", field_json("{not json"))
     exported("field.json: a list", field_json("[1, 2]"))
     exported("field.json: no keys", field_json("{}"))
-    exported("field.json: mlp.width=-1", lambda d: (export_run(d), edit_json(d / "exp" / "field.json", "mlp.width", -1)))
+    exported("field.json: mlp.width=-1",
+             lambda d: (export_run(d), edit_json(d / "exp" / "field.json", "mlp.width", -1)))
     exported("field.json: mlp.depth=7", lambda d: (export_run(d), edit_json(d / "exp" / "field.json", "mlp.depth", 7)))
     exported("field.json: encoding.name=foo",
              lambda d: (export_run(d), edit_json(d / "exp" / "field.json", "encoding.name", "foo")))
     exported("safetensors: empty", lambda d: (export_run(d), (d / "exp" / "field.safetensors").write_bytes(b"")))
-    exported("safetensors: random", lambda d: (export_run(d), (d / "exp" / "field.safetensors").write_bytes(random_bytes(999))))
+    exported("safetensors: random",
+             lambda d: (export_run(d), (d / "exp" / "field.safetensors").write_bytes(random_bytes(999))))
     exported("safetensors: header length 2^60", lambda d: (export_run(d), (d / "exp" / "field.safetensors").write_bytes(
         struct.pack("<Q", 2**60) + b"{}")))
     exported("safetensors: missing", lambda d: (export_run(d), (d / "exp" / "field.safetensors").unlink()))
@@ -250,8 +258,8 @@ def tool_cases() -> list[Case]:
     for a in ["ntk.widths=[0]", "ntk.seeds=0", "ntk.sigmas=[-1]", "ntk.encodings=[foo]", "task.n_points=7",
               "ntk.gd_lr_fraction=-1", "ntk.rows_at=[2.0]", "task=image", "model.width=0", "ntk.convergence_points=0"]:
         c.append(Case(f"ffrun-ntk {a}", "refuse", args=["ffrun-ntk", *tiny_ntk, a]))
-    for a in ["--tasks foo", "--device tpu", "--repeats -1", "--vectorized -2", "--check-steps -1", "--json /proc/ffrun/b.json",
-              "--tasks ''"]:
+    for a in ["--tasks foo", "--device tpu", "--repeats -1", "--vectorized -2", "--check-steps -1",
+              "--json /proc/ffrun/b.json", "--tasks ''"]:
         c.append(Case(f"ffrun-bench {a}", "refuse"))
     for a in ["--scale foo", "--tasks foo", "--launcher foo", "--out /proc/ffrun/x --scale smoke --tasks toy1d",
               "--scale smoke --tasks image --data /nonexistent/data", "--scale smoke --tasks image trainer.stpes=3",
@@ -275,7 +283,8 @@ def careless_cases() -> list[Case]:
     for content in ("{}", '{"status": "completed"}'):
         c.append(Case(f"ffrun-summary sweep  # metrics.json {content}", "refuse", metrics(content), says="no usable"))
     c.append(Case("ffrun-summary run  # beside a metrics.json {}", "complete",
-                  lambda d: (real_run(d), (d / "run" / "x").mkdir(), (d / "run" / "x" / "metrics.json").write_text("{}")),
+                  lambda d: (real_run(d), (d / "run" / "x").mkdir(),
+                             (d / "run" / "x" / "metrics.json").write_text("{}")),
                   ("run/summary.md",)))
     reproduce = ["--scale", "smoke", "--tasks", "image", "--out", "ro"]
     c.append(Case("ffrun-reproduce --out ro  # an existing read-only folder", "refuse", read_only_folder("ro"),

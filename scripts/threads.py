@@ -29,7 +29,8 @@ def step_seconds(overrides: list[str], steps: int, threads: int) -> float:
     from ffrun.run.compose import compose
     from ffrun.run.job import prepare
 
-    cfg = compose(overrides + [f"trainer.steps={steps}", "trainer.progress=false", "device=cpu", "trainer.threads=" + str(threads)])
+    cfg = compose(overrides + [f"trainer.steps={steps}", "trainer.progress=false", "device=cpu",
+                               "trainer.threads=" + str(threads)])
     with tempfile.TemporaryDirectory() as tmp:
         job = prepare(cfg, Path(tmp))
         torch.set_num_threads(threads)

@@ -113,7 +113,8 @@ def test_the_rules_catch_a_violation(tmp_path, probe, rule, monkeypatch):
     (fake / target).parent.mkdir(parents=True)
     (fake / target).write_text(probe)
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
-    check = {"apps": test_apps_never_import_each_other, "private": test_no_module_outside_tasks_imports_a_task_private_name,
+    check = {"apps": test_apps_never_import_each_other,
+             "private": test_no_module_outside_tasks_imports_a_task_private_name,
              "layer": test_layers_import_only_downwards}[rule]
     with pytest.raises(AssertionError):
         check()

@@ -43,8 +43,10 @@ def test_unknown_group_option_is_rejected(compose):
 
 
 def test_paper_image_learning_rates(compose):
-    # the paper's protocol (docs/protocol.md): lr 1e-3, except 1e-2 for none/basic on natural images; a CLI lr still wins.
-    lrs = {e: compose("experiment=paper_image", f"encoding={e}").trainer.lr for e in ("none", "basic", "posenc", "gauss")}
+    # the paper's protocol (docs/protocol.md): lr 1e-3, except 1e-2 for none/basic on natural images;
+    # a CLI lr still wins.
+    lrs = {e: compose("experiment=paper_image", f"encoding={e}").trainer.lr
+           for e in ("none", "basic", "posenc", "gauss")}
     assert lrs == {"none": 1e-2, "basic": 1e-2, "posenc": 1e-3, "gauss": 1e-3}
     assert compose("experiment=paper_image", "encoding=none", "trainer.lr=0.05").trainer.lr == 0.05
     cfg = compose("experiment=paper_image")
@@ -56,7 +58,8 @@ def test_paper_image_learning_rates(compose):
 @pytest.mark.parametrize(
     "override,key",
     [("sigma=-1", "sigma"), ("encoding.m=0", "encoding.m"), ("model.depth=0", "model.depth"),
-     ("trainer.steps=0", "trainer.steps"), ("trainer.lr=0", "trainer.lr"), ("trainer.batch_size=0", "trainer.batch_size")],
+     ("trainer.steps=0", "trainer.steps"), ("trainer.lr=0", "trainer.lr"),
+     ("trainer.batch_size=0", "trainer.batch_size")],
 )
 def test_out_of_range_values_name_the_key(compose, override, key):
     with pytest.raises(FfrunError, match=f"{key}="):

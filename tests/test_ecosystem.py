@@ -109,7 +109,8 @@ def test_load_reproduces_the_reported_metric(finished_runs, name):
     assert not field.training and field.step == 25
     task = ffrun.load_task(run)
     metrics = task.evaluate(field)
-    assert metrics[reported["primary_metric"]] == pytest.approx(reported["metrics"][reported["primary_metric"]], abs=1e-9)
+    assert metrics[reported["primary_metric"]] == pytest.approx(
+        reported["metrics"][reported["primary_metric"]], abs=1e-9)
 
 
 @pytest.mark.parametrize("name", ["gauss", "none", "grid"])

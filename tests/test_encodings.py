@@ -23,7 +23,8 @@ def gamma_ref(v: np.ndarray, B: np.ndarray, two_pi=True, normalize=False) -> np.
 
 
 def posenc_B_ref(d: int, m: int, s: float) -> np.ndarray:
-    """the paper's protocol (docs/protocol.md): per axis, frequencies 2**linspace(0, s, m//d) - 1, axis-aligned, axis 0 first."""
+    """the paper's protocol (docs/protocol.md): per axis, frequencies 2**linspace(0, s, m//d) - 1, axis-aligned,
+    axis 0 first."""
     f = 2.0 ** np.linspace(0, s, m // d) - 1
     rows = []
     for axis in range(d):
@@ -64,7 +65,9 @@ def test_posenc_matches_reference(d, m, scale):
 
 
 def test_gauss_matches_reference_and_is_seeded(coords):
-    g = lambda seed: torch.Generator().manual_seed(seed)
+    def g(seed):
+        return torch.Generator().manual_seed(seed)
+
     enc = build_encoding("gauss", 2, m=256, sigma=10.0, generator=g(0))
     assert enc.B.shape == (256, 2) and enc.out_dim == 512
     np.testing.assert_allclose(enc(coords).numpy(), gamma_ref(coords.numpy(), enc.B.numpy()), atol=1e-3)
@@ -101,9 +104,9 @@ def test_B_is_saved_with_the_weights():
 
 def test_mlp_layout_and_activation():
     mlp = MLP(10, 3, depth=4, width=32, out_activation="sigmoid")
-    linears = [l for l in mlp.net if isinstance(l, torch.nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(10, 32), (32, 32), (32, 32), (32, 3)]
-    assert sum(isinstance(l, torch.nn.ReLU) for l in mlp.net) == 3
+    linears = [layer for layer in mlp.net if isinstance(layer, torch.nn.Linear)]
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [(10, 32), (32, 32), (32, 32), (32, 3)]
+    assert sum(isinstance(layer, torch.nn.ReLU) for layer in mlp.net) == 3
     y = mlp(torch.randn(50, 10) * 100)
     assert y.min() >= 0 and y.max() <= 1
     # The notebooks' stax init: Glorot-normal weights (truncated, variance kept), biases N(0, 1e-2^2).

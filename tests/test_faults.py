@@ -203,7 +203,8 @@ def test_a_run_killed_while_writing_leaves_no_truncated_file(tmp_path):
 
 
 def test_a_multirun_with_one_bad_job_still_summarises_the_others(run_cli, tmp_path):
-    r = run_cli("-m", "experiment=smoke", "sigma=10", "task.image=astronaut,/no/such.png,camera", "hydra.sweep.dir=sweep")
+    r = run_cli("-m", "experiment=smoke", "sigma=10", "task.image=astronaut,/no/such.png,camera",
+                "hydra.sweep.dir=sweep")
     assert r.returncode == 2
     assert "1 job(s) of the sweep did not complete" in r.stderr
     statuses = sorted(metrics(p.parent)["status"] for p in (tmp_path / "sweep").glob("*/metrics.json"))

@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import fuzz  # noqa: E402
 
 SAMPLE = ["ffrun sigma=automatic", "ffrun task.resolution=-2", "ffrun encoding.m=100000000",
-          "ffrun hydra.run.dir=/etc/passwd/x", "ffrun task=nerf task.downscale=0", "ffrun task=shape task.mesh=rand.obj",
+          "ffrun hydra.run.dir=/etc/passwd/x", "ffrun task=nerf task.downscale=0",
+          "ffrun task=shape task.mesh=rand.obj",
           "ffrun task.image=garbage.png", "ffrun-summary sweep", "python: ffrun.load(run)  # checkpoint: pickle",
           "ffrun-export /nonexistent", "ffrun-bench --tasks foo", "ffrun experiment=nope", "ffrun ",
           "ffrun model.w_std=-1", "ffrun task.image=div2k:3  # 03.png is a folder",

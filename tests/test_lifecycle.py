@@ -120,7 +120,8 @@ def test_a_full_disk_while_recording_a_failure_is_still_one_line(hydra_job, tmp_
         outcome.report(cfg, tmp_path / "run", lambda: runner.execute(cfg, tmp_path / "run"))
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("ffrun: error: device=cuda:99") and "not written: no space left" in err[0]
+    assert (len(err) == 1 and err[0].startswith("ffrun: error: device=cuda:99")
+            and "not written: no space left" in err[0])
 
 
 def _wait_for(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
@@ -168,8 +169,8 @@ def test_a_second_sigint_ends_interrupted_with_the_last_good_checkpoint(tmp_path
 
 def test_sigterm_while_loading_data_records_an_interrupted_run(tmp_path):
     # The task takes long to build (as a large volume or scene does): the signal lands before training.
-    patch = "from ffrun.run import job as runner\ndef slow(*a, **k):\n    Path('loading').touch()\n    time.sleep(60)\n" \
-            "runner.build_task = slow\n"
+    patch = "from ffrun.run import job as runner\ndef slow(*a, **k):\n    Path('loading').touch()\n" \
+            "    time.sleep(60)\nrunner.build_task = slow\n"
     proc = _run_script(tmp_path, patch)
     _wait_for(proc, (tmp_path / "loading").exists)
     proc.send_signal(signal.SIGTERM)

@@ -122,7 +122,8 @@ def test_loader_errors_name_the_problem(tmp_path):
     with pytest.raises(FfrunError, match="camera_angle_x"):
         load_blender(tmp_path, "train")
     (tmp_path / "transforms_train.json").write_text(
-        json.dumps({"camera_angle_x": 0.7, "frames": [{"file_path": "./train/r_0", "transform_matrix": np.eye(4).tolist()}]}))
+        json.dumps({"camera_angle_x": 0.7,
+                    "frames": [{"file_path": "./train/r_0", "transform_matrix": np.eye(4).tolist()}]}))
     with pytest.raises(FfrunError, match="missing"):
         load_blender(tmp_path, "train")
     (tmp_path / "train").mkdir()

@@ -131,8 +131,9 @@ def test_paper_nerf_rays_are_the_notebooks(paper_nerf):
     assert (cfg.task.pixel_centers, cfg.task.world_distances, cfg.task.white_background, cfg.task.ray_order) == (
         False, False, False, "shuffled_once")
     views = load_blender(task_folder(cfg), "train")
-    corners = torch.cat([camera_rays(views.height, views.width, views.focal, torch.from_numpy(p), False)[1].reshape(-1, 3)
-                         for p in views.poses])
+    corners = torch.cat([
+        camera_rays(views.height, views.width, views.focal, torch.from_numpy(p), False)[1].reshape(-1, 3)
+        for p in views.poses])
     # the task's ray table holds exactly the corner directions (shuffled)
     assert torch.equal(sorted_rows(task.rays_d), sorted_rows(corners))
 

@@ -91,7 +91,8 @@ def test_vectorized_members_equal_separate_runs(run_cli, tmp_path):
         for name in ("reconstruction.png", "history.csv", "config.yaml", ".hydra/overrides.yaml"):
             assert (tmp_path / "vec" / str(i) / name).is_file()
     # a member's checkpoint resumes as a separate run
-    res = run_cli(*SMALL, "encoding=gauss", "sigma=1", "trainer.steps=80", "trainer.resume=vec/0", "hydra.run.dir=resumed")
+    res = run_cli(*SMALL, "encoding=gauss", "sigma=1", "trainer.steps=80", "trainer.resume=vec/0",
+                  "hydra.run.dir=resumed")
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())["step"] == 80
 
@@ -104,7 +105,8 @@ def test_vectorized_launcher_groups_by_width_and_runs_the_rest_alone(run_cli, tm
     # gauss at its default sigma: 10 at 512 pixels, per unit of resolution at 32
     assert "training 2 jobs as one batched network: image/posenc, image/gauss sigma=0.625" in res.stderr + res.stdout
     runs = [json.loads((tmp_path / "mixed" / str(i) / "metrics.json").read_text()) for i in range(3)]
-    assert [r["encoding"] for r in runs] == ["none", "posenc", "gauss"] and all(r["status"] == "completed" for r in runs)
+    assert ([r["encoding"] for r in runs] == ["none", "posenc", "gauss"]
+            and all(r["status"] == "completed" for r in runs))
     res = run_cli("-m", "hydra/launcher=vectorized", "task=ct", "task.resolution=16", "encoding.m=8", "model.width=16",
                   "trainer.steps=5", "trainer.progress=false", "device=cpu", "sigma=1,2", "hydra.sweep.dir=ct")
     assert res.returncode == 0, res.stderr[-3000:]

@@ -66,7 +66,8 @@ def test_latin1_comment_in_a_valid_mesh_loads(tmp_path, suffix):
     else:
         data = (b"ply\nformat ascii 1.0\ncomment caf\xe9\nelement vertex 4\nproperty float x\nproperty float y\n"
                 b"property float z\nelement face 4\nproperty list uchar int vertex_indices\nend_header\n"
-                + b"".join(b"%g %g %g\n" % tuple(v) for v in verts) + b"".join(b"3 %d %d %d\n" % tuple(f) for f in faces))
+                + b"".join(b"%g %g %g\n" % tuple(v) for v in verts)
+                + b"".join(b"3 %d %d %d\n" % tuple(f) for f in faces))
     path = tmp_path / f"latin1{suffix}"
     path.write_bytes(data)
     with pytest.raises(UnicodeDecodeError):

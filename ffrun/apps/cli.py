@@ -61,7 +61,8 @@ def _app(cfg: DictConfig) -> float:
 def help_text() -> str:
     """`ffrun --help`: what ffrun is, its config groups and their choices, examples, where outputs go."""
     groups = groups_text()
-    return f"""ffrun: train a coordinate MLP with Fourier features (Tancik et al., NeurIPS 2020), one command per experiment.
+    return f"""ffrun: train a coordinate MLP with Fourier features (Tancik et al., NeurIPS 2020), \
+one command per experiment.
 
 Usage: ffrun [-m] [group=option ...] [key=value ...]
 
@@ -72,7 +73,8 @@ Top-level keys: sigma (the Gaussian scale; a number or auto), seed, device (auto
 Any key can be set: task.resolution=128, trainer.steps=500, model.width=128, encoding.m=128.
 
 Examples:
-  ffrun experiment=smoke                           seconds: checks a task end to end (any task=, method=); reproduces nothing
+  ffrun experiment=smoke                           seconds: checks a task end to end \
+(any task=, method=); reproduces nothing
   ffrun experiment=paper_image method=siren        a method in place of Fourier features (method=NAME, see above)
   ffrun task=image encoding=gauss sigma=10         the default run: 512x512, 2000 steps, about 15 min on a 2-core CPU
   ffrun task.image=coffee task.resolution=128 sigma=auto    choose sigma from the training data, then train

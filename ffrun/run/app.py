@@ -126,7 +126,8 @@ def _one_line(report: str) -> str:
     if os_error:
         return os_error
     keep = [ln.strip() for ln in report.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln
-            and not ln.strip().startswith(("full_key:", "object_type=", "reference_type=", "provider=", "Config search"))]
+            and not ln.strip().startswith(("full_key:", "object_type=", "reference_type=", "provider=",
+                                           "Config search"))]
     return " ".join(keep)[:500]
 
 

@@ -70,7 +70,8 @@ def check_fits(cfg: DictConfig, device: torch.device) -> None:
                          f"{device}; use a smaller encoding.m (the paper's is 256)")
 
 
-SMALL_STEP_FLOPS = 1e10  # below this (a 128 px image, 4x256) trainer.threads=auto takes one CPU thread (scripts/threads.py)
+# below this (a 128 px image, 4x256) trainer.threads=auto takes one CPU thread (scripts/threads.py)
+SMALL_STEP_FLOPS = 1e10
 
 
 def step_flops(cfg: DictConfig, task: Task, field) -> int | None:

@@ -1,8 +1,8 @@
 """The authors' sigma search (`ffrun-reproduce --tune`), on the tuning images of the image and text sets.
 
-The authors chose sigma by a grid search on separate tuning images (their notebook, the paper's protocol (docs/protocol.md): the
-Gaussian encoding trained on the even pixels of each tuning image, scored on its odd pixels, averaged
-over the images; the best mean wins). `--tune` runs that search with the preset's protocol at the
+The authors chose sigma by a grid search on separate tuning images (their notebook, the paper's protocol
+(docs/protocol.md): the Gaussian encoding trained on the even pixels of each tuning image, scored on its odd pixels,
+averaged over the images; the best mean wins). `--tune` runs that search with the preset's protocol at the
 scale: sigma = the density rule's (the paper's sigma x resolution / 512) x 2^(k/2), k in TUNE_STEPS,
 on the first TUNE_IMAGES[scale] tuning images of the set (all at the paper scale), plus one sigma=auto
 run per tuning image, scored against the same search. It never trains on or scores a test image.

@@ -18,11 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 from ffrun.run.record import RunRecord, Status  # noqa: E402
+from ffrun.sweep.gallery import gallery  # noqa: E402
 from ffrun.sweep.paper import PAPER  # noqa: E402
+from ffrun.sweep.runs import Run  # noqa: E402
 from ffrun.sweep.tables import hms, write_table  # noqa: E402
-from ffrun.tasks import task_class  # noqa: E402
-from ffrun.util.atomic import write_png  # noqa: E402
-from ffrun.util.pictures import labelled_row, metric_label  # noqa: E402
 
 ENCODINGS = ("none", "basic", "posenc", "gauss", "grid")
 
@@ -56,25 +55,6 @@ def verdict(rows: list[dict]) -> str:
     return f"the paper's ordering does NOT hold: ffrun {' < '.join(ours)}; paper {' < '.join(theirs)}"
 
 
-def gallery(task: str, folder: Path, rows: list[dict], out: Path) -> Path | None:
-    panels, truth = [], None
-    for row in rows:
-        if row["status"] != Status.COMPLETED:
-            continue
-        pair = task_class(task).gallery_pictures(folder / row["encoding"])
-        if pair is None:
-            continue
-        truth = truth if truth is not None else pair[0]
-        panels.append((f"{row['encoding']}\n{metric_label(row['metric'], row['value'])}", pair[1]))
-    if not panels:
-        return None
-    if truth is not None:
-        panels.insert(0, ("ground truth", truth))
-    path = out / f"gallery_{task}.png"
-    write_png(path, labelled_row(panels, title=f"{task} at the paper's scale"))
-    return path
-
-
 def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -104,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             csv_rows.append(cells)
         verdicts.append(f"- {task}: {verdict(rows)}")
         if folder:
-            gallery(task, folder, rows, args.out)
+            runs = [Run(task, "first item", r["encoding"], folder / r["encoding"]) for r in rows]
+            gallery(args.out, task, runs, PAPER[task][0])
     md += ["", *verdicts, ""]
     write_table(args.out, "table1_paper", header, csv_rows, md)
     print("\n".join(md))

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ffrun.config import register_configs, validate
 from ffrun.models.field import Field, build_field
-from ffrun.run.app import run_analysis, run_hydra_app, wants_help
+from ffrun.run.app import run_analysis, run_command
 from ffrun.run.device import seed_everything
 from ffrun.run.job import run
 from ffrun.sigma.kernels import (
@@ -301,10 +301,7 @@ Writes plots and ntk.json into outputs/ntk/DATE/TIME/ (move it with hydra.run.di
 
 
 def main() -> None:
-    if wants_help():
-        print(help_text(), end="")
-        return
-    run_hydra_app(_app)
+    run_command(_app, help_text)
 
 
 if __name__ == "__main__":

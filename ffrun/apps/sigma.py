@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ffrun.config import check_settings, register_configs, validate
-from ffrun.run.app import groups_text, run_analysis, run_hydra_app, wants_help
+from ffrun.run.app import groups_text, run_analysis, run_command
 from ffrun.run.device import resolve_device
 from ffrun.sigma.auto import SigmaChoice, is_auto, predict_sigma
 from ffrun.tasks import build_task
@@ -99,10 +99,7 @@ ffrun-sigma --cfg job.
 
 
 def main() -> None:
-    if wants_help():
-        print(help_text(), end="")
-        return
-    run_hydra_app(_app)
+    run_command(_app, help_text)
 
 
 if __name__ == "__main__":

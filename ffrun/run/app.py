@@ -181,3 +181,11 @@ def groups_text(groups=GROUPS) -> str:
 
 def wants_help() -> bool:
     return any(a in ("--help", "-h") for a in sys.argv[1:])
+
+
+def run_command(app: Callable[[], object], help_text: Callable[[], str]) -> SweepTally | None:
+    """A Hydra command's entry point: its own `--help` (Hydra's lists internal schema groups), else the app."""
+    if wants_help():
+        print(help_text(), end="")
+        return None
+    return run_hydra_app(app)

@@ -104,7 +104,9 @@ def test_a_failed_run_keeps_its_history_and_resolved_config(hydra_job, tmp_path,
         outcome.report(cfg, run_dir, lambda: runner.execute(cfg, run_dir))
     assert e.value.code == 2
     m = metrics(run_dir)
-    assert m["status"] == "failed" and m["reason"] == "cannot write the pictures"
+    # the reason, then what is kept: the run's last checkpoint and the command that resumes it
+    assert m["status"] == "failed" and m["reason"].startswith("cannot write the pictures; its checkpoint of step 20")
+    assert f"trainer.resume={run_dir}" in m["reason"]
     assert m["step"] == 20 and m["checkpoint_step"] == 20 and [h["step"] for h in m["history"]] == [10, 20]
     assert m["config"]["trainer"]["lr"] == 0.001  # resolved (the preset's lr is an interpolation)
     assert capsys.readouterr().err.strip().splitlines() == ["ffrun: error: cannot write the pictures"]

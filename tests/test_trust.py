@@ -297,8 +297,10 @@ def test_other_write_errors_are_not_called_a_full_disk(tmp_path):
     def denied(f):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    with pytest.raises(PermissionError):
+    with pytest.raises(FfrunError) as e:  # one line naming the folder to make writable, not a full disk
         atomic_write(tmp_path / "x", denied)
+    assert "permission denied" in str(e.value) and "no space" not in str(e.value)
+    assert f"make {tmp_path} writable" in str(e.value)
     assert os.listdir(tmp_path) == []
 
 

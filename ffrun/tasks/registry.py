@@ -98,8 +98,15 @@ def load_builtins() -> None:
 
 
 def registered() -> dict[str, TaskEntry]:
-    """Every task, built-in and plug-in, by name."""
+    """Every task, built-in and plug-in, by name: the built-in ones in BUILTIN_MODULES' order (whichever module
+    a program happened to import first), then the plug-ins as they registered."""
     load_builtins()
+    rank = {module: i for i, module in enumerate(BUILTIN_MODULES)}
+    order = sorted(TASKS, key=lambda name: rank.get(TASKS[name].cls.__module__, len(rank)))
+    if list(TASKS) != order:
+        ordered = {name: TASKS[name] for name in order}
+        TASKS.clear()
+        TASKS.update(ordered)
     return TASKS
 
 

@@ -109,7 +109,7 @@ def test_a_failed_run_keeps_its_history_and_resolved_config(hydra_job, tmp_path,
     assert f"trainer.resume={run_dir}" in m["reason"]
     assert m["step"] == 20 and m["checkpoint_step"] == 20 and [h["step"] for h in m["history"]] == [10, 20]
     assert m["config"]["trainer"]["lr"] == 0.001  # resolved (the preset's lr is an interpolation)
-    assert capsys.readouterr().err.strip().splitlines() == ["ffrun: error: cannot write the pictures"]
+    assert capsys.readouterr().err.strip().splitlines() == [f"ffrun: error: {m['reason']}"]  # one line
 
 
 def test_a_full_disk_while_recording_a_failure_is_still_one_line(hydra_job, tmp_path, monkeypatch, capsys):

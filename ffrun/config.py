@@ -20,25 +20,40 @@ from ffrun.models.configs import EncodingConfig, ModelConfig  # noqa: F401  (the
 from ffrun.tasks.registry import TASKS, check_limits, registered
 from ffrun.util.errors import FfrunError, closest_name
 
+# trainer.lr_schedule's names (their factors live with the optimizer, ffrun.train.loop.LR_SCHEDULES)
+LR_SCHEDULES = ("constant", "wire")
+
+
+def _side(size: Any, reference: Any) -> float:
+    """A resolution as a side length: N; the larger of W and H for `WxH` or [W, H]; `native` (known only once the
+    image is read) counts as the reference, so the paper's own value applies."""
+    if isinstance(size, str) and "x" in size.lower():
+        return float(max(int(s) for s in size.lower().split("x")))
+    if isinstance(size, str) and size.strip().lower() == "native":
+        return float(reference)
+    if isinstance(size, (list, tuple)) or type(size).__name__ == "ListConfig":
+        return float(max(size))
+    return float(size)
+
 
 def per_sample(value: Any, size: Any, reference: Any) -> float:
     """value * size / reference: a frequency (sigma) chosen at the paper's sampling density `reference`
     (pixels or voxels per unit length), carried to `size`, so it stays the same fraction of the Nyquist
     frequency. YAML: ${ffrun.per_sample:4.0,${task.resolution},512}."""
-    return float(value) * float(size) / float(reference)
+    return float(value) * _side(size, reference) / float(reference)
 
 
 def per_sample_count(value: Any, size: Any, reference: Any) -> int:
     """round(value * size / reference), at least 1: a count of measurements (CT angles) that keeps the
     ratio of measurements to unknowns when the grid shrinks. YAML: ${ffrun.count:20,${.resolution},512}."""
-    return max(1, math.floor(float(value) * float(size) / float(reference) + 0.5))
+    return max(1, math.floor(float(value) * _side(size, reference) / float(reference) + 0.5))
 
 
 def per_sample_octaves(value: Any, size: Any, reference: Any) -> float:
     """log2(1 + (2^value - 1) * size / reference): the posenc scale whose top band 2^scale - 1 (the notebooks'
     posenc_new, offset 1) is carried to `size` as per_sample carries sigma, so it stays the same fraction of
     the Nyquist frequency. YAML: ${ffrun.octaves:6.0,${task.resolution},512}."""
-    return math.log2(1.0 + (2.0 ** float(value) - 1.0) * float(size) / float(reference))
+    return math.log2(1.0 + (2.0 ** float(value) - 1.0) * _side(size, reference) / float(reference))
 
 
 def register_resolvers() -> None:
@@ -61,6 +76,11 @@ class TrainerConfig:
     lr_by_encoding: Dict[str, float] = field(default_factory=dict)
     lr_decay: float = 1.0  # multiply the lr by this factor every `lr_decay_steps`, continuously
     lr_decay_steps: int = 0  # 0 = constant learning rate
+    # A named lr schedule, which then replaces lr_decay/lr_decay_steps: null (lr_decay/lr_decay_steps, the
+    # default) | constant | wire (lr * 0.1^min(step / steps, 1): to 0.1 lr at trainer.steps, WIRE's scripts)
+    lr_schedule: Optional[str] = None
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's (beta1, beta2)
+    eps: float = 1e-8  # Adam's epsilon
     batch_size: Optional[int] = None  # None = full batch
     eval_every: int = 250
     ckpt_every: int = 500  # checkpoint every N steps (and always at the end); 0 = only at the end
@@ -267,6 +287,10 @@ def validate(cfg: DictConfig) -> None:
     check(cfg.model.init in ("glorot", "torch"), "model.init", cfg.model.init, "use glorot or torch")
     check(cfg.model.parametrization in ("standard", "ntk"), "model.parametrization", cfg.model.parametrization,
           "use standard or ntk")
+    check(cfg.model.budget_rule in ("ffrun", "grids"), "model.budget_rule", cfg.model.budget_rule,
+          "use ffrun (within 5 % of model.params) or grids (the Grids benchmark's sizes)")
+    check(cfg.model.out_activation in (None, "none", "sigmoid"), "model.out_activation", cfg.model.out_activation,
+          "use none, sigmoid, or null for the task's")
     tr = cfg.trainer
     check(tr.steps >= 1, "trainer.steps", tr.steps, "use steps >= 1")
     check(tr.lr > 0, "trainer.lr", tr.lr, "use lr > 0")
@@ -280,3 +304,9 @@ def validate(cfg: DictConfig) -> None:
           "use true, false or the path of a run directory")
     check(tr.precision in ("fp32", "tf32", "bf16"), "trainer.precision", tr.precision, "use fp32, tf32 or bf16")
     check(tr.lr_decay_steps >= 0, "trainer.lr_decay_steps", tr.lr_decay_steps, "use >= 0 (0 = no decay)")
+    check(tr.lr_schedule is None or tr.lr_schedule in LR_SCHEDULES, "trainer.lr_schedule", tr.lr_schedule,
+          f"use null (trainer.lr_decay and lr_decay_steps), {' or '.join(LR_SCHEDULES)}")
+    betas = list(tr.betas)
+    check(len(betas) == 2 and all(0 <= b < 1 for b in betas), "trainer.betas", betas,
+          "give Adam's two betas, each 0 <= beta < 1, e.g. trainer.betas=[0.9,0.999]")
+    check(tr.eps > 0, "trainer.eps", tr.eps, "use eps > 0 (Adam's default 1e-8)")

@@ -47,7 +47,7 @@ def measure(method: str, args) -> dict:
     from ffrun.models.registry import count_parameters
     from ffrun.run.compose import compose
     from ffrun.run.device import resolve_device
-    from ffrun.train.loop import make_optimizer, train_step
+    from ffrun.train.loop import optimizer_for, train_step
 
     extra = [f"encoding.backend={args.backend}"] if method == "hashgrid" and args.backend else []
     cfg = compose([*TASK_PRESET[args.task], f"method={method}", f"model.params={args.params}",
@@ -59,7 +59,7 @@ def measure(method: str, args) -> dict:
     task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
     field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed,
                         grid_shape=task.grid_shape, bounds=task.bounds).to(device)
-    optimizer, schedule = make_optimizer(field, float(cfg.trainer.lr), 1.0, 0)
+    optimizer, schedule = optimizer_for(field, float(cfg.trainer.lr), cfg.trainer)  # the method's own Adam
     step = [0]
 
     def one_step():

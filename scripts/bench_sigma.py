@@ -43,7 +43,7 @@ from ffrun.run.job import prepare
 from ffrun.sigma.auto import candidate_sigmas, predict_sigma
 from ffrun.sigma.fresh import fresh_scores
 from ffrun.tasks import build_task, task_class
-from ffrun.train.loop import make_optimizer, train_step
+from ffrun.train.loop import optimizer_for, train_step
 from ffrun.util.atomic import write_json
 from ffrun.util.errors import FfrunError
 
@@ -116,7 +116,7 @@ def train_once(overrides: list[str], sigma: float, task=None) -> tuple[dict, flo
     with tempfile.TemporaryDirectory() as tmp:
         job = prepare(cfg, Path(tmp), task=task)
     tr = cfg.trainer
-    optimizer, schedule = make_optimizer(job.field, job.lr, tr.lr_decay, tr.lr_decay_steps, tr.optimizer)
+    optimizer, schedule = optimizer_for(job.field, job.lr, tr)
     start = time.perf_counter()
     for i in range(tr.steps):
         train_step(job.task, job.field, optimizer, schedule, i)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ffrun.models.encodings import fourier_features, gaussian_matrix, posenc_matrix
-from ffrun.train.loop import SingleField, make_optimizer, precision_context
+from ffrun.train.loop import SingleField, optimizer_for, precision_context
 
 
 def reference(v: torch.Tensor, B: torch.Tensor, two_pi: bool = True) -> torch.Tensor:
@@ -63,7 +63,7 @@ def tiny_image(compose, precision: str):
     cfg = compose("task=image", "task.resolution=16", "encoding=gauss", "sigma=10", "encoding.m=32", "model.depth=3",
                   "model.width=32", "device=cpu", f"trainer.precision={precision}")
     job = prepare(cfg, Path("."))
-    optimizer, schedule = make_optimizer(job.field, job.lr, 1.0, 0)
+    optimizer, schedule = optimizer_for(job.field, job.lr, cfg.trainer)
     return job, optimizer, SingleField(job.task, job.field, optimizer, schedule, precision)
 
 

@@ -38,7 +38,7 @@ from ffrun.run.compose import compose
 from ffrun.run.device import peak_memory_mb, resolve_device
 from ffrun.run.job import prepare
 from ffrun.tasks.cost import layer_shapes, step_flops
-from ffrun.train.loop import SingleField, make_optimizer, precision_context
+from ffrun.train.loop import SingleField, optimizer_for, precision_context
 from ffrun.util.errors import FfrunError
 from ffrun.util.paths import expand_user
 
@@ -122,7 +122,7 @@ def build(cfg, device: torch.device):
     task = build_task(cfg.task, device, cfg.trainer.batch_size, cfg.seed)
     field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed,
                         bounds=task.bounds).to(device)
-    optimizer, schedule = make_optimizer(field, float(cfg.trainer.lr), cfg.trainer.lr_decay, cfg.trainer.lr_decay_steps)
+    optimizer, schedule = optimizer_for(field, float(cfg.trainer.lr), cfg.trainer)
     return task, field, optimizer, schedule
 
 
@@ -226,7 +226,7 @@ def bench_vectorized(k: int, steps: int, device: torch.device, overrides: list[s
         jobs += [prepare(c, Path("."), task=jobs[0].task) for c in cfgs[1:]]
         t = time.perf_counter()
         for job in jobs:
-            trainee = SingleField(job.task, job.field, *make_optimizer(job.field, job.lr, 1.0, 0))
+            trainee = SingleField(job.task, job.field, *optimizer_for(job.field, job.lr, job.cfg.trainer))
             for i in range(steps):
                 trainee.step(i)
         sync(device)

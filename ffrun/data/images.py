@@ -16,6 +16,7 @@ import random
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
@@ -244,8 +245,9 @@ def shrink(img: Image.Image, resolution: int) -> tuple[Image.Image, float | None
     return img.convert("L" if img.mode == "1" else "RGB").reduce(k, box), None
 
 
-def _decode(path: Path, spec: str, resolution: int) -> tuple[Image.Image, float | None]:
-    """The image file at `path`, checked and reduced as the module docstring says."""
+def _decode(path: Path, spec: str, resolution: int | None) -> tuple[Image.Image, float | None]:
+    """The image file at `path`, checked and reduced as the module docstring says (resolution None: decoded
+    at its own size, never reduced)."""
     try:
         with warnings.catch_warnings():
             # Pillow warns from MAX_IMAGE_PIXELS and raises from twice that; ffrun's own limit below
@@ -253,7 +255,7 @@ def _decode(path: Path, spec: str, resolution: int) -> tuple[Image.Image, float 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as f:
                 w, h = f.size
-                if f.format == "JPEG":
+                if f.format == "JPEG" and resolution is not None:
                     s = min(w, h)
                     f.draft(f.mode, (-(-w * OVERSAMPLE * resolution // s), -(-h * OVERSAMPLE * resolution // s)))
                 if f.size[0] * f.size[1] > MAX_IMAGE_PIXELS:
@@ -268,7 +270,7 @@ def _decode(path: Path, spec: str, resolution: int) -> tuple[Image.Image, float 
                         raise FfrunError(f"task.image={spec!r}: {bad} pixels are NaN or infinite; replace them "
                                          "(e.g. with 0) or give an 8/16-bit image")
                 # Reduced while the file's decoded pixels are the only full-size copy.
-                img, peak = shrink(f, resolution)
+                img, peak = shrink(f, resolution) if resolution is not None else (f, None)
                 return (f.copy() if img is f else img), peak
     except Image.DecompressionBombError as e:
         raise FfrunError(f"task.image={spec!r}: refused as a decompression bomb ({e}); ffrun's limit is "
@@ -277,8 +279,94 @@ def _decode(path: Path, spec: str, resolution: int) -> tuple[Image.Image, float 
         raise FfrunError(f"task.image={spec!r}: cannot read it as an image ({e}); give a PNG or JPEG file") from None
 
 
-def load_image(spec: str, resolution: int, seed: int = 0) -> np.ndarray:
-    """`spec` is a sample name, the word `text`, or a path to an image file."""
+NATIVE = "native"
+
+
+def image_size(resolution: Any) -> int | tuple[int, int] | str:
+    """`task.resolution` as a size: N (an N x N centre crop, resized), `native` (the image at its own size) or
+    `WxH` / [W, H] (the whole image resized to W x H, no crop). Raises FfrunError naming the forms."""
+    from omegaconf import ListConfig
+
+    if isinstance(resolution, (list, tuple, ListConfig)) and len(resolution) == 2:
+        w, h = resolution
+    elif isinstance(resolution, int) and not isinstance(resolution, bool):
+        return resolution
+    elif isinstance(resolution, str) and resolution.strip().lower() == NATIVE:
+        return NATIVE
+    elif isinstance(resolution, str) and re.fullmatch(r"\s*\d+\s*[xX]\s*\d+\s*", resolution):
+        w, h = re.split(r"[xX]", resolution)
+    else:
+        raise FfrunError(f"task.resolution={resolution!r}: give a side N (an N x N centre crop), `native` (the image "
+                         "at its own size, no crop or resize) or WxH (e.g. 510x339: resized, no crop)")
+    try:
+        w, h = int(w), int(h)
+    except (TypeError, ValueError):
+        raise FfrunError(f"task.resolution={resolution!r}: W and H must be whole numbers, e.g. 510x339") from None
+    if min(w, h) < 2:
+        raise FfrunError(f"task.resolution={resolution!r}: use a width and height of at least 2 pixels")
+    return (w, h)
+
+
+def load_image(spec: str, resolution: Any, seed: int = 0) -> np.ndarray:
+    """`spec` is a sample name, the word `text`, an image-set name or a path to an image file; `resolution`
+    as `image_size` reads it: N (centre-cropped to a square, resized), `native` or (W, H) (resized, no crop).
+    Returns float32 (H, W, 3) in [0, 1]."""
+    size = image_size(resolution)
+    if size == NATIVE:
+        img = _load_native(spec, seed)
+    elif isinstance(size, tuple):
+        w, h = size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise FfrunError(f"task.resolution={w}x{h}: above ffrun's image limit of {MAX_IMAGE_PIXELS} pixels")
+        img = resize(_load_native(spec, seed, reduce_to=min(w, h)), w, h)
+    else:
+        return _load_square(spec, size, seed)
+    if img.shape[0] * img.shape[1] > MAX_IMAGE_PIXELS:
+        raise FfrunError(f"task.image={spec!r}: {img.shape[1]} x {img.shape[0]} pixels is above ffrun's limit of "
+                         f"{MAX_IMAGE_PIXELS}; downscale it first or give task.resolution=WxH")
+    return img
+
+
+def resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """The whole image resized to w x h, no crop (Lanczos; box-filtered when shrinking)."""
+    if img.shape[:2] == (h, w):
+        return img
+    shrinking = w * h < img.shape[0] * img.shape[1]
+    channels = [np.asarray(Image.fromarray(img[..., c].astype(np.float32), mode="F").resize(
+        (w, h), Image.Resampling.BOX if shrinking else Image.Resampling.LANCZOS)) for c in range(img.shape[2])]
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def _load_native(spec: str, seed: int, reduce_to: int | None = None) -> np.ndarray:
+    """The image `spec` names at its own size (the text page at the paper's 512 px); `reduce_to`: a large file
+    may first be box-reduced while decoding, keeping its short side at least OVERSAMPLE x that."""
+    if spec == "text":
+        return render_text(TEXT_RENDER_SIZE, seed)
+    peak = None
+    if spec in SAMPLE_IMAGES:
+        img = _sample_image(spec)
+    else:
+        img, peak = _decode(_image_file(spec), spec, reduce_to)
+    return to_rgb(img, peak)
+
+
+def _image_file(spec: str) -> Path:
+    """The file an image-set name or a path names; FfrunError (one line) when there is none."""
+    set_path = image_set_path(spec)
+    if set_path is not None:
+        return set_path
+    path = user_path(spec, f"task.image={shown(spec)!r}")
+    if not path.exists():
+        raise FfrunError(_not_a_set_name(spec) or (
+            f"task.image={spec!r}: no such file (and not a sample name); give a PNG/JPEG path, one of: text, "
+            f"{', '.join(SAMPLE_IMAGES)}, or an image of a set in $FFRUN_DATA/images (e.g. div2k:0)"))
+    if path.is_dir():
+        raise FfrunError(f"task.image={spec!r}: a folder, not an image file; give a PNG or JPEG file")
+    return path
+
+
+def _load_square(spec: str, resolution: int, seed: int = 0) -> np.ndarray:
+    """`spec` centre-cropped to a square and resized to resolution x resolution."""
     if resolution * resolution > MAX_IMAGE_PIXELS:
         raise FfrunError(f"task.resolution={resolution}: {resolution} x {resolution} is above ffrun's image limit "
                          f"of {MAX_IMAGE_PIXELS} pixels; use at most {int(MAX_IMAGE_PIXELS ** 0.5)}")
@@ -302,21 +390,17 @@ def load_image(spec: str, resolution: int, seed: int = 0) -> np.ndarray:
             return center_crop_resize(page, resolution)
         img, peak = _decode(set_path, spec, resolution)  # a natural image: area-averaged below
     else:
-        path = user_path(spec, f"task.image={shown(spec)!r}")
-        if not path.exists():
-            raise FfrunError(_not_a_set_name(spec) or (
-                f"task.image={spec!r}: no such file (and not a sample name); give a PNG/JPEG path, one of: text, "
-                f"{', '.join(SAMPLE_IMAGES)}, or an image of a set in $FFRUN_DATA/images (e.g. div2k:0)"))
-        if path.is_dir():
-            raise FfrunError(f"task.image={spec!r}: a folder, not an image file; give a PNG or JPEG file")
-        img, peak = _decode(path, spec, resolution)
+        img, peak = _decode(_image_file(spec), spec, resolution)
     return center_crop_resize(to_rgb(img, peak), resolution)
 
 
-def pixel_coords(n: int) -> np.ndarray:
-    """Coordinates of an n x n pixel grid, shape (n, n, 2): linspace(0, 1, n + 1)[:-1] per axis.
+def pixel_coords(n: int, width: int | None = None) -> np.ndarray:
+    """Coordinates of an n-row pixel grid (n x n, or n x width), shape (n, width, 2): linspace(0, 1, size + 1)[:-1]
+    per axis, so each axis fills [0, 1) whatever its length.
 
-    Entry [row, col] is (x, y) = (col / n, row / n), as np.meshgrid gives in the notebooks.
+    Entry [row, col] is (x, y) = (col / width, row / n), as np.meshgrid gives in the notebooks.
     """
-    c = np.linspace(0.0, 1.0, n + 1, dtype=np.float64)[:-1]
-    return np.stack(np.meshgrid(c, c), axis=-1).astype(np.float32)
+    w = n if width is None else width
+    cx = np.linspace(0.0, 1.0, w + 1, dtype=np.float64)[:-1]
+    cy = np.linspace(0.0, 1.0, n + 1, dtype=np.float64)[:-1]
+    return np.stack(np.meshgrid(cx, cy), axis=-1).astype(np.float32)

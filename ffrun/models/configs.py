@@ -39,6 +39,13 @@ class ModelConfig:
     # resolution) is chosen so the trainable parameters land within 5 % of it; null = the sizes as given.
     # A float so that budgets can be written as researchers write them (model.params=1e4); a whole number.
     params: Optional[float] = None
+    # How model.params sizes the method: `ffrun` (the trainable count within 5 % of the budget) or `grids`, the
+    # rule of the Grids benchmark (voilalab/INR-benchmark), whose sizes its published tables hold
+    # (ffrun.models.grids_budget).
+    budget_rule: str = "ffrun"
+    # The network's output activation: null = the task's (sigmoid for images); `none` = linear, as the Grids
+    # benchmark's methods, or `sigmoid`.
+    out_activation: Optional[str] = None
     depth: int = 4  # number of Linear layers: (depth - 1) x [Linear(width) + ReLU], then Linear
     width: int = 256
     # glorot = the notebooks' stax.Dense: truncated-normal Glorot W (variance 2 / (fan_in + fan_out)),

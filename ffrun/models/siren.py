@@ -6,7 +6,8 @@
 Initialisation of the reference code: W_1 ~ U(-1/n, 1/n) for n inputs; every later W ~ U(-sqrt(6/n)/w0,
 sqrt(6/n)/w0), so that w0 W h has unit-variance-scale arguments (the final linear layer too); biases keep
 nn.Linear's default U(-1/sqrt(n), 1/sqrt(n)). `depth` counts the Linear layers (the reference's image fit:
-3 hidden layers, depth 5), w0 = 30.
+3 hidden layers, depth 5), w0 = 30. `sine_output`: the output layer is a sine layer too (y = sin(w0 (W h + b)),
+then the output activation), as the Grids benchmark's SIREN.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class SirenConfig(ModelConfig):
     depth: int = 5
     width: int = 256
     w0: float = 30.0  # the frequency factor of every sine layer (first and hidden, as the reference)
+    # the output layer a sine layer too, sin(w0 (W h + b)) (the Grids benchmark's SIREN); false = linear
+    sine_output: bool = False
 
 
 class SineLayer(nn.Module):
@@ -46,7 +49,7 @@ class SineLayer(nn.Module):
 
 class Siren(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, depth: int = 5, width: int = 256, w0: float = 30.0,
-                 out_activation: str = "none"):
+                 out_activation: str = "none", sine_output: bool = False):
         super().__init__()
         if depth < 2:
             raise ValueError("SIREN needs model.depth >= 2 (a sine layer and the output layer)")
@@ -54,13 +57,15 @@ class Siren(nn.Module):
         layers = [SineLayer(in_dim, width, w0, first=True)]
         layers += [SineLayer(width, width, w0, first=False) for _ in range(depth - 2)]
         self.layers = nn.Sequential(*layers)
-        self.last = nn.Linear(width, out_dim)
-        with torch.no_grad():
-            bound = math.sqrt(6.0 / width) / w0
-            self.last.weight.uniform_(-bound, bound)
+        self.sine_output = sine_output
+        last = SineLayer(width, out_dim, w0, first=False)  # the same initialisation, linear or sine
+        self.last = last.linear
+        self.w0 = w0
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.last(self.layers(x))
+        if self.sine_output:
+            y = torch.sin(self.w0 * y)
         return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
 
 
@@ -70,4 +75,4 @@ def _check(cfg) -> str | None:
 
 @register_network("siren", SirenConfig, Budget("model.width", 1, 1 << 15), _check)
 def build_siren(cfg, in_dim: int, spec: FieldSpec) -> nn.Module:
-    return Siren(in_dim, spec.out_dim, cfg.depth, cfg.width, cfg.w0, spec.out_activation)
+    return Siren(in_dim, spec.out_dim, cfg.depth, cfg.width, cfg.w0, spec.out_activation, cfg.sine_output)

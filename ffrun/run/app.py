@@ -164,14 +164,26 @@ GROUPS = (("task", "what to learn"), ("encoding", "how coordinates enter the net
 
 def group_choices(group: str) -> list[str]:
     """The options of a config group, read from ffrun's config package (installed) or configs/ (a checkout)."""
+    """A sub-folder's options are named with it (`grids/siren`)."""
     try:
         from importlib.resources import files
 
         folder = files("ffrun.configs") / group
-        names = [p.name for p in folder.iterdir()]
+        names = _yaml_names(folder)
     except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
-        names = [p.name for p in (Path(__file__).resolve().parents[2] / "configs" / group).glob("*.yaml")]
-    return sorted(n[: -len(".yaml")] for n in names if n.endswith(".yaml"))
+        names = _yaml_names(Path(__file__).resolve().parents[2] / "configs" / group)
+    return sorted(names)
+
+
+def _yaml_names(folder, prefix: str = "") -> list[str]:
+    """The .yaml files under `folder` (a Path or an importlib Traversable), one level of sub-folders deep."""
+    names = []
+    for p in folder.iterdir():
+        if p.name.endswith(".yaml"):
+            names.append(prefix + p.name[: -len(".yaml")])
+        elif not prefix and p.is_dir() and not p.name.startswith(("_", ".")):
+            names += _yaml_names(p, f"{p.name}/")
+    return names
 
 
 def groups_text(groups=GROUPS) -> str:

@@ -19,7 +19,7 @@ from ffrun.config import validate
 from ffrun.models.field import build_field
 from ffrun.models.registry import count_parameters, method_name
 from ffrun.run.device import check_fits, peak_memory_mb, resolve_device, seed_everything, set_threads
-from ffrun.run.record import RunRecord, Status
+from ffrun.run.record import RunRecord, Status, best_evaluation
 from ffrun.run.resume import find_resume_checkpoint, keep_resumed_sigma
 from ffrun.run.rundir import claim_run_dir, holds, write_config
 from ffrun.sigma.auto import is_auto, resolve_auto_sigma
@@ -62,6 +62,11 @@ class Job:
             extra["signal"] = result.signal
         if self.sigma_auto is not None:
             extra["sigma_auto"] = self.sigma_auto
+        if getattr(self.task, "protocol", None):
+            extra["protocol"] = self.task.protocol  # which pixels a score is of (the image task's protocols)
+        best = best_evaluation(result.history, self.task.primary_metric, self.task.selection_metric)
+        if best is not None:
+            extra["best"] = best
         return RunRecord(
             status=Status(status), reason=result.reason, task=cfg.task.name, encoding=cfg.encoding.name,
             model=cfg.model.get("name", "mlp"), method=method_name(cfg.encoding.name, cfg.model.get("name", "mlp")),

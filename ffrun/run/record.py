@@ -17,7 +17,7 @@ from typing import Any
 from ffrun.train.status import Status
 from ffrun.util.atomic import write_json
 
-__all__ = ["RECORD", "MAX_RECORD_BYTES", "NotARecord", "RunRecord", "Status", "problem"]
+__all__ = ["RECORD", "MAX_RECORD_BYTES", "NotARecord", "RunRecord", "Status", "best_evaluation", "problem"]
 
 RECORD = "metrics.json"
 # A metrics.json larger than this is not one ffrun wrote (a long run's is well under 1 MB).
@@ -57,6 +57,25 @@ def problem(data: Any) -> str | None:
     if not isinstance(data.get("config", {}), dict):
         return "`config` is not an object"
     return None
+
+
+def best_evaluation(history: list, primary: str | None, selected_by: str | None = None) -> dict | None:
+    """The evaluation of `history` with the highest `selected_by` (default: `primary`), as {"step", "selected_by",
+    primary: its value, selected_by: its value}; None when no evaluation has a finite one. Ties go to the
+    earliest. The Grids benchmark scores an INR by this, its best evaluation."""
+    selected_by = selected_by or primary
+    if not primary:
+        return None
+    best = None
+    for row in history:
+        v = row.get(selected_by) if isinstance(row, dict) else None
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (
+                best is None or v > best[selected_by]):
+            best = row
+    if best is None:
+        return None
+    return {"step": best.get("step"), "selected_by": selected_by, primary: best.get(primary),
+            **({selected_by: best[selected_by]} if selected_by != primary else {})}
 
 
 def _read_json(path: Path) -> Any:

@@ -38,6 +38,9 @@ class Task(ABC):
     out_dim: int  # field output channels
     out_activation: str  # the MLP's output activation ("sigmoid" | "none")
     primary_metric: str  # the held-out metric a sweep or search optimises (higher is better)
+    # The metric that picks a run's best evaluation (metrics.json `best`); None: the primary metric. A protocol
+    # that must not peek at its test data picks by the training fit (the Grids benchmark's superres, denoise).
+    selection_metric: str | None = None
     grid_shape: tuple[int, ...] | None = None  # the pixel/voxel grid a `grid` baseline optimises
     # The box [lo, hi]^d the coordinates fill: hash and dense grids normalise by it, SIREN centres by it.
     bounds: tuple[float, float] = (0.0, 1.0)

@@ -2,7 +2,8 @@
 against photographs. One network, no view direction, no hierarchical sampling.
 
 Forward model (`render_rays`): `n_samples` depths t_i between near and far (stratified, jittered while
-training), raw = field(o + t_i d); density = ReLU(raw[3]), colour = sigmoid(raw[:3]);
+training), raw = field(o + t_i d); density = ReLU(raw[3]) (`task.density_activation`: or softplus, or
+Instant-NGP's truncated exponential), colour = sigmoid(raw[:3]);
 alpha_i = 1 - exp(-density_i * delta_i |d|) with delta_i = t_{i+1} - t_i (1e10 for the last sample);
 weights w_i = alpha_i * prod_{j<i}(1 - alpha_j); pixel = sum_i w_i c_i (+ (1 - sum_i w_i) on white).
 Loss: MSE of rendered against true pixel colours over `trainer.batch_size` rays (null = 1024), drawn at
@@ -49,6 +50,33 @@ log = logging.getLogger("ffrun.nerf")
 RAY_ORDERS = ("random", "shuffled_once")
 
 
+class TruncExp(torch.autograd.Function):
+    """Instant-NGP's truncated exponential (torch-ngp's trunc_exp): exp(x) forward; backward the
+    derivative exp(x) with x clamped at 15, so one large raw density cannot blow up the gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * torch.exp(x.clamp(max=15.0))
+
+
+def trunc_exp(x: Tensor) -> Tensor:
+    return TruncExp.apply(x)
+
+
+# task.density_activation: raw network output -> density >= 0
+DENSITY_ACTIVATIONS = {
+    "relu": F.relu,  # the paper's (and the NeRF paper's); no gradient where the raw density is below zero
+    "softplus": F.softplus,  # log(1 + e^x): smooth, positive gradient everywhere
+    "trunc_exp": trunc_exp,  # Instant-NGP's: exp(x), gradient clamped at exp(15)
+}
+
+
 @dataclass
 class NeRFTaskConfig(TaskConfig):
     name: str = "nerf"
@@ -61,6 +89,8 @@ class NeRFTaskConfig(TaskConfig):
     white_background: bool = True  # photographs and renders on white; false = on black (the notebook)
     pixel_centers: bool = True  # rays through pixel centres; false = through their corners (the notebook)
     world_distances: bool = True  # alpha from the sample spacing times |d|; false = the spacing alone (the notebook)
+    # raw output -> density: relu (the paper's) | softplus | trunc_exp (Instant-NGP's; method=hashgrid sets it)
+    density_activation: str = "relu"
     # random (each batch drawn anew) | shuffled_once (one shuffle walked in order: the notebook)
     ray_order: str = "random"
     test_views: Optional[int] = None  # evaluate on the first N test views; None = all
@@ -80,14 +110,15 @@ def sample_depths(n_rays: int, near: float, far: float, n_samples: int, generato
 
 
 def composite(raw: Tensor, t: Tensor, directions: Tensor, white_background: bool = True,
-              world_distances: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+              world_distances: bool = True, density_activation: str = "relu") -> tuple[Tensor, Tensor, Tensor]:
     """Alpha compositing of raw field outputs (R, S, 4) at depths t (R, S) along rays with directions (R, 3).
 
     `world_distances` multiplies the depth steps by |d|, so density is per unit of world distance and a
     ray crossing a slab obliquely absorbs more; false uses the steps in t alone, as the notebook.
+    `density_activation` (DENSITY_ACTIVATIONS) turns raw[..., 3] into a density.
     Returns the pixel colours (R, 3), expected depths sum_i w_i t_i (R,) and opacities sum_i w_i (R,)."""
     rgb = torch.sigmoid(raw[..., :3])
-    density = F.relu(raw[..., 3])
+    density = DENSITY_ACTIVATIONS[density_activation](raw[..., 3])
     deltas = torch.cat([t[..., 1:] - t[..., :-1], torch.full_like(t[..., :1], 1e10)], dim=-1)
     if world_distances:
         deltas = deltas * directions.norm(dim=-1, keepdim=True)
@@ -104,10 +135,10 @@ def composite(raw: Tensor, t: Tensor, directions: Tensor, white_background: bool
 
 
 def render_rays(field, origins: Tensor, directions: Tensor, t: Tensor, white_background: bool = True,
-                world_distances: bool = True):
+                world_distances: bool = True, density_activation: str = "relu"):
     """Colour, depth and opacity of rays (R, 3) sampled at depths t (R, S) through `field`."""
     points = origins[:, None, :] + t[..., None] * directions[:, None, :]
-    return composite(field(points), t, directions, white_background, world_distances)
+    return composite(field(points), t, directions, white_background, world_distances, density_activation)
 
 
 @register_task("nerf", NeRFTaskConfig, limits={"downscale": Limit(1, "an integer >= 1"),
@@ -118,8 +149,8 @@ class NeRFTask(Task):
     out_activation = "none"
     primary_metric = "test_psnr"
     bounds = (-1.5, 1.5)  # the Blender scenes' objects (and the built-in still life) lie inside [-1.5, 1.5]^3
-    coordinates = ("world-space 3D points of the scene; outputs (r, g, b, density) before the sigmoid / ReLU that "
-                   "volume rendering applies")
+    coordinates = ("world-space 3D points of the scene; outputs (r, g, b, density) before the sigmoid / density "
+                   "activation (task.density_activation) that volume rendering applies")
 
     def __init__(self, cfg: DictConfig, device: torch.device, batch_size: int | None = None, seed: int = 0):
         if not 0 <= cfg.near < cfg.far:
@@ -132,6 +163,9 @@ class NeRFTask(Task):
             raise FfrunError("task.turntable_frames must be >= 0 and task.test_views >= 1 (or null for all)")
         if cfg.ray_order not in RAY_ORDERS:
             raise FfrunError(f"task.ray_order={cfg.ray_order}: use {' or '.join(RAY_ORDERS)}")
+        if cfg.density_activation not in DENSITY_ACTIVATIONS:
+            raise FfrunError(f"task.density_activation={cfg.density_activation}: not a density activation; use "
+                             f"{', '.join(DENSITY_ACTIVATIONS)}")
         folder = builtin_scene(cfg.builtin_resolution) if cfg.data is None else cfg.data
         # One background for photographs and renders: white (ffrun), or black (the notebook's Lego)
         self.train_views = load_blender(folder, "train", cfg.downscale, white=cfg.white_background)
@@ -141,6 +175,7 @@ class NeRFTask(Task):
         self.white = bool(cfg.white_background)
         self.centers, self.world_distances = bool(cfg.pixel_centers), bool(cfg.world_distances)
         self.ray_order = cfg.ray_order
+        self.density_activation = cfg.density_activation
         self.rays_per_chunk = max(1, cfg.chunk // self.n_samples)
         self.turntable_frames = cfg.turntable_frames
         self.batch_size = batch_size or 1024
@@ -173,7 +208,8 @@ class NeRFTask(Task):
 
     def loss(self, field, batch) -> Tensor:
         origins, directions, target, t = batch
-        colour, _, _ = render_rays(field, origins, directions, t, self.white, self.world_distances)
+        colour, _, _ = render_rays(field, origins, directions, t, self.white, self.world_distances,
+                                   self.density_activation)
         return torch.mean((colour - target) ** 2)
 
     def train_psnr_from_loss(self, loss: float) -> float | None:
@@ -190,7 +226,7 @@ class NeRFTask(Task):
         for i in range(0, o.shape[0], self.rays_per_chunk):
             oc, dc = o[i : i + self.rays_per_chunk], d[i : i + self.rays_per_chunk]
             t = sample_depths(oc.shape[0], self.near, self.far, self.n_samples, None, self.device)
-            parts.append(render_rays(field, oc, dc, t, self.white, self.world_distances))
+            parts.append(render_rays(field, oc, dc, t, self.white, self.world_distances, self.density_activation))
         colour, depth, opacity = (torch.cat(p) for p in zip(*parts))
         return colour.reshape(height, width, 3), depth.reshape(height, width), opacity.reshape(height, width)
 

@@ -13,6 +13,7 @@ state, as a separate run's).
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import threading
@@ -27,10 +28,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ffrun.config import LR_SCHEDULES as SCHEDULE_NAMES
 from ffrun.models.field import Field
 from ffrun.tasks.base import Task
 from ffrun.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_state
 from ffrun.train.status import Status
+
+log = logging.getLogger("ffrun")
 
 
 @dataclass
@@ -45,7 +49,25 @@ class TrainResult:
     signal: int | None = None  # interrupted: the signal's number (the exit status is 128 + it)
 
 
-def make_optimizer(field: torch.nn.Module, lr: float, lr_decay: float, lr_decay_steps: int, kind: str = "adam"):
+# trainer.lr_schedule's named schedules (null: trainer.lr_decay / lr_decay_steps): the lr factor at a step
+# of a run of `steps` steps. Plain functions of (step, steps), so a checkpoint holds no schedule code, only
+# the step count (LambdaLR's last_epoch), and a resumed run rebuilds the schedule from its config.
+LR_SCHEDULES = {
+    "constant": None,  # the lr throughout (SIREN's reference scripts)
+    # WIRE's reference scripts: LambdaLR(optim, lambda x: 0.1 ** min(x / niters, 1)), to 0.1 lr at the end
+    "wire": lambda step, steps: 0.1 ** min(step / steps, 1),
+}
+assert tuple(LR_SCHEDULES) == SCHEDULE_NAMES, "ffrun.config names the schedules validation accepts"
+
+
+def make_optimizer(field: torch.nn.Module, lr: float, lr_decay: float = 1.0, lr_decay_steps: int = 0,
+                   kind: str = "adam", *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                   lr_schedule: str | None = None, steps: int | None = None):
+    """The optimizer and its lr schedule (a LambdaLR stepped once per training step, or None for a constant
+    lr). `lr_schedule` names a schedule of LR_SCHEDULES over `steps` steps, replacing lr_decay and
+    lr_decay_steps; None keeps them: continuous exponential decay lr * lr_decay^(step / lr_decay_steps).
+    `betas` and `eps` are Adam's (SGD has neither). Runs read all of these from their trainer config:
+    `optimizer_for`."""
     params = list(field.parameters())
     if kind == "sgd":
         optimizer = torch.optim.SGD(params, lr=lr)
@@ -54,13 +76,32 @@ def make_optimizer(field: torch.nn.Module, lr: float, lr_decay: float, lr_decay_
         # CPU default is the per-parameter loop: 50 ms against 1.4 ms a step for the 4x256 MLP, measured).
         # Not fused: the fused CPU kernel's result depends on memory alignment, so a resumed run stopped
         # being bit-identical to an uninterrupted one.
-        optimizer = torch.optim.Adam(params, lr=lr, foreach=True)
+        optimizer = torch.optim.Adam(params, lr=lr, betas=(float(betas[0]), float(betas[1])), eps=float(eps),
+                                     foreach=True)
+    if lr_schedule is not None:
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={lr_schedule!r}: use None or one of {', '.join(LR_SCHEDULES)}")
+        factor = LR_SCHEDULES[lr_schedule]
+        if factor is None:
+            return optimizer, None
+        if steps is None or steps < 1:
+            raise ValueError(f"lr_schedule={lr_schedule!r} decays over the run: give its steps (>= 1)")
+        total = int(steps)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: factor(s, total))
     if lr_decay_steps > 0 and lr_decay < 1.0:
         # Continuous exponential decay: lr * decay^(step / decay_steps), as optax.exponential_decay.
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_decay ** (s / lr_decay_steps))
     else:
         schedule = None
     return optimizer, schedule
+
+
+def optimizer_for(field: torch.nn.Module, lr: float, trainer_cfg):
+    """`make_optimizer` with every optimizer setting of a run's trainer config (trainer.optimizer, betas, eps,
+    lr_schedule over trainer.steps, or lr_decay/lr_decay_steps); `lr` is the run's resolved learning rate."""
+    tr = trainer_cfg
+    return make_optimizer(field, lr, tr.lr_decay, tr.lr_decay_steps, tr.optimizer, betas=tuple(tr.betas),
+                          eps=tr.eps, lr_schedule=tr.lr_schedule, steps=tr.steps)
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -362,8 +403,7 @@ def train(
 ) -> TrainResult:
     """A single run (K = 1), optionally continued from a checkpoint. `result`, when given, is the record
     filled in as training goes (the caller still has it when training raises)."""
-    optimizer, schedule = make_optimizer(field, lr, trainer_cfg.lr_decay, trainer_cfg.lr_decay_steps,
-                                         trainer_cfg.optimizer)
+    optimizer, schedule = optimizer_for(field, lr, trainer_cfg)
     result = TrainResult() if result is None else result
     if resume_from is not None:
         state = load_checkpoint(resume_from)
@@ -371,6 +411,13 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         if schedule is not None and state.get("schedule") is not None:
             schedule.load_state_dict(state["schedule"])
+        planned = (state.get("config") or {}).get("trainer", {}).get("steps")
+        if schedule is not None and trainer_cfg.lr_schedule is not None and planned != trainer_cfg.steps:
+            # A named schedule spans trainer.steps: a run extended past its planned steps follows the new span
+            # from the checkpoint's step on, so it is no longer the run it would have been at these steps.
+            log.warning("trainer.lr_schedule=%s spans trainer.steps: the resumed run was planned for %s steps, "
+                        "this one for %s, so the lr continues along the new span from step %s",
+                        trainer_cfg.lr_schedule, planned, trainer_cfg.steps, state["step"])
         task.load_state_dict(state["task"])
         set_rng_state(state["rng"])
         result.step, result.history, result.wall_s = state["step"], state["history"], state["wall_s"]

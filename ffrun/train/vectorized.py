@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ffrun.config import flatten
 from ffrun.models.field import network_autocast
 from ffrun.tasks.base import half_mse
-from ffrun.train.loop import autocast_dtype, make_optimizer
+from ffrun.train.loop import autocast_dtype, optimizer_for
 
 # Keys in which members of one vectorized group may differ.
 MEMBER_KEYS = ("sigma", "seed", "encoding.")
@@ -128,8 +128,7 @@ class BatchedTraining:
         self.params = self.batched.ordered_parameters()
         holder = nn.Module()
         holder.params = nn.ParameterList(self.params)
-        self._optimizer, self.schedule = make_optimizer(holder, first.lr, tr.lr_decay, tr.lr_decay_steps,
-                                                        tr.optimizer)
+        self._optimizer, self.schedule = optimizer_for(holder, first.lr, tr)
         self.autocast_dtype = autocast_dtype(precision)
 
     def step(self, step: int = 0) -> Tensor:

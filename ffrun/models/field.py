@@ -28,7 +28,7 @@ class Field(nn.Module):
         self.static_encoding = not any(p.requires_grad for p in encoding.parameters())
 
     # Static features above this size are recomputed each step instead of kept (memory over speed).
-    STATIC_CACHE_BYTES = 1 << 30
+    STATIC_CACHE_BYTES = 2 << 30
     # trainer.precision=bf16: the network (not the encoding) runs under autocast to this dtype while the
     # field is in training mode. Its output is cast back to the features' dtype (float32), so the loss, the
     # backward pass and the optimizer step run outside autocast (PyTorch's guidance), and evaluation (eval

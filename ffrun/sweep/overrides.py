@@ -12,14 +12,15 @@ def not_an_override(extra: list[str]) -> str | None:
 
 
 def job_keys(overrides: list[str]) -> set[tuple[str, str]]:
-    """The overrides that define a job's result (not where it runs, how it resumes or shows progress), as
-    (key, value) parsed by Hydra: .hydra/overrides.yaml records a sweep's values re-serialised
+    """The overrides that define a job's result (not where it runs, on how many threads, how it resumes or shows
+    progress), as (key, value) parsed by Hydra: .hydra/overrides.yaml records a sweep's values re-serialised
     (trainer.lr=2e-3 comes back as trainer.lr=0.002, true as True), so the text alone does not compare.
     A key given twice counts with its last value, as Hydra applies it (a trailing `trainer.steps=...` after the
     scale's own)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    kept = [o for o in overrides if not o.startswith(("hydra", "trainer.resume=", "trainer.progress="))]
+    kept = [o for o in overrides
+            if not o.startswith(("hydra", "trainer.resume=", "trainer.progress=", "trainer.threads="))]
     try:
         parsed = OverridesParser.create().parse_overrides(kept)
     except Exception:  # not parseable: compare the text

@@ -1,0 +1,116 @@
+"""Where a training step of the Grids benchmark's DIV2K fit goes, per method and budget, and what the whole table
+costs on this machine.
+
+    python scripts/bench_grids.py                      # the five methods at 1e4, 3e4, 1e5 on image 00 (510 x 339)
+    python scripts/bench_grids.py --budgets 1e4 --methods grid,siren --repeats 5
+
+For each method and budget: the median time of one full training step as `ffrun` runs it (forward, 0.5 * MSE,
+backward, Adam), split into the field's forward and the rest (backward + optimizer), the projected time of the
+benchmark's 1000 steps, and the projected fit table (ten images) in total. For the Grid it also times the plain
+PyTorch loop of the benchmark's own code (bicubic `grid_sample` over every pixel, from the same values), so the
+ratio of the two is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ffrun.models.field import build_field  # noqa: E402
+from ffrun.run.compose import compose  # noqa: E402
+from ffrun.tasks import build_task  # noqa: E402
+from ffrun.train.loop import optimizer_for, train_step  # noqa: E402
+
+METHODS = ("grid", "siren", "wire", "ffn", "ingp")
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm up (caches, lattice matrices, allocator)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(method: str, budget: float, image: str, repeats: int) -> dict:
+    cfg = compose(["experiment=grids_div2k", f"method=grids/{method}", f"model.params={budget}", f"task.image={image}"])
+    device = torch.device("cpu")
+    task = build_task(cfg.task, device, None, cfg.seed)
+    field = build_field(cfg.encoding, cfg.model, task.in_dim, task.out_dim, task.out_activation, cfg.seed,
+                        bounds=task.bounds)
+    optimizer, schedule = optimizer_for(field, float(cfg.trainer.lr), cfg.trainer)
+    step = median_time(lambda: train_step(task, field, optimizer, schedule, 0), repeats)
+    coords = task.train[0]
+
+    def forward():
+        with torch.no_grad():
+            field.forward_static(coords)
+
+    fwd = median_time(forward, repeats)
+    out = {"method": method, "budget": budget, "sizes": dict(field.sizes), "step_s": step, "forward_s": fwd}
+    if method == "grid":
+        out["plain_step_s"] = plain_grid_step(field.encoding.values.detach(), task, float(cfg.trainer.lr), repeats)
+    return out
+
+
+def plain_grid_step(values: torch.Tensor, task, lr: float, repeats: int) -> float:
+    """The benchmark's loop (run_DIV2K.py): bicubic grid_sample at every pixel, nn.MSELoss, Adam."""
+    grid = values.permute(2, 1, 0).unsqueeze(0).clone().requires_grad_()  # (1, C, R_y, R_x)
+    h, w = task.image.shape[:2]
+    xy = (task.train[0] * 2 - 1).reshape(1, h, w, 2)
+    target = task.train[1].reshape(h, w, 3)
+    opt = torch.optim.Adam([grid], lr=lr)
+
+    def step():
+        out = F.grid_sample(grid, xy, mode="bicubic", align_corners=True, padding_mode="border")[0].permute(1, 2, 0)
+        loss = F.mse_loss(out, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return median_time(step, repeats)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--budgets", default="1e4,3e4,1e5")
+    ap.add_argument("--image", default="div2k_grids:x4/0")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--images", type=int, default=10, help="images in the projected table (default: the ten)")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("FFRUN_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    total = 0.0
+    print(f"Grids benchmark fit, {args.image} at its own size, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}")
+    print(f"{'method':<6} {'budget':>7} {'sizes':<34} {'step ms':>8} {'forward':>8} {'rest':>8} {'1000 steps':>11}")
+    for method in args.methods.split(","):
+        for budget in (float(b) for b in args.budgets.split(",")):
+            r = measure(method, budget, args.image, args.repeats)
+            sizes = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["sizes"].items() if k != "benchmark_params")
+            per_run = 1000 * r["step_s"]
+            total += per_run * args.images
+            print(f"{method:<6} {budget:>7.0e} {sizes:<34} {1e3 * r['step_s']:>8.1f} "
+                  f"{r['forward_s'] / r['step_s']:>7.0%} {1 - r['forward_s'] / r['step_s']:>7.0%} {per_run:>10.0f}s")
+            if "plain_step_s" in r:
+                print(f"{'':<6} {'':>7} {'plain grid_sample loop (benchmark code)':<34} {1e3 * r['plain_step_s']:>8.1f}"
+                      f"   ffrun / plain = {r['step_s'] / r['plain_step_s']:.2f}")
+    print(f"projected fit table ({args.images} images, these methods and budgets, training steps only): "
+          f"{total / 3600:.2f} h")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import SHARED_DATA
 
 from ffrun.apps import compare
 from ffrun.run.record import RunRecord, Status
@@ -373,3 +374,13 @@ def test_the_command_end_to_end_without_training(tmp_path, monkeypatch, capsys):
     assert "superres runs only on the images whose originals" in shown
     assert "| SIREN | 10,000 | 2/2 | 20.00 | 21.00 | 21.00 (best) | 21.98 | -0.98 | - |" in shown
     assert (tmp_path / "out" / "grids.json").is_file() and (tmp_path / "out" / "grids_superres.md").is_file()
+
+
+def test_report_only_trains_nothing_and_needs_runs(tmp_path, capsys):
+    from ffrun.apps import compare
+
+    assert compare.main(["--benchmark", "grids", "--report-only", "--data", str(SHARED_DATA), "--out",
+                         str(tmp_path / "none")]) == 2
+    assert "holds no runs" in capsys.readouterr().err or not (SHARED_DATA / "images" / "div2k_grids").is_dir()
+    assert compare.main(["--report-only", "--out", str(tmp_path / "none")]) == 2  # only with --benchmark
+    assert "--report-only applies only with --benchmark" in capsys.readouterr().err

@@ -65,7 +65,7 @@ EPILOG = """benchmark:
   ffrun-compare --benchmark grids [--protocols fit,superres,denoise] [--budgets 1e4,3e4,1e5]
                 [--methods grid,siren,wire,ffn,ingp] [--images 0,6] [--noise 0.05] [--out DIR] [overrides...]
 """
-BENCHMARK_ONLY = ("protocols", "images", "noise")
+BENCHMARK_ONLY = ("protocols", "images", "noise", "report_only")
 
 
 def fail(msg: str) -> int:
@@ -111,6 +111,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--noise", default=None,
                     help=f"--benchmark grids: the noise std of denoise (default {grids.DEFAULT_NOISE:g}; the "
                          "benchmark's levels are 0.05 and 0.1; one level per --out folder)")
+    ap.add_argument("--report-only", action="store_true", default=None,
+                    help="--benchmark grids: train nothing; write the tables, plots and galleries from the runs "
+                         "already in --out (those missing are listed as not run)")
     ap.add_argument("--out", default="compare", help="output folder (default ./compare)")
     ap.add_argument("--launcher", choices=tuple(LAUNCHERS), default="basic")
     ap.add_argument("--data", default=None, help="data directory (default $FFRUN_DATA)")
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.benchmark is not None:
         return benchmark_main(args)
-    given = next((f"--{k}" for k in BENCHMARK_ONLY if getattr(args, k) is not None), None)
+    given = next((f"--{k.replace('_', '-')}" for k in BENCHMARK_ONLY if getattr(args, k) is not None), None)
     if given:
         return fail(f"{given} applies only with --benchmark grids")
     args.scale = args.scale or "cpu"
@@ -295,6 +298,12 @@ def benchmark_main(args: argparse.Namespace) -> int:
     refused = grids.check_composes(plan)
     if refused:
         return fail(refused)
+    if args.report_only:
+        out = Path(args.out).expanduser().resolve()
+        if not (out / "runs").is_dir():
+            return fail(f"--report-only: {out} holds no runs (no runs/ folder); run without --report-only first")
+        say(grids.report(out, plan, grids.grids_runs(plan, out)))
+        return 0
     try:
         out = output_folder(args.out).resolve()  # before any run: a folder it cannot write is refused now
         write_json(out / "grids.json", {"benchmark": args.benchmark, "protocols": list(plan.protocols),

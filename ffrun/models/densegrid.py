@@ -117,6 +117,8 @@ def image_lattice(u: Tensor) -> tuple[Tensor, Tensor] | None:
 class DenseGridEncoding(nn.Module):
     """Learned values on a regular grid over the box `bounds`, interpolated: (..., d) -> (..., C)."""
 
+    separable = True  # a whole pixel lattice is two matrix products (`_lattice`)
+
     def __init__(self, in_dim: int, resolution: Any, features: int, bounds: tuple[float, float] = (0.0, 1.0),
                  init: float = 0.0, interpolation: str = "linear"):
         super().__init__()

@@ -78,6 +78,10 @@ class Field(nn.Module):
     def predict(self, v: Tensor, chunk: int = 65536) -> Tensor:
         """Evaluate without gradients in chunks of points, so any resolution fits in bounded memory."""
         flat = v.reshape(-1, v.shape[-1])
+        if getattr(self.encoding, "separable", False) and not any(True for _ in self.mlp.parameters()):
+            # a grid read straight out (model=direct): one pass keeps a pixel lattice whole for the separable
+            # path (ffrun.models.densegrid), and the outputs are all it holds
+            return self(flat).reshape(*v.shape[:-1], self.out_dim)
         out = torch.cat([self(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
         return out.reshape(*v.shape[:-1], self.out_dim)
 

@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", default="div2k_grids:x4/0")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--images", type=int, default=10, help="images in the projected table (default: the ten)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: every core)")
     args = ap.parse_args(argv)
     os.environ.setdefault("FFRUN_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     total = 0.0
     print(f"Grids benchmark fit, {args.image} at its own size, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}")

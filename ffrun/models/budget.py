@@ -40,6 +40,8 @@ def meet_budget(encoding_cfg: DictConfig, model_cfg: DictConfig, spec: FieldSpec
                 ) -> tuple[DictConfig, DictConfig, dict[str, Any]]:
     """(encoding, model) configs with the knob set to meet model.params, and {"key": value, "params": count};
     `assemble(encoding_cfg, model_cfg, spec)` builds a candidate field (ffrun.models.field.assemble)."""
+    if getattr(model_cfg, "budget_rule", "ffrun") == "grids":
+        return grids_budget(encoding_cfg, model_cfg, spec, assemble)
     budget = int(model_cfg.params)
     knob = encoding_entry(encoding_cfg.name).budget or network_entry(getattr(model_cfg, "name", "mlp")).budget
     what = f"{encoding_cfg.name} + {getattr(model_cfg, 'name', 'mlp')}"
@@ -82,3 +84,24 @@ def meet_budget(encoding_cfg: DictConfig, model_cfg: DictConfig, spec: FieldSpec
     enc, model = _with(encoding_cfg, model_cfg, knob.key, best)
     value = OmegaConf.to_container(OmegaConf.create({"v": best}))["v"]
     return enc, model, {knob.key: value, "params": got}
+
+
+def grids_budget(encoding_cfg: DictConfig, model_cfg: DictConfig, spec: FieldSpec, assemble: Callable
+                 ) -> tuple[DictConfig, DictConfig, dict[str, Any]]:
+    """`model.budget_rule=grids`: the Grids benchmark's sizes for model.params (ffrun.models.grids_budget), as
+    meet_budget returns them, with `benchmark_params`, the benchmark's own count, beside ffrun's `params`."""
+    from ffrun.models.grids_budget import benchmark_count, grids_sizes
+
+    try:
+        chosen = grids_sizes(encoding_cfg, model_cfg, spec.in_dim, spec.out_dim)
+    except ValueError as e:
+        raise FfrunError(f"config: {e}") from None
+    for key, value in chosen.items():
+        encoding_cfg, model_cfg = _with(encoding_cfg, model_cfg, key, value)
+    import torch
+
+    with torch.device("meta"):  # shapes only, as _count
+        field = assemble(encoding_cfg, model_cfg, spec)
+    sizes = {**OmegaConf.to_container(OmegaConf.create(chosen)), "params": count_parameters(field),
+             "benchmark_params": benchmark_count(field)}
+    return encoding_cfg, model_cfg, sizes

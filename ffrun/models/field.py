@@ -131,42 +131,13 @@ def build_field(
         out_activation = model_cfg.out_activation
     spec = FieldSpec(in_dim, out_dim, out_activation, tuple(bounds), seed)
     sizes: dict = {}
-    grids_rule = getattr(model_cfg, "budget_rule", "ffrun") == "grids"
-    if getattr(model_cfg, "params", None) is not None and grids_rule:
-        encoding_cfg, model_cfg, sizes = _grids_sizes(encoding_cfg, model_cfg, spec)
-    elif getattr(model_cfg, "params", None) is not None:
+    if getattr(model_cfg, "params", None) is not None:
         from ffrun.models.budget import meet_budget
 
         encoding_cfg, model_cfg, sizes = meet_budget(encoding_cfg, model_cfg, spec, assemble)
     field = assemble(encoding_cfg, model_cfg, spec)
-    if grids_rule and sizes:
-        from ffrun.models.grids_budget import benchmark_count
-
-        sizes["benchmark_params"] = benchmark_count(field)
     field.sizes = sizes
     return field
-
-
-def _grids_sizes(encoding_cfg, model_cfg, spec: FieldSpec):
-    """(encoding, model, sizes) at the Grids benchmark's sizes for model.params (ffrun.models.grids_budget)."""
-    from omegaconf import OmegaConf, open_dict
-
-    from ffrun.models.grids_budget import grids_sizes
-    from ffrun.models.registry import count_parameters
-    from ffrun.util.errors import FfrunError
-
-    try:
-        chosen = grids_sizes(encoding_cfg, model_cfg, spec.in_dim, spec.out_dim)
-    except ValueError as e:
-        raise FfrunError(f"config: {e}") from None
-    enc, model = encoding_cfg.copy(), model_cfg.copy()
-    for key, value in chosen.items():
-        group, name = key.split(".", 1)
-        with open_dict(enc if group == "encoding" else model):
-            (enc if group == "encoding" else model)[name] = value
-    with torch.device("meta"):
-        count = count_parameters(assemble(enc, model, spec))
-    return enc, model, {**OmegaConf.to_container(OmegaConf.create(chosen)), "params": count}
 
 
 def assemble(encoding_cfg, model_cfg, spec: FieldSpec) -> "Field":

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from ffrun.models.configs import EncodingConfig, ModelConfig  # noqa: F401  (the schemas live beside the models)
 from ffrun.tasks.registry import TASKS, check_limits, registered
@@ -26,14 +27,14 @@ LR_SCHEDULES = ("constant", "wire")
 
 def _side(size: Any, reference: Any) -> float:
     """A resolution as a side length: N; the larger of W and H for `WxH` or [W, H]; `native` (known only once the
-    image is read) counts as the reference, so the paper's own value applies."""
-    if isinstance(size, str) and "x" in size.lower():
-        return float(max(int(s) for s in size.lower().split("x")))
-    if isinstance(size, str) and size.strip().lower() == "native":
-        return float(reference)
-    if isinstance(size, (list, tuple)) or type(size).__name__ == "ListConfig":
-        return float(max(size))
-    return float(size)
+    image is read) counts as the reference, so the paper's own value applies. The forms are the image task's
+    (ffrun.data.images.image_size)."""
+    if isinstance(size, (int, float)) and not isinstance(size, bool):
+        return float(size)
+    from ffrun.data.images import NATIVE, image_size
+
+    side = image_size(size)
+    return float(reference) if side == NATIVE else float(max(side))
 
 
 def per_sample(value: Any, size: Any, reference: Any) -> float:
@@ -211,7 +212,13 @@ def check_settings(cfg: DictConfig) -> None:
                          "ffrun --help or ffrun --cfg job for the keys")
     # the task settings other values derive from (the default sigma, CT's angle count): named themselves
     check_limits(cfg.get("task"))
-    sigma = cfg.get("sigma")
+    try:
+        sigma = cfg.get("sigma")  # resolves task.default_sigma from the task's size
+    except InterpolationResolutionError as e:  # a resolver's own refusal (task.resolution=nativ): its one line
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, FfrunError):
+            raise FfrunError(f"config: {cause}") from None
+        raise
     if isinstance(sigma, str) and sigma.strip().lower() != "auto":
         raise FfrunError(f"config: sigma={sigma!r} is not a number; give sigma >= 0, or sigma=auto to "
                          "choose it from the training data")

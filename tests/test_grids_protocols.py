@@ -71,6 +71,14 @@ def test_bad_resolution_forms_are_one_line(tmp_path):
             load_image(path, bad)
 
 
+def test_a_mistyped_resolution_on_the_command_line_is_one_line(run_cli):
+    # the default sigma is derived from task.resolution: the resolver's refusal reaches the user as its own line
+    r = run_cli("task.resolution=nativ", "trainer.steps=1", "hydra.run.dir=run")
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines == [lines[0]] and "task.resolution='nativ'" in lines[0] and "Traceback" not in r.stderr
+
+
 # ---- protocols -----------------------------------------------------------------------------------------------
 def test_fit_trains_on_and_scores_every_pixel(tmp_path):
     img = np.random.default_rng(1).random((6, 10, 3))

@@ -163,8 +163,8 @@ GROUPS = (("task", "what to learn"), ("encoding", "how coordinates enter the net
 
 
 def group_choices(group: str) -> list[str]:
-    """The options of a config group, read from ffrun's config package (installed) or configs/ (a checkout)."""
-    """A sub-folder's options are named with it (`grids/siren`)."""
+    """The options of a config group, read from ffrun's config package (installed) or configs/ (a checkout); a
+    sub-folder's options are named with it (`grids/siren`)."""
     try:
         from importlib.resources import files
 

@@ -202,11 +202,17 @@ def main(argv: list[str] | None = None) -> int:
 
     _, stopped, wall = execute(runs, launch_group, f"scale {args.scale}, budgets {budgets}, out {out}")
     say(report(out, args, tasks, budgets, all_plans, runs, wall))
+    return sweep_exit(runs, stopped, "the table holds")
+
+
+def sweep_exit(runs: list[Run], stopped: bool, tables: str) -> int:
+    """The command's exit status once its report is written: interrupted, failed runs named (a method that cannot
+    be sized to a budget is no failure), or 0."""
     if stopped:
         return interrupted(PROG)
     failed = [r.label for r in runs if ((rec := r.record()) is None or rec.failed) and not unreachable(rec)]
     if failed:
-        return fail(f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed[:5])}; the table holds the others")
+        return fail(f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed[:5])}; {tables} the others")
     return 0
 
 
@@ -327,12 +333,7 @@ def benchmark_main(args: argparse.Namespace) -> int:
     _, stopped, wall = execute(runs, launch_group, f"benchmark grids, {', '.join(plan.protocols)}, budgets "
                                                    f"{list(plan.budgets)}, out {out}")
     say(grids.report(out, plan, runs, wall))
-    if stopped:
-        return interrupted(PROG)
-    failed = [r.label for r in runs if ((rec := r.record()) is None or rec.failed) and not unreachable(rec)]
-    if failed:
-        return fail(f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed[:5])}; the tables hold the others")
-    return 0
+    return sweep_exit(runs, stopped, "the tables hold")
 
 
 def console() -> None:

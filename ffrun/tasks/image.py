@@ -153,7 +153,13 @@ class ImageTask(PointRegressionTask):
         return {"train_psnr": fit, "test_psnr": psnr(self._predict_reference(field), self.reference[1])}
 
     def save_progress(self, field: Field, run_dir: Path, previews: dict | None = None) -> None:
-        self.save(field, run_dir)  # the whole output of an image run is its pictures, and they are cheap
+        """The whole output of an image run is its pictures, and at the training image's size they are cheap; a
+        superres run's reference-size pictures (16 times the pixels at 4x) are written once, at the end, and its
+        progress is the fit of the training image (fit.png)."""
+        if self.protocol != "superres":
+            self.save(field, run_dir)
+            return
+        write_png(run_dir / "fit.png", (previews or self.preview(field))["reconstruction"])
 
     def save(self, field: Field, run_dir: Path) -> None:
         """reconstruction.png and ground_truth.png are the scored picture and its truth (at the reference's size

@@ -4,6 +4,11 @@ In Python: `ffrun.load(run_dir)` gives back a run's trained field, `ffrun.load_t
 `ffrun.load_exported(path)` a field written by `ffrun-export`; `ffrun.models` holds the encodings and MLP.
 """
 
+# Before anything imports torch: MKL's optimized matrix path on x86 CPUs that are not Intel's (ffrun.util.blas).
+from ffrun.util.blas import prepare as _prepare_blas
+
+_prepare_blas()
+
 __version__ = "0.1.0"
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+# isort: off
+import ffrun  # noqa: F401  (before torch: MKL's optimized path on any x86 CPU, ffrun.util.blas)
+# isort: on
 import torch
 
 from ffrun.apps.bench import bench_task, median_time

@@ -20,6 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+# isort: off
+import ffrun  # noqa: F401  (before torch: MKL's optimized path on any x86 CPU, ffrun.util.blas)
+# isort: on
 import torch
 import torch.nn.functional as F
 

@@ -18,6 +18,9 @@ import statistics
 import sys
 import time
 
+# isort: off
+import ffrun  # noqa: F401  (before torch: MKL's optimized path on any x86 CPU, ffrun.util.blas)
+# isort: on
 import torch
 
 METHODS = ("gauss", "learned", "multiscale", "siren", "wire", "hashgrid", "densegrid")

@@ -16,6 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# isort: off
+import ffrun  # noqa: F401  (before torch: MKL's optimized path on any x86 CPU, ffrun.util.blas)
+# isort: on
 import torch
 
 SIZES = [  # (label, overrides): from the smoke run to the cpu-scale Table 1 image

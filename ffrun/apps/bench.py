@@ -79,25 +79,17 @@ def median_time(fn: Callable[[], object], device: torch.device, repeats: int, wa
     return statistics.median(times)
 
 
-def matmul_ceiling(n_points: int, shapes: list[tuple[int, int]], device: torch.device, repeats: int) -> float:
-    """FLOP/s of exactly the step's matrix products, each on preallocated float32 operands."""
-    ops = []
-    for i, (fan_in, fan_out) in enumerate(shapes):
-        x = torch.randn(n_points, fan_in, device=device)
-        w = torch.randn(fan_out, fan_in, device=device)
-        dy = torch.randn(n_points, fan_out, device=device)
-        y, dw, dx = (torch.empty(n_points, fan_out, device=device), torch.empty(fan_out, fan_in, device=device),
-                     torch.empty(n_points, fan_in, device=device))
-        ops.append(lambda x=x, w=w, y=y: torch.mm(x, w.T, out=y))  # forward
-        ops.append(lambda x=x, dy=dy, dw=dw: torch.mm(dy.T, x, out=dw))  # weight gradient
-        if i > 0:
-            ops.append(lambda w=w, dy=dy, dx=dx: torch.mm(dy, w, out=dx))  # input gradient
+def matmul_ceiling(n_points: int, shapes: list[tuple[int, int]], device: torch.device, repeats: int,
+                   others: bool = True) -> dict:
+    """The step's products timed alone on every path measured (ffrun.run.ceiling): on the CPU MKL's path in this
+    process, MKL's generic path and numpy's BLAS in child processes, bf16 where the CPU has it; on a GPU the
+    float32 products. `best_fp32_gflops` is the ceiling."""
+    from ffrun.run.ceiling import rates, torch_rate
 
-    def all_products():
-        for op in ops:
-            op()
-
-    return step_flops(n_points, shapes) / median_time(all_products, device, repeats)
+    if device.type == "cpu":
+        return rates(n_points, shapes, repeats, others)
+    g = torch_rate(n_points, shapes, repeats, device=device) / 1e9
+    return {"rates_gflops": {"torch fp32": g}, "best_fp32": "torch fp32", "best_fp32_gflops": g, "blas": None}
 
 
 def network_time(field, n_points: int, device: torch.device, repeats: int) -> float:
@@ -156,7 +148,8 @@ def plain_image_loop(task, field, lr: float, device: torch.device):
     return step, predict_test
 
 
-def bench_task(name: str, overrides: list[str], device: torch.device, repeats: int, check_steps: int) -> dict:
+def bench_task(name: str, overrides: list[str], device: torch.device, repeats: int, check_steps: int,
+               others: bool = True) -> dict:
     from ffrun.util.metrics import psnr
 
     preset = TASK_PRESETS[name]
@@ -186,9 +179,11 @@ def bench_task(name: str, overrides: list[str], device: torch.device, repeats: i
     ffrun_s = median_time(ffrun_step, device, repeats)
     memory = peak_memory_mb(device)  # the run's own peak, before the ceiling's operands are allocated
     network_s = network_time(field, n, device, repeats)
-    ceiling = matmul_ceiling(n, shapes, device, repeats)
+    paths = matmul_ceiling(n, shapes, device, repeats, others)
+    ceiling = paths["best_fp32_gflops"] * 1e9
     row = {"task": name, "precision": precision, "peak_memory_mb": memory, "points_per_step": n, "layers": shapes,
-           "flops_per_step": flops, "ceiling_gflops": ceiling / 1e9, "ffrun_step_s": ffrun_s,
+           "flops_per_step": flops, "ceiling_gflops": ceiling / 1e9, "ceiling_path": paths["best_fp32"],
+           "product_rates_gflops": paths["rates_gflops"], "ffrun_step_s": ffrun_s,
            "achieved_gflops": flops / ffrun_s / 1e9, "efficiency": flops / ffrun_s / ceiling,
            "network_step_s": network_s, "other_share": max(0.0, 1 - network_s / ffrun_s)}
     if preset.plain_loop:
@@ -259,10 +254,9 @@ def bench_in_subprocess(name: str, args, overrides: list[str]) -> dict:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import os
-    import platform
+    from ffrun.util.blas import cpu_model
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
 
 
 def arguments() -> argparse.ArgumentParser:
@@ -319,7 +313,8 @@ def task_overrides(name: str, overrides: list[str]) -> list[str]:
 
 def row_line(name: str, row: dict) -> str:
     line = (f"{name}: {row['points_per_step']} points/step, {row['flops_per_step'] / 1e9:.1f} GFLOP/step, "
-            f"ceiling {row['ceiling_gflops']:.0f} GFLOP/s, ffrun {row['ffrun_step_s'] * 1000:.1f} ms/step = "
+            f"ceiling {row['ceiling_gflops']:.0f} GFLOP/s ({row['ceiling_path']}), "
+            f"ffrun {row['ffrun_step_s'] * 1000:.1f} ms/step = "
             f"{row['achieved_gflops']:.0f} GFLOP/s, efficiency {row['efficiency']:.3f}; network alone "
             f"{row['network_step_s'] * 1000:.1f} ms, the rest of the step {row['other_share']:.0%}")
     if "plain_step_s" in row:
@@ -355,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(row_line(name, row), flush=True)
     result = {"device": describe_device(device), "tasks": rows}
+    if device.type == "cpu":
+        from ffrun.util import blas
+
+        result["blas"] = blas.report()  # which matrix path ffrun's own steps ran
     image = next((r for r in rows if "speedup_vs_plain" in r), None)  # the headline: the image protocol's
     if image is not None:
         result["efficiency"] = image["efficiency"]
@@ -372,6 +371,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(result: dict) -> None:
     print(f"\n{result['device']}")
+    if result.get("blas"):
+        b = result["blas"]
+        print(f"matrix path: {b['blas']} {b['mkl_path'] or ''} (vendor shim: {b['vendor_shim']})")
+    for r in result["tasks"]:
+        rates = ", ".join(f"{k} {v:.0f}" for k, v in r.get("product_rates_gflops", {}).items())
+        print(f"{r['task']}: the step's products alone, GFLOP/s: {rates}; ceiling = {r['ceiling_path']}")
     print("| task | points/step | GFLOP/step | matmul ceiling (GFLOP/s) | ffrun step (ms) | efficiency "
           "| network alone (ms) | rest of the step | plain loop (ms) | speedup vs plain | peak memory (MB) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

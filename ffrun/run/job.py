@@ -25,6 +25,7 @@ from ffrun.run.rundir import claim_run_dir, holds, write_config
 from ffrun.sigma.auto import is_auto, resolve_auto_sigma
 from ffrun.tasks import Task, build_task
 from ffrun.train.loop import Member, TrainResult, train, train_members
+from ffrun.util import blas
 from ffrun.util.allocator import tune_cpu
 from ffrun.util.errors import FfrunError
 from ffrun.util.loggers import RunLogger, check_logger
@@ -64,6 +65,8 @@ class Job:
             extra["sigma_auto"] = self.sigma_auto
         if getattr(self.task, "protocol", None):
             extra["protocol"] = self.task.protocol  # which pixels a score is of (the image task's protocols)
+        if self.device.type == "cpu":
+            extra["blas"] = blas.report()  # the matrix path this run's products took (ffrun.util.blas)
         best = best_evaluation(result.history, self.task.primary_metric, self.task.selection_metric)
         if best is not None:
             extra["best"] = best

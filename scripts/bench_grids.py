@@ -5,8 +5,11 @@ costs on this machine.
     python scripts/bench_grids.py --budgets 1e4 --methods grid,siren --repeats 5
 
 For each method and budget: the median time of one full training step as `ffrun` runs it (forward, 0.5 * MSE,
-backward, Adam), split into the field's forward and the rest (backward + optimizer), the projected time of the
-benchmark's 1000 steps, and the projected fit table (ten images) in total. For the Grid it also times the plain
+backward, Adam, in a process tuned as a run's is: `tune_cpu`), split into the field's forward and the rest
+(backward + optimizer); the time of the step's matrix products alone at this machine's rate (every Linear
+layer's forward, weight-gradient and input-gradient product, real or complex, timed on preallocated operands
+and outputs) and the ratio step / products; the projected time of the benchmark's 1000 steps, and the
+projected fit table (ten images) in total. For the Grid it also times the plain
 PyTorch loop of the benchmark's own code (bicubic `grid_sample` over every pixel, from the same values), so the
 ratio of the two is measured in the same run.
 """
@@ -32,6 +35,7 @@ from ffrun.models.field import build_field  # noqa: E402
 from ffrun.run.compose import compose  # noqa: E402
 from ffrun.tasks import build_task  # noqa: E402
 from ffrun.train.loop import optimizer_for, train_step  # noqa: E402
+from ffrun.util.allocator import tune_cpu  # noqa: E402
 
 METHODS = ("grid", "siren", "wire", "ffn", "ingp")
 
@@ -61,10 +65,53 @@ def measure(method: str, budget: float, image: str, repeats: int) -> dict:
             field.forward_static(coords)
 
     fwd = median_time(forward, repeats)
-    out = {"method": method, "budget": budget, "sizes": dict(field.sizes), "step_s": step, "forward_s": fwd}
+    products = products_time(field, coords, repeats)
+    out = {"method": method, "budget": budget, "sizes": dict(field.sizes), "step_s": step, "forward_s": fwd,
+           "products_s": products}
     if method == "grid":
         out["plain_step_s"] = plain_grid_step(field.encoding.values.detach(), task, float(cfg.trainer.lr), repeats)
     return out
+
+
+def products_time(field, coords: torch.Tensor, repeats: int) -> float:
+    """Seconds of the step's matrix products alone: each nn.Linear's forward, weight gradient and (where its input
+    needs one) input gradient, at the shapes and dtype (complex for WIRE) one forward meets, on preallocated
+    operands and outputs."""
+    from torch.overrides import TorchFunctionMode
+
+    seen = []
+
+    class Products(TorchFunctionMode):  # every product a forward makes, fused layers' (addmm) included
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in (torch.nn.functional.linear, torch.addmm, torch.mm, torch.matmul):
+                x, w = (args[0], args[1]) if func is not torch.addmm else (args[1], args[2].t())
+                if func in (torch.mm, torch.matmul):
+                    w = w.t()
+                if w.dim() == 2 and x.dim() >= 2:
+                    seen.append((x.reshape(-1, x.shape[-1]).shape[0], w.shape[1], w.shape[0], w.dtype,
+                                 x.requires_grad))
+            return func(*args, **kwargs)
+
+    with Products():
+        out = field(coords)
+    out.sum().backward()
+    field.zero_grad(set_to_none=True)
+    ops = []
+    for n, fan_in, fan_out, dtype, input_grad in seen:
+        x, w, dy = torch.randn(n, fan_in, dtype=dtype), torch.randn(fan_out, fan_in, dtype=dtype), \
+            torch.randn(n, fan_out, dtype=dtype)
+        y, dw, dx = torch.empty(n, fan_out, dtype=dtype), torch.empty(fan_out, fan_in, dtype=dtype), \
+            torch.empty(n, fan_in, dtype=dtype)
+        ops += [lambda x=x, w=w, y=y: torch.mm(x, w.T, out=y), lambda x=x, dy=dy, dw=dw: torch.mm(dy.T, x, out=dw)]
+        if input_grad:
+            ops.append(lambda w=w, dy=dy, dx=dx: torch.mm(dy, w, out=dx))
+
+    def run():
+        for op in ops:
+            op()
+
+    return median_time(run, repeats) if ops else 0.0
 
 
 def plain_grid_step(values: torch.Tensor, task, lr: float, repeats: int) -> float:
@@ -96,18 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("FFRUN_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    tune_cpu()  # as a run does (malloc thresholds, subnormals): without it a step here is not a run's step
     total = 0.0
     print(f"Grids benchmark fit, {args.image} at its own size, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}")
-    print(f"{'method':<6} {'budget':>7} {'sizes':<34} {'step ms':>8} {'forward':>8} {'rest':>8} {'1000 steps':>11}")
+    print(f"{'method':<6} {'budget':>7} {'sizes':<34} {'step ms':>8} {'forward':>8} {'rest':>8} {'products ms':>12} "
+          f"{'step/products':>14} {'1000 steps':>11}")
     for method in args.methods.split(","):
         for budget in (float(b) for b in args.budgets.split(",")):
             r = measure(method, budget, args.image, args.repeats)
             sizes = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["sizes"].items() if k != "benchmark_params")
             per_run = 1000 * r["step_s"]
             total += per_run * args.images
+            ratio = f"{r['step_s'] / r['products_s']:.2f}" if r["products_s"] else "-"
             print(f"{method:<6} {budget:>7.0e} {sizes:<34} {1e3 * r['step_s']:>8.1f} "
-                  f"{r['forward_s'] / r['step_s']:>7.0%} {1 - r['forward_s'] / r['step_s']:>7.0%} {per_run:>10.0f}s")
+                  f"{r['forward_s'] / r['step_s']:>7.0%} {1 - r['forward_s'] / r['step_s']:>7.0%} "
+                  f"{1e3 * r['products_s']:>12.1f} {ratio:>14} {per_run:>10.0f}s", flush=True)
             if "plain_step_s" in r:
                 print(f"{'':<6} {'':>7} {'plain grid_sample loop (benchmark code)':<34} {1e3 * r['plain_step_s']:>8.1f}"
                       f"   ffrun / plain = {r['step_s'] / r['plain_step_s']:.2f}")

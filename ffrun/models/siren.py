@@ -32,8 +32,48 @@ class SirenConfig(ModelConfig):
     sine_output: bool = False
 
 
+class SineLinear(torch.autograd.Function):
+    """y = sin(u), u = w0 (x W^T + b), as one product and one elementwise pass each way.
+
+    The factor w0 rides in the product (addmm's alpha and beta), so the forward is one addmm and one sine; the
+    backward keeps u alone (x is the previous layer's output, kept anyway) and makes one pass for
+    g_u = cos(u) * g_y, then g_x = g_u (w0 W), g_W = w0 g_u^T x, g_b = w0 sum g_u: no activation-sized
+    temporary beyond u, y and g_u, where the plain composition of Linear, a scaling and sin makes five."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, w0: float) -> Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        u = torch.addmm(bias, x2, weight.t(), beta=w0, alpha=w0)
+        ctx.save_for_backward(x2, weight, u)
+        ctx.w0, ctx.lead = w0, lead
+        return torch.sin(u).view(*lead, weight.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x2, weight, u = ctx.saved_tensors
+        w0 = ctx.w0
+        # u is bfloat16 where the forward ran under autocast (trainer.precision=bf16): the backward's products
+        # take u's dtype too, and autograd casts each gradient back to its parameter's dtype
+        gu = torch.cos(u).mul_(grad.reshape(u.shape).to(u.dtype))
+        gx = torch.mm(gu, (weight * w0).to(u.dtype)).view(*ctx.lead, weight.shape[1]) if ctx.needs_input_grad[0] \
+            else None
+        gw = torch.mm(gu.t(), x2.to(u.dtype)).mul_(w0) if ctx.needs_input_grad[1] else None
+        gb = gu.sum(0).mul_(w0) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None
+
+
+def sine_linear(x: Tensor, linear: nn.Linear, w0: float) -> Tensor:
+    """sin(w0 (W x + b)) through the fused layer (`SineLinear`); the plain composition under torch.func's
+    transforms (vmap, jacrev: empirical kernels), which a hand-written backward does not follow."""
+    if torch._C._are_functorch_transforms_active():
+        return torch.sin(w0 * linear(x))
+    return SineLinear.apply(x, linear.weight, linear.bias, w0)
+
+
 class SineLayer(nn.Module):
-    """sin(w0 (W x + b)) with SIREN's initialisation (first layer or later)."""
+    """sin(w0 (W x + b)) with SIREN's initialisation (first layer or later); fused (`SineLinear`)."""
 
     def __init__(self, in_dim: int, out_dim: int, w0: float, first: bool):
         super().__init__()
@@ -44,7 +84,7 @@ class SineLayer(nn.Module):
             self.linear.weight.uniform_(-bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.sin(self.w0 * self.linear(x))
+        return sine_linear(x, self.linear, self.w0)
 
 
 class Siren(nn.Module):
@@ -63,9 +103,8 @@ class Siren(nn.Module):
         self.w0 = w0
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.last(self.layers(x))
-        if self.sine_output:
-            y = torch.sin(self.w0 * y)
+        h = self.layers(x)
+        y = sine_linear(h, self.last, self.w0) if self.sine_output else self.last(h)
         return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
 
 

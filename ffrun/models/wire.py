@@ -30,9 +30,54 @@ class WireConfig(ModelConfig):
     s0: float = 10.0  # inverse width of its Gaussian window
 
 
-def gabor(z: Tensor, w0: float, s0: float) -> Tensor:
-    """exp(i w0 z - |s0 z|^2) for real or complex z."""
+def gabor_reference(z: Tensor, w0: float, s0: float) -> Tensor:
+    """exp(i w0 z - |s0 z|^2) for real or complex z, as the reference code writes it (autograd's graph)."""
     return torch.exp(1j * w0 * z - (s0 * z).abs().square())
+
+
+class Gabor(torch.autograd.Function):
+    """psi(z) = exp(i w0 z - |s0 z|^2) = E e^{i w0 a}, E = exp(-w0 b - s0^2 (a^2 + b^2)) for z = a + ib (b = 0 for
+    a real z), with a hand-written backward.
+
+    For a real loss L and the incoming gradient G = dL/dRe(psi) + i dL/dIm(psi), with c = G conj(psi):
+        dL/da + i dL/db = -2 s0^2 z Re(c) - i w0 c          (complex z)
+        dL/da           = -2 s0^2 a Re(c) + w0 Im(c)         (real z)
+    It keeps z and psi (psi is the next layer's input, kept by its product anyway), where the reference's
+    graph keeps four complex tensors a layer and makes six complex passes each way."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, w0: float, s0: float) -> Tensor:
+        if z.is_complex():
+            zr = torch.view_as_real(z)
+            a, b = zr[..., 0], zr[..., 1]
+            log_e = a.square().add_(b.square()).mul_(-s0 * s0).sub_(b, alpha=w0)
+        else:
+            a = z
+            log_e = z.square().mul_(-s0 * s0)
+        psi = torch.polar(log_e.exp_(), a * w0)
+        ctx.save_for_backward(z, psi)
+        ctx.w0, ctx.s0 = w0, s0
+        return psi
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        z, psi = ctx.saved_tensors
+        w0, s0 = ctx.w0, ctx.s0
+        c = grad * psi.conj()
+        if z.is_complex():
+            gz = c.mul_(-1j * w0).add_(z * (c.imag * (2 * s0 * s0 / w0)))  # c.imag of -i w0 c is -w0 Re(c)
+        else:
+            gz = c.real.mul(-2 * s0 * s0).mul_(z).add_(c.imag, alpha=w0)
+        return gz, None, None
+
+
+def gabor(z: Tensor, w0: float, s0: float) -> Tensor:
+    """exp(i w0 z - |s0 z|^2) for real or complex z (`Gabor`; the reference's composition under torch.func's
+    transforms, which a hand-written backward does not follow)."""
+    if torch._C._are_functorch_transforms_active():
+        return gabor_reference(z, w0, s0)
+    return Gabor.apply(z, w0, s0)
 
 
 class Wire(nn.Module):

@@ -1,0 +1,153 @@
+"""The successors' fused layers compute what the plain compositions compute: SIREN's sine layer and WIRE's
+Gabor wavelet, outputs and every gradient against a float64 reference; and every method resumes bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_loop import assert_same_state, checkpoint
+
+from ffrun.models.siren import Siren
+from ffrun.models.wire import Wire, gabor, gabor_reference
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.to(b.dtype) - b).norm() / b.norm()).item()
+
+
+def plain_siren(m: Siren, x: torch.Tensor) -> torch.Tensor:
+    h = x
+    for layer in m.layers:
+        h = torch.sin(layer.w0 * layer.linear(h))
+    y = m.last(h)
+    return torch.sin(m.w0 * y) if m.sine_output else y
+
+
+def grads(model, fn, x, weights):
+    model.zero_grad(set_to_none=True)
+    y = fn(model, x)
+    (y * weights.to(y.dtype)).sum().backward()
+    return y.detach(), [p.grad.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("sine_output", [False, True])
+def test_the_fused_sine_layer_matches_the_plain_one_against_float64(sine_output):
+    torch.manual_seed(0)
+    m64 = Siren(2, 3, depth=4, width=48, w0=30.0, sine_output=sine_output).double()
+    m32 = Siren(2, 3, depth=4, width=48, w0=30.0, sine_output=sine_output)
+    m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
+    x = torch.rand(3, 700, 2, dtype=torch.float64) * 2 - 1  # leading batch dimensions are kept
+    w = torch.randn(3, 700, 3, dtype=torch.float64)
+    y_ref, g_ref = grads(m64, plain_siren, x, w)
+    y_fused64, g_fused64 = grads(m64, lambda m, v: m(v), x, w)
+    assert y_fused64.shape == (3, 700, 3)
+    assert rel(y_fused64, y_ref) < 1e-12 and all(rel(a, b) < 1e-12 for a, b in zip(g_fused64, g_ref))  # same math
+    y_plain, g_plain = grads(m32, plain_siren, x.float(), w)
+    y_fused, g_fused = grads(m32, lambda m, v: m(v), x.float(), w)
+    assert rel(y_fused, y_ref) < 1e-6
+    for fused, plain, ref in zip(g_fused, g_plain, g_ref):
+        assert rel(fused, ref) < max(1e-6, 1.25 * rel(plain, ref)), (rel(fused, ref), rel(plain, ref))
+
+
+@pytest.mark.parametrize("complex_input", [True, False])
+def test_the_gabor_wavelet_and_its_gradient_match_the_reference(complex_input):
+    torch.manual_seed(1)
+    dtype = torch.cdouble if complex_input else torch.double
+    z = (torch.randn(400, 20, dtype=dtype) * 0.15).requires_grad_()
+    g = torch.randn(400, 20, dtype=torch.cdouble)
+    ref = gabor_reference(z, 20.0, 10.0)
+    (ref.conj() * g).real.sum().backward()
+    g_ref, z.grad = z.grad.clone(), None
+    out = gabor(z, 20.0, 10.0)
+    (out.conj() * g).real.sum().backward()
+    assert out.dtype == torch.cdouble and z.grad.dtype == dtype
+    assert rel(out, ref) < 1e-12 and rel(z.grad, g_ref) < 1e-12
+
+
+def test_a_fused_wire_network_matches_the_reference_against_float64():
+    torch.manual_seed(2)
+    m64 = Wire(2, 3, depth=4, width=40)
+    m64.first.double()
+    for layer in [*m64.hidden, m64.last]:  # complex layers in complex128
+        layer.to(torch.cdouble)
+    m32 = Wire(2, 3, depth=4, width=40)
+    m32.load_state_dict({k: v.to(torch.cfloat if v.is_complex() else torch.float) for k, v in m64.state_dict().items()})
+    x = torch.rand(900, 2, dtype=torch.float64) * 2 - 1
+    w = torch.randn(900, 3, dtype=torch.float64)
+
+    import ffrun.models.wire as wire
+
+    def plain(m, v):
+        fused, wire.gabor = wire.gabor, wire.gabor_reference
+        try:
+            return m(v)
+        finally:
+            wire.gabor = fused
+
+    y_ref, g_ref = grads(m64, plain, x, w)
+    y_plain, g_plain = grads(m32, plain, x.float(), w)
+    y_fused, g_fused = grads(m32, lambda m, v: m(v), x.float(), w)
+    # float32 WIRE is itself ~5e-6 from float64 here (exp(-s0^2 |z|^2) with s0 = 10): the fused network is no
+    # further from float64 than the plain one, and the fused formula in float64 is the reference's
+    assert rel(y_fused, y_ref) < max(1e-6, 1.25 * rel(y_plain, y_ref)), (rel(y_fused, y_ref), rel(y_plain, y_ref))
+    y64, g64 = grads(m64, lambda m, v: m(v), x, w)
+    assert rel(y64, y_ref) < 1e-12 and all(rel(a, b) < 1e-12 for a, b in zip(g64, g_ref))
+    for fused, plain_g, ref in zip(g_fused, g_plain, g_ref):
+        assert rel(fused, ref) < max(1e-6, 1.25 * rel(plain_g, ref)), (rel(fused, ref), rel(plain_g, ref))
+
+
+def test_under_torch_func_the_layers_fall_back_to_the_plain_composition():
+    from torch.func import functional_call, jacrev, vmap
+
+    torch.manual_seed(3)
+    m = Siren(2, 1, depth=3, width=16).double()
+    params = dict(m.named_parameters())
+    x = torch.rand(5, 2, dtype=torch.float64)
+    jac = vmap(jacrev(lambda p, v: functional_call(m, p, (v[None],))[0, 0]), in_dims=(None, 0))(params, x)
+    for name, p in m.named_parameters():  # the per-point gradient, one point at a time by plain autograd
+        m.zero_grad()
+        m(x[2:3]).sum().backward()
+        assert torch.allclose(jac[name][2], p.grad, rtol=1e-10, atol=1e-12), name
+
+
+@pytest.mark.parametrize("method", ["gauss", "siren", "wire", "hashgrid", "densegrid", "learned", "multiscale"])
+def test_every_method_resumes_bit_for_bit(compose, tmp_path, method, monkeypatch):
+    """An 8-step run stopped by SIGINT at step 4, then resumed, ends exactly where 8 straight steps end (fused
+    layers and each method's lr schedule over trainer.steps included)."""
+    import os
+    import signal
+
+    from ffrun.run.job import run
+    from ffrun.train import loop
+
+    cfg = compose("experiment=smoke", "task=image", f"method={method}", "trainer.eval_every=4",
+                  "trainer.ckpt_every=4", "trainer.progress=false", "device=cpu", "trainer.steps=8")
+    straight = run(cfg, tmp_path / "straight")
+    evaluate = loop._Lockstep.evaluate
+
+    def evaluate_then_stop(self, k):  # the signal a user sends, delivered right after step 4's evaluation
+        evaluate(self, k)
+        if self.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop._Lockstep, "evaluate", evaluate_then_stop)
+    first = run(cfg, tmp_path / "first")
+    monkeypatch.setattr(loop._Lockstep, "evaluate", evaluate)
+    assert first["status"] == "interrupted" and first["step"] == first["checkpoint_step"] == 4
+    resumed = run(compose("experiment=smoke", "task=image", f"method={method}", "trainer.eval_every=4",
+                          "trainer.ckpt_every=4", "trainer.progress=false", "device=cpu", "trainer.steps=8",
+                          f"trainer.resume={tmp_path / 'first'}"), tmp_path / "resumed")
+    assert resumed["resumed_from"] and resumed["history"] == straight["history"]
+    assert resumed["metrics"] == straight["metrics"]
+    assert_same_state(checkpoint(tmp_path / "resumed"), checkpoint(tmp_path / "straight"))
+
+
+def test_the_fused_sine_layer_runs_under_bf16_autocast_near_float32():
+    torch.manual_seed(4)
+    m = Siren(2, 3, depth=4, width=32, w0=30.0)
+    x, w = torch.rand(500, 2) * 2 - 1, torch.randn(500, 3)
+    y32, g32 = grads(m, lambda m, v: m(v), x, w)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16, g16 = grads(m, lambda m, v: m(v), x, w)
+    assert y16.dtype == torch.bfloat16 and all(g.dtype == torch.float32 for g in g16)
+    assert rel(y16.float(), y32) < 0.05 and all(rel(a, b) < 0.1 for a, b in zip(g16, g32))

@@ -151,3 +151,44 @@ def test_the_fused_sine_layer_runs_under_bf16_autocast_near_float32():
         y16, g16 = grads(m, lambda m, v: m(v), x, w)
     assert y16.dtype == torch.bfloat16 and all(g.dtype == torch.float32 for g in g16)
     assert rel(y16.float(), y32) < 0.05 and all(rel(a, b) < 0.1 for a, b in zip(g16, g32))
+
+
+@pytest.mark.parametrize("d, table_size", [(2, 2**8), (3, 2**10), (2, 1000)])  # hashed and dense levels, T not 2^k
+def test_the_vectorized_hash_grid_matches_the_per_level_formula_against_float64(d, table_size):
+    from ffrun.models.hashgrid import HashGridEncoding, HashLookup, corner_lookup, hash_encode
+
+    torch.manual_seed(5)
+    enc = HashGridEncoding(d, 6, 2, table_size, 4, 300, backend="torch")
+    assert any(dense for *_, dense in enc.sizes) and not all(dense for *_, dense in enc.sizes)
+    params = (torch.randn(enc.params.numel(), dtype=torch.float64) * 1e-2).requires_grad_()
+    u = torch.rand(2000, d, dtype=torch.float64)
+    u[:5] = torch.tensor([0.0, 1.0]).repeat(5, (d + 1) // 2)[:, :d]  # the box's faces and corners
+    tables, start = [], 0
+    for _, entries, _ in enc.sizes:
+        tables.append(params[start:start + 2 * entries].view(entries, 2))
+        start += 2 * entries
+    g = torch.randn(2000, 12, dtype=torch.float64)
+    ref = hash_encode(u, tables, enc.scales, enc.sizes)
+    (ref * g).sum().backward()
+    g_ref, params.grad = params.grad.clone(), None
+    positions, weights = corner_lookup(u, enc.scales, enc.sizes, 2)
+    out = HashLookup.apply(params, weights, 6, *positions)
+    (out * g).sum().backward()
+    assert rel(out, ref) < 1e-12 and rel(params.grad, g_ref) < 1e-12
+    # and the module in float32 (its cached lookup) against the float64 formula
+    # (float32 positions u * (N_l - 1) put both ~1e-5 from float64 at N_l = 300: no further than the plain one)
+    enc.params.data.copy_(params.detach().float())
+    v = u.float()
+    enc.zero_grad()
+    plain = hash_encode(enc.normalized(v), enc.tables, enc.scales, enc.sizes)
+    (plain * g.float()).sum().backward()
+    plain_grad = enc.params.grad.clone()
+    for _ in range(2):  # the second call reads the cached lookup
+        enc.zero_grad()
+        y = enc(v)
+        (y * g.float()).sum().backward()
+        assert rel(y, plain.double()) < 1e-6
+        assert rel(enc.params.grad, g_ref) < max(1e-6, 1.25 * rel(plain_grad, g_ref))
+    assert len(enc.__dict__["_lookups"]) == 1
+    v.mul_(0.5)  # points changed in place: the lookup is made again
+    assert rel(enc(v), hash_encode(enc.normalized(v), enc.tables, enc.scales, enc.sizes).double()) < 1e-6

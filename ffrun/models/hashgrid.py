@@ -100,6 +100,88 @@ def hash_encode(u: Tensor, tables: list[Tensor], scales: list[float], sizes: lis
     return torch.cat(feats, dim=-1)
 
 
+def corner_lookup(u: Tensor, scales: list[float], sizes: list[tuple[int, int, bool]],
+                  features: int) -> tuple[list[Tensor], Tensor]:
+    """Where every level's 2^d corners of the points u (N, d) in [0, 1]^d are in the flat parameter vector, and
+    their d-linear weights, all levels at once: per feature f the positions (L * 2^d, N) of that feature (levels
+    one after another, F features per entry), and the weights (L * 2^d, N). The formula of `hash_encode`,
+    built from per-axis (N,) vectors in a layout where every write and every later gather is contiguous."""
+    n, d = u.shape
+    corners = 1 << d
+    axes = u.t().contiguous()  # (d, N): each axis contiguous
+    rows = torch.empty(len(scales), corners, n, dtype=torch.int64, device=u.device)
+    weights = torch.empty(len(scales), corners, n, dtype=u.dtype, device=u.device)
+    start = 0
+    for level, (scale, (res, entries, dense)) in enumerate(zip(scales, sizes)):
+        pos = axes * scale + 0.5
+        cell = torch.floor(pos)
+        hi = pos - cell
+        lo = 1.0 - hi
+        cell = cell.long()
+        if dense:  # index = sum_i (cell_i + o_i) R^i: a base and a constant per corner
+            base = cell[0].clone()
+            for i in range(1, d):
+                base.add_(cell[i], alpha=res**i)
+            parts = None
+        else:  # (cell_i + o_i) * prime_i in 32 bits, for o_i = 0 and 1, xor-ed per corner
+            parts = [[((cell[i] + o) * PRIMES[i]) & 0xFFFFFFFF for o in (0, 1)] for i in range(d)]
+        for c in range(corners):
+            upper = [(c >> i) & 1 for i in range(d)]
+            w = weights[level, c]
+            torch.mul(hi[0] if upper[0] else lo[0], hi[1] if upper[1] else lo[1], out=w) if d > 1 else \
+                w.copy_(hi[0] if upper[0] else lo[0])
+            for i in range(2, d):
+                w.mul_(hi[i] if upper[i] else lo[i])
+            index = rows[level, c]
+            if dense:
+                torch.add(base, sum(upper[i] * res**i for i in range(d)), out=index)
+            else:
+                torch.bitwise_xor(parts[0][upper[0]], parts[1][upper[1]], out=index) if d > 1 else \
+                    index.copy_(parts[0][upper[0]])
+                for i in range(2, d):
+                    index.bitwise_xor_(parts[i][upper[i]])
+            if entries & (entries - 1) == 0:
+                index.bitwise_and_(entries - 1)
+            else:
+                index.remainder_(entries)
+        rows[level].add_(start).mul_(features)
+        start += entries
+    rows = rows.view(-1, n)
+    if start * features < 2**31:  # int32 positions: half the memory, and index_select gathers faster with them
+        rows = rows.int()
+    return [rows] + [rows + f for f in range(1, features)], weights.view(-1, n)
+
+
+class HashLookup(torch.autograd.Function):
+    """out[n, l, f] = sum_c w[l, c, n] params[pos_f[l, c, n]]: per feature one contiguous gather of every
+    level's corners and one reduction over the corners; in the backward per feature one index_add of the
+    weighted output gradient into the parameters (positions and weights need no gradient)."""
+
+    @staticmethod
+    def forward(ctx, params: Tensor, weights: Tensor, levels: int, *positions: Tensor) -> Tensor:
+        k, n = weights.shape
+        ctx.save_for_backward(weights, *positions)
+        ctx.levels, ctx.numel = levels, params.numel()
+        out = torch.empty(n, levels, len(positions), dtype=params.dtype, device=params.device)
+        for f, pos in enumerate(positions):
+            gathered = params.index_select(0, pos.view(-1)).view(k, n).mul_(weights)  # (L * C, N)
+            out[:, :, f] = gathered.view(levels, -1, n).sum(1).t()
+        return out.view(n, -1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        weights, *positions = ctx.saved_tensors
+        levels, (k, n) = ctx.levels, weights.shape
+        g = grad.reshape(n, levels, len(positions))
+        params_grad = torch.zeros(ctx.numel, dtype=grad.dtype, device=grad.device)
+        for f, pos in enumerate(positions):
+            per_level = g[:, :, f].t().contiguous()  # (L, N)
+            contrib = weights.view(levels, -1, n) * per_level[:, None, :]
+            params_grad.index_add_(0, pos.view(-1), contrib.view(-1))
+        return (params_grad, None, None, *([None] * len(positions)))
+
+
 class HashGridEncoding(nn.Module):
     """Multiresolution hash encoding over the box `bounds`: (..., d) -> (..., levels * features)."""
 
@@ -137,8 +219,30 @@ class HashGridEncoding(nn.Module):
     def forward(self, v: Tensor) -> Tensor:  # (..., d) -> (..., L * F)
         u = self.normalized(v.float()).reshape(-1, self.in_dim)
         fused = self.fused(u.device)
-        out = fused(u).float() if fused is not None else hash_encode(u, self.tables, self.scales, self.sizes)
+        if fused is not None:
+            out = fused(u).float()
+        elif u.requires_grad or torch._C._are_functorch_transforms_active():  # a gradient in the points too
+            out = hash_encode(u, self.tables, self.scales, self.sizes)
+        else:
+            positions, weights = self.lookup(v, u)
+            out = HashLookup.apply(self.params, weights, len(self.scales), *positions)
         return out.reshape(*v.shape[:-1], self.out_dim)
+
+    def lookup(self, v: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """`corner_lookup` of the points, kept for the last two point sets seen (a full-batch task trains on the
+        same points every step, and evaluates on another set between): the rows and weights depend on the
+        points alone."""
+        key = (v.data_ptr(), tuple(v.shape), v.dtype, v.device, v._version)
+        cache = self.__dict__.setdefault("_lookups", [])  # not state: rebuilt from the points after a load
+        for i, (points, k, value) in enumerate(cache):
+            if k == key and points is v:
+                cache.insert(0, cache.pop(i))
+                return value
+        with torch.no_grad():
+            value = corner_lookup(u, self.scales, self.sizes, self.features)
+        cache.insert(0, (v, key, value))  # holding v keeps its memory, so no other tensor reuses the key
+        del cache[2:]
+        return value
 
     def fused(self, device: torch.device):
         """tiny-cuda-nn's HashGrid training this module's own `params`, or None where it cannot be used

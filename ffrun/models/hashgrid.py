@@ -172,7 +172,7 @@ class HashLookup(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         weights, *positions = ctx.saved_tensors
-        levels, (k, n) = ctx.levels, weights.shape
+        levels, n = ctx.levels, weights.shape[1]
         g = grad.reshape(n, levels, len(positions))
         params_grad = torch.zeros(ctx.numel, dtype=grad.dtype, device=grad.device)
         for f, pos in enumerate(positions):

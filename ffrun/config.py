@@ -90,6 +90,8 @@ class TrainerConfig:
     resume: Any = False
     progress: bool = True  # tqdm bar
     precision: str = "fp32"  # fp32 | tf32 (CUDA TensorFloat-32 matmuls) | bf16 (autocast for the training step)
+    # under bf16: the ReLU MLP's Linear layers that keep float32 products: none | first | last | ends (both)
+    fp32_layers: str = "none"
     # CPU threads: auto (one thread for a small problem, where more threads only wait on each other, else
     # torch's default; docs/performance.md, "Threads") or a number
     threads: Any = "auto"
@@ -310,6 +312,8 @@ def validate(cfg: DictConfig) -> None:
     check(isinstance(tr.resume, (bool, str)) and tr.resume != "", "trainer.resume", tr.resume,
           "use true, false or the path of a run directory")
     check(tr.precision in ("fp32", "tf32", "bf16"), "trainer.precision", tr.precision, "use fp32, tf32 or bf16")
+    check(tr.get("fp32_layers", "none") in ("none", "first", "last", "ends"), "trainer.fp32_layers",
+          tr.get("fp32_layers"), "use none, first, last or ends (the MLP's first and last Linear layers)")
     check(tr.lr_decay_steps >= 0, "trainer.lr_decay_steps", tr.lr_decay_steps, "use >= 0 (0 = no decay)")
     check(tr.lr_schedule is None or tr.lr_schedule in LR_SCHEDULES, "trainer.lr_schedule", tr.lr_schedule,
           f"use null (trainer.lr_decay and lr_decay_steps), {' or '.join(LR_SCHEDULES)}")

@@ -121,3 +121,17 @@ def test_a_run_records_its_matrix_path(tmp_path):
     assert rec["vendor_shim"] and rec["cpu"]
     if rec["blas"] == "mkl":
         assert rec["mkl_path"] in ("avx512", "avx2", "avx", "generic") and rec["mkl_kernels"]
+
+
+@x86_mkl
+def test_joblib_workers_load_the_shim_before_torch(tmp_path):
+    """Each launcher process imports ffrun before torch: `force` shows 'loaded' in every job's record (it
+    would say 'unavailable (torch was imported before ffrun ...)' otherwise)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    env = {**os.environ, "FFRUN_MKL_SHIM": "force", "FFRUN_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-m", "ffrun.apps.cli", "-m", "hydra/launcher=joblib", "experiment=smoke",
+                          "seed=0,1", f"hydra.sweep.dir={tmp_path}/sweep"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").glob("*/metrics.json"))]
+    assert len(records) == 2 and all(r["blas"]["vendor_shim"].startswith("loaded") for r in records)

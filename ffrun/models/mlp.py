@@ -93,9 +93,29 @@ class MLP(nn.Module):
         elif init != "torch":
             raise ValueError(f"unknown init {init!r}; choose glorot or torch")
 
-    def forward(self, x: Tensor) -> Tensor:  # (..., in_dim) -> (..., out_dim)
-        y = self.net(x)
+    # trainer.fp32_layers: under bf16 autocast, these Linear layers ("first", "last") still multiply in float32
+    fp32_layers: tuple[str, ...] = ()
+
+    def _full_precision(self, which: str, y: Tensor) -> bool:
+        return which in self.fp32_layers and torch.is_autocast_enabled(y.device.type)
+
+    def _layer(self, layer: nn.Module, y: Tensor, which: str) -> Tensor:
+        if self._full_precision(which, y):
+            with torch.autocast(y.device.type, enabled=False):
+                return layer(y.float())
+        return layer(y)
+
+    def _rest(self, y: Tensor, start: int) -> Tensor:
+        last = len(self.net) - 1
+        for i in range(start, len(self.net)):
+            y = self._layer(self.net[i], y, "last" if i == last else "first" if i == 0 else "")
         return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., in_dim) -> (..., out_dim)
+        if not self.fp32_layers:
+            y = self.net(x)
+            return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
+        return self._rest(x, 0)
 
     def forward_augmented(self, x1: Tensor) -> Tensor:  # (..., in_dim + 1) -> (..., out_dim)
         """The same function of x given x1 = [x, 1]: the first layer's bias rides inside its matrix
@@ -104,10 +124,12 @@ class MLP(nn.Module):
         first = self.net[0]
         if not isinstance(first, nn.Linear):
             return self(x1[..., :-1])
-        y = x1 @ torch.cat([first.weight, first.bias[:, None]], dim=1).T
-        for layer in list(self.net)[1:]:
-            y = layer(y)
-        return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
+        if self._full_precision("first", x1):
+            with torch.autocast(x1.device.type, enabled=False):
+                y = x1.float() @ torch.cat([first.weight, first.bias[:, None]], dim=1).T
+        else:
+            y = x1 @ torch.cat([first.weight, first.bias[:, None]], dim=1).T
+        return self._rest(y, 1)
 
 
 class Direct(nn.Module):

@@ -109,6 +109,17 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else None
 
 
+FP32_LAYERS = {"none": (), "first": ("first",), "last": ("last",), "ends": ("first", "last")}
+
+
+def keep_fp32_layers(field: Field, choice: str) -> None:
+    """trainer.fp32_layers under trainer.precision=bf16: the ReLU MLP's first and/or last Linear layer keep
+    float32 products (docs/performance.md, "bf16 on the CPU"); other networks autocast every layer."""
+    mlp = getattr(field, "mlp", None)
+    if mlp is not None and hasattr(mlp, "fp32_layers"):
+        mlp.fp32_layers = FP32_LAYERS[choice]
+
+
 @contextmanager
 def precision_context(precision: str, device: torch.device) -> Iterator[None]:
     """The matrix-multiply mode of a training step. tf32: TensorFloat-32 matmuls on CUDA (Ampere and
@@ -156,10 +167,12 @@ class SingleField:
 
     size = 1
 
-    def __init__(self, task: Task, field: Field, optimizer, schedule, precision: str = "fp32"):
+    def __init__(self, task: Task, field: Field, optimizer, schedule, precision: str = "fp32",
+                 fp32_layers: str = "none"):
         self.task, self._field, self._optimizer, self.schedule = task, field, optimizer, schedule
         self.device = next(field.parameters()).device
         field.autocast_dtype = autocast_dtype(precision)
+        keep_fp32_layers(field, fp32_layers)
 
     def step(self, step: int) -> Tensor:
         self._field.train()
@@ -424,6 +437,7 @@ def train(
         last = result.history[-1] if result.history else {}
         result.metrics = {k: v for k, v in last.items() if k not in ("step", "loss")}
         result.checkpoint_step = result.step
-    trainee = SingleField(task, field, optimizer, schedule, trainer_cfg.precision)
+    trainee = SingleField(task, field, optimizer, schedule, trainer_cfg.precision,
+                          trainer_cfg.get("fp32_layers", "none"))
     member = Member(run_dir, config, lr, result, on_checkpoint, on_evaluate)
     return train_members(trainee, [member], trainer_cfg, desc)[0]

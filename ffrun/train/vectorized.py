@@ -130,6 +130,11 @@ class BatchedTraining:
         holder.params = nn.ParameterList(self.params)
         self._optimizer, self.schedule = optimizer_for(holder, first.lr, tr)
         self.autocast_dtype = autocast_dtype(precision)
+        if self.autocast_dtype is not None and tr.get("fp32_layers", "none") != "none":
+            from ffrun.util.errors import FfrunError
+
+            raise FfrunError(f"trainer.fp32_layers={tr.fp32_layers}: the vectorized launcher autocasts every layer "
+                             "of its batched networks; use trainer.fp32_layers=none there, or another launcher")
 
     def step(self, step: int = 0) -> Tensor:
         """One optimisation step of every member; returns the members' losses, shape (K,)."""

@@ -33,47 +33,48 @@ class SirenConfig(ModelConfig):
 
 
 class SineLinear(torch.autograd.Function):
-    """y = sin(u), u = w0 (x W^T + b), as one product and one elementwise pass each way.
+    """y = sin(u), u = w0 (x W^T + b), on inputs that carry a column of ones, x1 = [x, 1]: u = x1 (w0 [W, b])^T
+    is one matrix product with the bias inside it (no pass broadcasting it into u), and with `ones_out` the
+    output is [sin(u), 1], ready for the next layer.
 
-    The factor w0 rides in the product (addmm's alpha and beta), so the forward is one addmm and one sine; the
-    backward keeps u alone (x is the previous layer's output, kept anyway) and makes one pass for
-    g_u = cos(u) * g_y, then g_x = g_u (w0 W), g_W = w0 g_u^T x, g_b = w0 sum g_u: no activation-sized
-    temporary beyond u, y and g_u, where the plain composition of Linear, a scaling and sin makes five."""
+    The backward keeps u alone (x1 is the previous layer's output, kept anyway) and makes one elementwise pass,
+    g_u = cos(u) * g_y; then g_x1 = g_u (w0 [W, b]) and [g_W, g_b] = w0 g_u^T x1, the bias gradient inside the
+    weight-gradient product (no reduction pass over the points). The plain composition of Linear, a scaling
+    and sin makes five activation-sized passes a layer each way."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, w0: float) -> Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        u = torch.addmm(bias, x2, weight.t(), beta=w0, alpha=w0)
-        ctx.save_for_backward(x2, weight, u)
-        ctx.w0, ctx.lead = w0, lead
-        return torch.sin(u).view(*lead, weight.shape[0])
+    def forward(ctx, x1: Tensor, weight: Tensor, bias: Tensor, w0: float, ones_out: bool) -> Tensor:
+        wb = torch.cat([weight, bias[:, None]], dim=1).mul_(w0)  # (out, in + 1)
+        u = torch.mm(x1, wb.t())  # under autocast (trainer.precision=bf16): bfloat16
+        if ones_out:
+            y = torch.empty(u.shape[0], u.shape[1] + 1, dtype=u.dtype, device=u.device)
+            y[:, -1] = 1
+            torch.sin(u, out=y[:, :-1])
+        else:
+            y = torch.sin(u)
+        ctx.save_for_backward(x1, wb, u)
+        ctx.w0, ctx.ones_out = w0, ones_out
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        x2, weight, u = ctx.saved_tensors
-        w0 = ctx.w0
-        # u is bfloat16 where the forward ran under autocast (trainer.precision=bf16): the backward's products
-        # take u's dtype too, and autograd casts each gradient back to its parameter's dtype
-        gu = torch.cos(u).mul_(grad.reshape(u.shape).to(u.dtype))
-        gx = torch.mm(gu, (weight * w0).to(u.dtype)).view(*ctx.lead, weight.shape[1]) if ctx.needs_input_grad[0] \
-            else None
-        gw = torch.mm(gu.t(), x2.to(u.dtype)).mul_(w0) if ctx.needs_input_grad[1] else None
-        gb = gu.sum(0).mul_(w0) if ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None
-
-
-def sine_linear(x: Tensor, linear: nn.Linear, w0: float) -> Tensor:
-    """sin(w0 (W x + b)) through the fused layer (`SineLinear`); the plain composition under torch.func's
-    transforms (vmap, jacrev: empirical kernels), which a hand-written backward does not follow."""
-    if torch._C._are_functorch_transforms_active():
-        return torch.sin(w0 * linear(x))
-    return SineLinear.apply(x, linear.weight, linear.bias, w0)
+        x1, wb, u = ctx.saved_tensors
+        # u's dtype for every product (bfloat16 under autocast); autograd casts each gradient back to its
+        # parameter's dtype
+        g = grad[:, :-1] if ctx.ones_out else grad
+        gu = torch.cos(u).mul_(g.to(u.dtype))
+        gx1 = torch.mm(gu, wb.to(u.dtype)) if ctx.needs_input_grad[0] else None
+        gw = gb = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            gwb = torch.mm(gu.t(), x1.to(u.dtype)).mul_(ctx.w0)
+            gw, gb = gwb[:, :-1].contiguous(), gwb[:, -1].contiguous()
+        return gx1, gw, gb, None, None
 
 
 class SineLayer(nn.Module):
-    """sin(w0 (W x + b)) with SIREN's initialisation (first layer or later); fused (`SineLinear`)."""
+    """sin(w0 (W x + b)) with SIREN's initialisation (first layer or later); `Siren.forward` runs it fused
+    (`SineLinear`), this forward is the plain composition."""
 
     def __init__(self, in_dim: int, out_dim: int, w0: float, first: bool):
         super().__init__()
@@ -84,7 +85,7 @@ class SineLayer(nn.Module):
             self.linear.weight.uniform_(-bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        return sine_linear(x, self.linear, self.w0)
+        return torch.sin(self.w0 * self.linear(x))
 
 
 class Siren(nn.Module):
@@ -103,8 +104,25 @@ class Siren(nn.Module):
         self.w0 = w0
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.layers(x)
-        y = sine_linear(h, self.last, self.w0) if self.sine_output else self.last(h)
+        if torch._C._are_functorch_transforms_active():  # vmap/jacrev (empirical kernels): autograd's own graph
+            return self.forward_plain(x)
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_dim)
+        h = torch.cat([flat, torch.ones_like(flat[:, :1])], dim=1)  # [x, 1]: every bias rides in its product
+        for layer in self.layers:
+            h = SineLinear.apply(h, layer.linear.weight, layer.linear.bias, layer.w0, True)
+        if self.sine_output:
+            y = SineLinear.apply(h, self.last.weight, self.last.bias, self.w0, False)
+        else:
+            y = torch.mm(h, torch.cat([self.last.weight, self.last.bias[:, None]], dim=1).t())
+        y = y.reshape(*lead, self.out_dim)
+        return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
+
+    def forward_plain(self, x: Tensor) -> Tensor:
+        """The same function as the reference code composes it (Linear, scaling, sin)."""
+        y = self.last(self.layers(x))
+        if self.sine_output:
+            y = torch.sin(self.w0 * y)
         return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
 
 

@@ -170,3 +170,42 @@ def test_the_vectorized_hash_grid_matches_the_per_level_formula_against_float64(
     assert len(enc.__dict__["_lookups"]) == 1
     v.mul_(0.5)  # points changed in place: the lookup is made again
     assert rel(enc(v), hash_encode(enc.normalized(v), enc.tables, enc.scales, enc.sizes).double()) < 1e-6
+
+
+def test_benchmark_positions_follow_tiny_cuda_nns_index_arithmetic_worked_by_hand():
+    """encoding.positions=benchmark, against tiny-cuda-nn's grid.h / common_device.h worked by hand: N_l - 1 =
+    16 * 1.5^l - 1 (15, 23, 35, 53, 80), pos = fmaf(scale, x, 0.5) on x in [-1, 1) unclamped, a cell -k is
+    2^32 - k, a dense index sum_i c_i R^i and a hash c_x ^ c_y * 2654435761 wrap modulo 2^32, then modulo the
+    level's size (dense levels: R^2 rounded up to a multiple of 8; hashed: the table)."""
+    from ffrun.models.hashgrid import HashGridEncoding, corner_lookup
+
+    enc = HashGridEncoding(2, 5, 2, 4096, 16, backend="torch", positions="benchmark", per_level_scale=1.5)
+    # float32 exp2f(l log2f(1.5)) * 16 - 1: 79.99999 at level 4 (a GPU's exp2f may round to 80; the same cells)
+    assert enc.scales == pytest.approx([15.0, 23.0, 35.0, 53.0, 80.0], rel=1e-6)
+    assert [(r, e, dense) for r, e, dense in enc.sizes] == [(16, 256, True), (24, 576, True), (36, 1296, True),
+                                                          (54, 2920, True), (81, 4096, False)]
+    x = torch.tensor([[0.5, 0.25], [-0.5, 0.25], [-0.5, -0.5]])  # the benchmark's coordinates
+    v = (x + 1) / 2  # ffrun's [0, 1) pixel coordinates of the same points
+    positions, weights = corner_lookup(enc.normalized(v), enc.scales, enc.sizes, 2, wrap=True)
+    starts = [0, 256, 832, 2128, 5048]
+
+    def index(level, corner, point):
+        return positions[0][level * 4 + corner, point].item() // 2 - starts[level]
+
+    # level 0 (dense, R = 16): (0.5, 0.25) -> pos (8.0, 4.25), cell (8, 4): 8 + 4 * 16 = 72, then 73, 88, 89
+    assert [index(0, c, 0) for c in range(4)] == [72, 73, 88, 89]
+    assert weights[0:4, 0].tolist() == [0.75, 0.0, 0.25, 0.0]
+    # (-0.5, 0.25) -> pos_x = -7.0, cell 2^32 - 7: (2^32 - 7 + 64) mod 2^32 = 57
+    assert [index(0, c, 1) for c in range(4)] == [57, 58, 73, 74]
+    # (-0.5, -0.5): (2^32 - 7) + (2^32 - 7) * 16 = 2^32 - 119 -> mod 256 = 137
+    assert index(0, 0, 2) == 137
+    # level 3 (dense, 54^2 = 2916 -> 2920 entries): cell -26 on both axes, 2^32 - 26 * 55 = 4294965866 -> 2106
+    assert index(3, 0, 2) == 2106
+    # level 4 (hashed, 81^2 > 4096): cell (40, 20): 40 ^ (20 * 2654435761 mod 2^32 = 1549107668) -> 508
+    assert index(4, 0, 0) == 508
+    # (-0.5, 0.25): pos_x = -39.5, cell -40 -> (2^32 - 40) ^ 1549107668 = 3596 mod 4096; its upper-x corner 3597
+    assert index(4, 0, 1) == 3596 and index(4, 1, 1) == 3597
+    # ffrun's own positions (unit: [0, 1), clamped) put the same points elsewhere
+    unit = HashGridEncoding(2, 5, 2, 4096, 16, backend="torch", per_level_scale=1.5)
+    unit_positions, _ = corner_lookup(unit.normalized(v), unit.scales, unit.sizes, 2)
+    assert not torch.equal(unit_positions[0], positions[0])

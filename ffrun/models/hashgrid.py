@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -33,6 +34,7 @@ from ffrun.models.registry import Budget, FieldSpec, register_encoding
 log = logging.getLogger("ffrun.hashgrid")
 
 PRIMES = (1, 2654435761, 805459861)  # tiny-cuda-nn's spatial hash, one prime per dimension
+MASK32 = 0xFFFFFFFF
 
 
 @dataclass
@@ -46,12 +48,24 @@ class HashGridConfig(EncodingConfig):
     min_resolution: int = 16  # N_min
     max_resolution: int = 2048  # N_max (Instant-NGP's NeRF setting 2048 per unit box)
     backend: str = "auto"  # auto (tiny-cuda-nn on CUDA when importable) | torch | tcnn
+    # unit: the box mapped onto [0, 1] and clamped (tiny-cuda-nn's intended input); benchmark: the box mapped onto
+    # [-1, 1) and fed unclamped, as the Grids benchmark feeds tiny-cuda-nn, through its float32 positions and
+    # unsigned 32-bit index arithmetic (negative cells wrap), with per_level_scale b and N_l - 1 = N_min b^l - 1
+    positions: str = "unit"
+    per_level_scale: Optional[float] = None  # b directly (tiny-cuda-nn's per_level_scale) instead of max_resolution
 
 
 def level_scales(levels: int, n_min: float, n_max: float) -> list[float]:
     """N_l - 1 for each level: tiny-cuda-nn's `scale`, with per_level_scale b from N_min and N_max."""
     b = math.exp((math.log(n_max) - math.log(n_min)) / (levels - 1)) if levels > 1 else 1.0
     return [n_min * b**level - 1.0 for level in range(levels)]
+
+
+def tcnn_level_scales(levels: int, base_resolution: int, per_level_scale: float) -> list[float]:
+    """N_l - 1 as tiny-cuda-nn computes it in float32: exp2f(l * log2f(b)) * N_min - 1 (grid_scale)."""
+    log2_b = np.log2(np.float32(per_level_scale), dtype=np.float32)
+    return [float(np.exp2(np.float32(level) * log2_b, dtype=np.float32) * np.float32(base_resolution)
+                  - np.float32(1.0)) for level in range(levels)]
 
 
 def level_sizes(d: int, table_size: int, scales: list[float]) -> list[tuple[int, int, bool]]:
@@ -100,12 +114,27 @@ def hash_encode(u: Tensor, tables: list[Tensor], scales: list[float], sizes: lis
     return torch.cat(feats, dim=-1)
 
 
+def tcnn_positions(x: Tensor, scale: float) -> Tensor:
+    """tiny-cuda-nn's pos = fmaf(scale, x, 0.5) in float32 (one rounding: the float64 product and sum are exact)."""
+    return (x.double() * float(scale) + 0.5).float()
+
+
+def wrap32_mul(a: Tensor, factor: int) -> Tensor:
+    """(a mod 2^32) * factor mod 2^32 for int64 a, without overflowing int64: in 16-bit halves."""
+    a = a & MASK32
+    return ((a & 0xFFFF) * factor + (((a >> 16) * factor) << 16)) & MASK32
+
+
 def corner_lookup(u: Tensor, scales: list[float], sizes: list[tuple[int, int, bool]],
-                  features: int) -> tuple[list[Tensor], Tensor]:
+                  features: int, wrap: bool = False) -> tuple[list[Tensor], Tensor]:
     """Where every level's 2^d corners of the points u (N, d) in [0, 1]^d are in the flat parameter vector, and
     their d-linear weights, all levels at once: per feature f the positions (L * 2^d, N) of that feature (levels
     one after another, F features per entry), and the weights (L * 2^d, N). The formula of `hash_encode`,
-    built from per-axis (N,) vectors in a layout where every write and every later gather is contiguous."""
+    built from per-axis (N,) vectors in a layout where every write and every later gather is contiguous.
+
+    `wrap` (encoding.positions=benchmark): u is not clamped to [0, 1], positions are tiny-cuda-nn's float32
+    fmaf, and the corner arithmetic is its unsigned 32-bit one: a cell -k is 2^32 - k, a dense index
+    sum_i c_i R^i and a hash xor_i c_i P_i both wrap modulo 2^32 before the modulo of the level's size."""
     n, d = u.shape
     corners = 1 << d
     axes = u.t().contiguous()  # (d, N): each axis contiguous
@@ -113,12 +142,14 @@ def corner_lookup(u: Tensor, scales: list[float], sizes: list[tuple[int, int, bo
     weights = torch.empty(len(scales), corners, n, dtype=u.dtype, device=u.device)
     start = 0
     for level, (scale, (res, entries, dense)) in enumerate(zip(scales, sizes)):
-        pos = axes * scale + 0.5
+        pos = tcnn_positions(axes, scale) if wrap else axes * scale + 0.5
         cell = torch.floor(pos)
         hi = pos - cell
         lo = 1.0 - hi
         cell = cell.long()
-        if dense:  # index = sum_i (cell_i + o_i) R^i: a base and a constant per corner
+        if wrap:  # every term in unsigned 32-bit arithmetic, as tiny-cuda-nn's grid_index
+            parts = [[wrap32_mul(cell[i] + o, res**i if dense else PRIMES[i]) for o in (0, 1)] for i in range(d)]
+        elif dense:  # index = sum_i (cell_i + o_i) R^i: a base and a constant per corner
             base = cell[0].clone()
             for i in range(1, d):
                 base.add_(cell[i], alpha=res**i)
@@ -133,7 +164,12 @@ def corner_lookup(u: Tensor, scales: list[float], sizes: list[tuple[int, int, bo
             for i in range(2, d):
                 w.mul_(hi[i] if upper[i] else lo[i])
             index = rows[level, c]
-            if dense:
+            if wrap and dense:
+                index.copy_(parts[0][upper[0]])
+                for i in range(1, d):
+                    index.add_(parts[i][upper[i]])
+                index.bitwise_and_(MASK32)
+            elif dense:
                 torch.add(base, sum(upper[i] * res**i for i in range(d)), out=index)
             else:
                 torch.bitwise_xor(parts[0][upper[0]], parts[1][upper[1]], out=index) if d > 1 else \
@@ -187,13 +223,22 @@ class HashGridEncoding(nn.Module):
 
     def __init__(self, in_dim: int, levels: int = 16, features: int = 2, table_size: int = 1 << 19,
                  min_resolution: int = 16, max_resolution: int = 2048, bounds: tuple[float, float] = (0.0, 1.0),
-                 backend: str = "auto", generator: torch.Generator | None = None):
+                 backend: str = "auto", generator: torch.Generator | None = None, positions: str = "unit",
+                 per_level_scale: float | None = None):
         super().__init__()
         if in_dim > len(PRIMES):
             raise ValueError(f"the hash grid supports up to {len(PRIMES)} coordinate dimensions, not {in_dim}")
         self.in_dim, self.out_dim = in_dim, levels * features
         self.bounds = (float(bounds[0]), float(bounds[1]))
-        self.scales = level_scales(levels, min_resolution, max_resolution)
+        self.positions = positions
+        if positions == "benchmark":  # tiny-cuda-nn's own float32 scales from N_min and b
+            b = per_level_scale if per_level_scale is not None else \
+                math.exp((math.log(max_resolution) - math.log(min_resolution)) / max(1, levels - 1))
+            self.scales = tcnn_level_scales(levels, min_resolution, b)
+        elif per_level_scale is not None:
+            self.scales = [min_resolution * per_level_scale**level - 1.0 for level in range(levels)]
+        else:
+            self.scales = level_scales(levels, min_resolution, max_resolution)
         self.sizes = level_sizes(in_dim, table_size, self.scales)
         self.table_size, self.min_resolution, self.max_resolution = table_size, min_resolution, max_resolution
         self.backend = backend
@@ -212,8 +257,11 @@ class HashGridEncoding(nn.Module):
         return out
 
     def normalized(self, v: Tensor) -> Tensor:
-        """v mapped from the box onto [0, 1]^d (points outside are clamped to its faces)."""
+        """v mapped from the box onto [0, 1]^d (points outside are clamped to its faces); with
+        positions=benchmark onto [-1, 1)^d, unclamped, as the Grids benchmark feeds tiny-cuda-nn."""
         lo, hi = self.bounds
+        if self.positions == "benchmark":
+            return (v - lo) * (2.0 / (hi - lo)) - 1.0
         return ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
 
     def forward(self, v: Tensor) -> Tensor:  # (..., d) -> (..., L * F)
@@ -221,8 +269,8 @@ class HashGridEncoding(nn.Module):
         fused = self.fused(u.device)
         if fused is not None:
             out = fused(u).float()
-        elif u.requires_grad or torch._C._are_functorch_transforms_active():  # a gradient in the points too
-            out = hash_encode(u, self.tables, self.scales, self.sizes)
+        elif (u.requires_grad or torch._C._are_functorch_transforms_active()) and self.positions == "unit":
+            out = hash_encode(u, self.tables, self.scales, self.sizes)  # a gradient in the points too
         else:
             positions, weights = self.lookup(v, u)
             out = HashLookup.apply(self.params, weights, len(self.scales), *positions)
@@ -239,7 +287,7 @@ class HashGridEncoding(nn.Module):
                 cache.insert(0, cache.pop(i))
                 return value
         with torch.no_grad():
-            value = corner_lookup(u, self.scales, self.sizes, self.features)
+            value = corner_lookup(u, self.scales, self.sizes, self.features, wrap=self.positions == "benchmark")
         cache.insert(0, (v, key, value))  # holding v keeps its memory, so no other tensor reuses the key
         del cache[2:]
         return value
@@ -252,7 +300,7 @@ class HashGridEncoding(nn.Module):
 
             raise FfrunError("encoding.backend=tcnn: tiny-cuda-nn runs on CUDA devices only; use device=cuda, or "
                              "encoding.backend=auto / torch")
-        if self.backend == "torch" or device.type != "cuda":
+        if self.backend == "torch" or device.type != "cuda" or self.positions == "benchmark":
             return None
         if self.__dict__.get("_fused") is not None:
             return self.__dict__["_fused"]
@@ -300,12 +348,17 @@ def _check(cfg) -> Optional[str]:
         return "use 1 <= encoding.min_resolution <= encoding.max_resolution"
     if cfg.backend not in ("auto", "torch", "tcnn"):
         return "use encoding.backend=auto, torch or tcnn"
+    if cfg.positions not in ("unit", "benchmark"):
+        return "use encoding.positions=unit (the box onto [0, 1]) or benchmark (onto [-1, 1), as the Grids benchmark)"
+    if cfg.per_level_scale is not None and not cfg.per_level_scale >= 1:
+        return "use encoding.per_level_scale >= 1 (or null: from encoding.max_resolution)"
     return None
 
 
 def _build(cfg, spec: FieldSpec) -> nn.Module:
     return HashGridEncoding(spec.in_dim, cfg.levels, cfg.features, cfg.table_size, cfg.min_resolution,
-                            cfg.max_resolution, spec.bounds, cfg.backend, spec.generator())
+                            cfg.max_resolution, spec.bounds, cfg.backend, spec.generator(), cfg.positions,
+                            cfg.per_level_scale)
 
 
 register_encoding("hashgrid", HashGridConfig, Budget("encoding.table_size", 8, 1 << 26), _check)(_build)

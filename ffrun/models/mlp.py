@@ -10,10 +10,13 @@ Two parametrizations of the same function family:
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ffrun.models.fused import augmented_linear
 
 OUT_ACTIVATIONS = ("sigmoid", "none")
 
@@ -118,18 +121,23 @@ class MLP(nn.Module):
         return self._rest(x, 0)
 
     def forward_augmented(self, x1: Tensor) -> Tensor:  # (..., in_dim + 1) -> (..., out_dim)
-        """The same function of x given x1 = [x, 1]: the first layer's bias rides inside its matrix
-        product (W x + b = [W, b] [x, 1]), which saves the pass that broadcasts the bias into the output
-        and the pass that sums its gradient over the points (4% of an image step on a CPU, measured)."""
-        first = self.net[0]
-        if not isinstance(first, nn.Linear):
-            return self(x1[..., :-1])
-        if self._full_precision("first", x1):
-            with torch.autocast(x1.device.type, enabled=False):
-                y = x1.float() @ torch.cat([first.weight, first.bias[:, None]], dim=1).T
-        else:
-            y = x1 @ torch.cat([first.weight, first.bias[:, None]], dim=1).T
-        return self._rest(y, 1)
+        """The same function of x given x1 = [x, 1]: every layer's bias rides inside its matrix product
+        (W x + b = [W, b] [x, 1]) and each hidden layer hands the next [ReLU(u), 1] (`ffrun.models.fused`), which
+        saves a pass broadcasting each bias into its output and a pass summing each bias gradient over the
+        points (measured in docs/performance.md)."""
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        if not linears or len(self.net) != 2 * len(linears) - 1:  # the NTK parametrization: its own layers
+            return self._rest(x1[..., :-1], 0) if self.fp32_layers else self(x1[..., :-1])
+        lead = x1.shape[:-1]
+        h = x1.reshape(-1, x1.shape[-1])
+        for i, layer in enumerate(linears):
+            last = i == len(linears) - 1
+            which = "last" if last else "first" if i == 0 else ""
+            keep = torch.autocast(h.device.type, enabled=False) if self._full_precision(which, h) else nullcontext()
+            with keep:
+                h = augmented_linear(h, layer, "linear" if last else "relu", ones_out=not last)
+        y = h.reshape(*lead, self.out_dim)
+        return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
 
 
 class Direct(nn.Module):

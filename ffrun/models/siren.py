@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ffrun.models.configs import ModelConfig
+from ffrun.models.fused import augmented_linear, with_ones
 from ffrun.models.registry import Budget, FieldSpec, register_network
 
 
@@ -32,49 +33,9 @@ class SirenConfig(ModelConfig):
     sine_output: bool = False
 
 
-class SineLinear(torch.autograd.Function):
-    """y = sin(u), u = w0 (x W^T + b), on inputs that carry a column of ones, x1 = [x, 1]: u = x1 (w0 [W, b])^T
-    is one matrix product with the bias inside it (no pass broadcasting it into u), and with `ones_out` the
-    output is [sin(u), 1], ready for the next layer.
-
-    The backward keeps u alone (x1 is the previous layer's output, kept anyway) and makes one elementwise pass,
-    g_u = cos(u) * g_y; then g_x1 = g_u (w0 [W, b]) and [g_W, g_b] = w0 g_u^T x1, the bias gradient inside the
-    weight-gradient product (no reduction pass over the points). The plain composition of Linear, a scaling
-    and sin makes five activation-sized passes a layer each way."""
-
-    @staticmethod
-    def forward(ctx, x1: Tensor, weight: Tensor, bias: Tensor, w0: float, ones_out: bool) -> Tensor:
-        wb = torch.cat([weight, bias[:, None]], dim=1).mul_(w0)  # (out, in + 1)
-        u = torch.mm(x1, wb.t())  # under autocast (trainer.precision=bf16): bfloat16
-        if ones_out:
-            y = torch.empty(u.shape[0], u.shape[1] + 1, dtype=u.dtype, device=u.device)
-            y[:, -1] = 1
-            torch.sin(u, out=y[:, :-1])
-        else:
-            y = torch.sin(u)
-        ctx.save_for_backward(x1, wb, u)
-        ctx.w0, ctx.ones_out = w0, ones_out
-        return y
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):
-        x1, wb, u = ctx.saved_tensors
-        # u's dtype for every product (bfloat16 under autocast); autograd casts each gradient back to its
-        # parameter's dtype
-        g = grad[:, :-1] if ctx.ones_out else grad
-        gu = torch.cos(u).mul_(g.to(u.dtype))
-        gx1 = torch.mm(gu, wb.to(u.dtype)) if ctx.needs_input_grad[0] else None
-        gw = gb = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            gwb = torch.mm(gu.t(), x1.to(u.dtype)).mul_(ctx.w0)
-            gw, gb = gwb[:, :-1].contiguous(), gwb[:, -1].contiguous()
-        return gx1, gw, gb, None, None
-
-
 class SineLayer(nn.Module):
     """sin(w0 (W x + b)) with SIREN's initialisation (first layer or later); `Siren.forward` runs it fused
-    (`SineLinear`), this forward is the plain composition."""
+    (`ffrun.models.fused`), this forward is the plain composition."""
 
     def __init__(self, in_dim: int, out_dim: int, w0: float, first: bool):
         super().__init__()
@@ -106,16 +67,12 @@ class Siren(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if torch._C._are_functorch_transforms_active():  # vmap/jacrev (empirical kernels): autograd's own graph
             return self.forward_plain(x)
-        lead = x.shape[:-1]
-        flat = x.reshape(-1, self.in_dim)
-        h = torch.cat([flat, torch.ones_like(flat[:, :1])], dim=1)  # [x, 1]: every bias rides in its product
+        h = with_ones(x)  # [x, 1]: every bias rides in its product (ffrun.models.fused)
         for layer in self.layers:
-            h = SineLinear.apply(h, layer.linear.weight, layer.linear.bias, layer.w0, True)
-        if self.sine_output:
-            y = SineLinear.apply(h, self.last.weight, self.last.bias, self.w0, False)
-        else:
-            y = torch.mm(h, torch.cat([self.last.weight, self.last.bias[:, None]], dim=1).t())
-        y = y.reshape(*lead, self.out_dim)
+            h = augmented_linear(h, layer.linear, "sin", ones_out=True, scale=layer.w0)
+        y = augmented_linear(h, self.last, "sin" if self.sine_output else "linear", scale=self.w0 if self.sine_output
+                             else 1.0)
+        y = y.reshape(*x.shape[:-1], self.out_dim)
         return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
 
     def forward_plain(self, x: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ffrun.config import flatten
 from ffrun.models.field import network_autocast
+from ffrun.models.fused import augmented_linear
 from ffrun.tasks.base import half_mse
 from ffrun.train.loop import autocast_dtype, optimizer_for
 
@@ -51,10 +52,11 @@ class BatchedMLP(nn.Module):
         return [p for pair in zip(self.weights, self.biases) for p in pair]
 
     def forward(self, x1: Tensor) -> Tensor:
-        weights, biases = list(self.weights), list(self.biases)
-        h = x1 @ torch.cat([weights[0], biases[0][..., None]], dim=-1).transpose(1, 2)
-        for w, b in zip(weights[1:], biases[1:]):
-            h = torch.baddbmm(b.unsqueeze(1), torch.relu_(h), w.transpose(1, 2))
+        layers = list(zip(self.weights, self.biases))
+        h = x1
+        for i, layer in enumerate(layers):
+            last = i == len(layers) - 1
+            h = augmented_linear(h, layer, "linear" if last else "relu", ones_out=not last)
         return torch.sigmoid(h) if self.out_activation == "sigmoid" else h
 
     @torch.no_grad()

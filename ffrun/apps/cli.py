@@ -32,13 +32,18 @@ register_configs()
 
 
 def register_launcher() -> None:
-    """`hydra/launcher=vectorized`. Hydra's plugin scan finds it in a regular install, but an editable
-    install's import hook hides it from that scan, so ffrun registers it itself."""
+    """`hydra/launcher=vectorized` and ffrun's SLURM launcher. Hydra's plugin scan finds them in a regular install, but
+    an editable install's import hook hides them from that scan, so ffrun registers them itself."""
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.ffrun_launcher.vectorized_launcher import VectorizedLauncher
 
     Plugins.instance().register(VectorizedLauncher)
+    try:
+        from hydra_plugins.ffrun_launcher.slurm_launcher import SlurmLauncher
+    except ImportError:  # without hydra-submitit-launcher (pip install 'ffrun[cluster]'), only the others
+        return
+    Plugins.instance().register(SlurmLauncher)
 
 
 register_launcher()

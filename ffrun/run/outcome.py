@@ -32,7 +32,7 @@ from ffrun.run.rundir import (
     write_config,
 )
 from ffrun.train.checkpoint import CHECKPOINT
-from ffrun.train.loop import StopSignal
+from ffrun.train.loop import STOP_SIGNALS, StopSignal
 from ffrun.util.atomic import NotWritable
 from ffrun.util.errors import FfrunError, ending, is_ending
 
@@ -74,6 +74,30 @@ def tallying(tally: SweepTally) -> Iterator[SweepTally]:
         yield tally
     finally:
         _tally = previous
+
+
+def tally_job(sweep_dir: Path, run_dir: Path | None, num: int, note: str = "") -> None:
+    """A job of a sweep that ran in another process (a SLURM job): its record says how it ended. One that did not
+    complete is one line on stderr, with its run directory, its reason and `note`, and counts in the exit status."""
+    _tally.sweeps[str(sweep_dir)] = _tally.sweeps.get(str(sweep_dir), 0) + 1
+    rec = RunRecord.read(run_dir) if run_dir is not None else None
+    if rec is not None and rec.status == Status.COMPLETED:
+        return
+    status = rec.status if rec is not None and isinstance(rec.status, Status) else Status.FAILED
+    if rec is None:
+        reason = f"no {RECORD} in its run directory" if run_dir is not None else "it did not run"
+    elif status == Status.RUNNING:
+        reason = f"it ended without a final record (killed?) at step {rec.step}; its {RECORD} still says running"
+    else:
+        reason = rec.reason or f"{RECORD} gives no reason"
+    code = 1
+    if status == Status.DIVERGED:
+        code = EXIT_DIVERGED
+    elif status == Status.INTERRUPTED:
+        code = 128 + int(rec.get("signal") or signal.SIGTERM)
+    where = run_dir if run_dir is not None else f"job {num}"
+    print(f"ffrun: error: job {num} ({where}) {status}: {reason}" + (f" ({note})" if note else ""), file=sys.stderr)
+    _tally.failed.append((run_dir if run_dir is not None else Path(f"job {num}"), status, code))
 
 
 def _multirun() -> bool:
@@ -168,7 +192,7 @@ def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], exi
     # SIGINT/SIGTERM outside the training loop (loading data, writing outputs) end the run as interrupted;
     # the loop installs its own handler, which finishes the current step first.
     main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    previous = {s: signal.signal(s, _raise_stop) for s in STOP_SIGNALS} if main else {}
     try:
         return _report(cfg, run_dir, produce, exit_on_signal)
     finally:

@@ -172,6 +172,17 @@ class SingleField:
         return self._optimizer
 
 
+# The signals that stop a run at the end of its step, with a checkpoint (exit status 128 + the signal): Ctrl-C and
+# kill, and in a job of ffrun's SLURM launcher also submitit's signal before the time limit or at a preemption.
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+
+def stop_also_on(signum: int) -> None:
+    """Make `signum` one of the STOP_SIGNALS of this process (ffrun's SLURM launcher, in its jobs: SIGUSR2)."""
+    if signum not in STOP_SIGNALS:
+        STOP_SIGNALS.append(signum)
+
+
 class StopSignal(BaseException):
     """A stop signal that cannot wait for the end of a step: a second one during training, or one
     outside the training loop. BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""
@@ -220,7 +231,7 @@ def catch_stop_signals() -> Iterator[StopRequest]:
             raised = True
             raise StopSignal(stop.signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield stop
     finally:

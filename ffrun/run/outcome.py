@@ -52,6 +52,7 @@ class SweepTally:
 
     sweeps: dict[str, int] = field(default_factory=dict)
     failed: list[tuple[Path, Status, int]] = field(default_factory=list)
+    reported: set[Path] = field(default_factory=set)  # run directories of the jobs `report` ran in this process
 
     def exit_status(self) -> int:
         """0 when every job completed; else bad input (2) if any job had it, or the highest other status."""
@@ -76,9 +77,12 @@ def tallying(tally: SweepTally) -> Iterator[SweepTally]:
         _tally = previous
 
 
-def tally_job(sweep_dir: Path, run_dir: Path | None, num: int, note: str = "") -> None:
-    """A job of a sweep that ran in another process (a SLURM job): its record says how it ended. One that did not
-    complete is one line on stderr, with its run directory, its reason and `note`, and counts in the exit status."""
+def tally_job(sweep_dir: Path, run_dir: Path | None, num: int, note: str = "", say: bool = True) -> None:
+    """A job of a sweep that ran in another process (a SLURM job, a joblib worker): its record says how it ended. One
+    that did not complete counts in the exit status and, with `say` (its own line went to a log, not to this
+    terminal), is one line on stderr with its run directory, its reason and `note`."""
+    if run_dir is not None and run_dir.resolve() in _tally.reported:
+        return  # it ran in this process (joblib with one job at a time): `report` has counted it
     _tally.sweeps[str(sweep_dir)] = _tally.sweeps.get(str(sweep_dir), 0) + 1
     rec = RunRecord.read(run_dir) if run_dir is not None else None
     if rec is not None and rec.status == Status.COMPLETED:
@@ -96,7 +100,9 @@ def tally_job(sweep_dir: Path, run_dir: Path | None, num: int, note: str = "") -
     elif status == Status.INTERRUPTED:
         code = 128 + int(rec.get("signal") or signal.SIGTERM)
     where = run_dir if run_dir is not None else f"job {num}"
-    print(f"ffrun: error: job {num} ({where}) {status}: {reason}" + (f" ({note})" if note else ""), file=sys.stderr)
+    if say:
+        print(f"ffrun: error: job {num} ({where}) {status}: {reason}" + (f" ({note})" if note else ""),
+              file=sys.stderr)
     _tally.failed.append((run_dir if run_dir is not None else Path(f"job {num}"), status, code))
 
 
@@ -179,6 +185,7 @@ def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], exi
     if _multirun():  # `ffrun -m` names the folder for ffrun-summary at the end
         sweep = str(HydraConfig.get().sweep.dir)
         _tally.sweeps[sweep] = _tally.sweeps.get(sweep, 0) + 1
+        _tally.reported.add(run_dir.resolve())
 
     refused = claim_run_dir(run_dir)
     if refused:

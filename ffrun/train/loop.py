@@ -435,6 +435,7 @@ def train(
         last = result.history[-1] if result.history else {}
         result.metrics = {k: v for k, v in last.items() if k not in ("step", "loss")}
         result.checkpoint_step = result.step
+        log.info("resuming from step %d of %s", result.step, resume_from)
     trainee = SingleField(task, field, optimizer, schedule, trainer_cfg.precision)
     member = Member(run_dir, config, lr, result, on_checkpoint, on_evaluate)
     return train_members(trainee, [member], trainer_cfg, desc)[0]

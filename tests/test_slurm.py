@@ -1,6 +1,6 @@
 """ffrun's SLURM launcher against a running one-node cluster (scripts/local_slurm.sh; .ci/run starts it): a sweep, a
-failed job in the sweep's exit status, a preempted run requeued to continue from its checkpoint, a run through
-time limits (`-m slurm_slow`), and ffrun-reproduce / ffrun-compare with --launcher slurm."""
+failed job in the sweep's exit status, a preempted run requeued to continue from its checkpoint; with `-m slurm_slow`
+(.ci/run) a run through time limits, and ffrun-reproduce / ffrun-compare with --launcher slurm."""
 
 from __future__ import annotations
 
@@ -181,6 +181,7 @@ def _table(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slurm_slow  # about two minutes: each app twice, with the basic launcher and on SLURM
 @pytest.mark.parametrize("app, args, table", [
     ("ffrun-reproduce", ["--scale", "smoke", "--tasks", "image"], "table1.csv"),
     ("ffrun-compare", ["--scale", "smoke", "--tasks", "image", "--methods", "gauss,siren"], "compare.csv"),

@@ -74,9 +74,10 @@ def _release_requeue_hold(job: str) -> None:
         subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], capture_output=True)
 
 
-def _wait(proc: subprocess.Popen, sweep: Path, timeout: float, signal_at_step: int | None = None) -> tuple[int, str]:
+def _wait(proc: subprocess.Popen, sweep: Path, timeout: float, signal_at_step: int | None = None,
+          signal: str = "USR2") -> tuple[int, str]:
     """Wait for the sweep command `proc`, starting requeued jobs at once; with `signal_at_step`, send the job
-    `scancel --signal=USR2` (a preemption) once its run has passed that step. Returns (exit status, stderr)."""
+    `scancel --signal=SIGNAL` (USR2: a preemption) once its run has passed that step. Returns (exit status, stderr)."""
     deadline = time.monotonic() + timeout
     signalled = signal_at_step is None
     while proc.poll() is None:
@@ -86,7 +87,7 @@ def _wait(proc: subprocess.Popen, sweep: Path, timeout: float, signal_at_step: i
         job = _job_id(sweep)
         rec = _record(sweep / "0")
         if not signalled and job and rec and (rec.get("step") or 0) >= signal_at_step:
-            subprocess.run(["scancel", "--signal=USR2", job], check=True, capture_output=True)
+            subprocess.run(["scancel", f"--signal={signal}", job], check=True, capture_output=True)
             signalled = True
         if job:
             _release_requeue_hold(job)
@@ -153,6 +154,24 @@ def test_a_preempted_run_is_requeued_and_continues_from_its_checkpoint(slurm, tm
     stopped, resumed = _stops_and_resumes(run)
     assert "stopped by SIGUSR2 at step" in next((tmp_path / "sweep" / ".submitit").rglob("*_log.err")).read_text()
     assert len(stopped) == 1 and stopped[0] >= every and resumed == stopped  # not a step lost
+
+
+@pytest.mark.parametrize("signal, extra, code, why", [
+    ("TERM", [], 143, "stopped by SIGTERM at step"),  # SIGTERM alone: checkpointed, not requeued
+    ("USR2", ["hydra.launcher.max_num_timeout=0"], 140, "Job not requeued because: timed-out too many times"),
+])
+def test_a_run_stopped_and_not_requeued_is_named_with_its_checkpoint(slurm, tmp_path, signal, extra, code, why):
+    steps, every = 200000, 5000
+    code_, err = _wait(_sweep(tmp_path, "sigma=1", f"trainer.steps={steps}", f"trainer.ckpt_every={every}",
+                              f"trainer.eval_every={every}", "hydra.launcher.timeout_min=10", *extra),
+                       tmp_path / "sweep", 300, signal_at_step=every, signal=signal)
+    run = tmp_path / "sweep" / "0"
+    rec = _record(run)
+    assert code_ == code and rec["status"] == "interrupted" and rec["requeues"] == 0, err[-3000:]
+    assert rec["checkpoint_step"] == rec["step"] >= every and (run / "checkpoint.pt").is_file()
+    lines = [ln for ln in err.splitlines() if ln.startswith("ffrun: error: job 0")]
+    assert len(lines) == 1 and f"({run}) interrupted: " in lines[0] and why in lines[0], err[-3000:]
+    assert f"trainer.resume={run}" in lines[0]  # the command that continues it
 
 
 @pytest.mark.slurm_slow

@@ -94,6 +94,8 @@ def tally_job(sweep_dir: Path, run_dir: Path | None, num: int, note: str = "", s
         reason = f"it ended without a final record (killed?) at step {rec.step}; its {RECORD} still says running"
     else:
         reason = rec.reason or f"{RECORD} gives no reason"
+        if status == Status.INTERRUPTED and rec.checkpoint_step is not None and "resume with" not in reason:
+            reason += f"; resume with: {resume_command(run_dir, in_job=False)}"
     code = 1
     if status == Status.DIVERGED:
         code = EXIT_DIVERGED

@@ -5,7 +5,8 @@
 #
 #   scripts/local_slurm.sh start     install the packages when missing (apt-get), write the config, start the daemons,
 #                                    wait until the node is idle; running it again on a running cluster changes nothing
-#   scripts/local_slurm.sh stop      stop the daemons (the folder stays; start again reuses it)
+#                                    (a fresh start begins with an empty queue: jobs of an earlier cluster are dropped)
+#   scripts/local_slurm.sh stop      cancel the cluster's jobs and stop the daemons (the folder stays; start reuses it)
 #   scripts/local_slurm.sh status    one line: up or down, and why; exit 0 when up
 #   scripts/local_slurm.sh env       the line to eval so sbatch, squeue and ffrun's SLURM launcher reach it:
 #                                    eval "$(scripts/local_slurm.sh env)"
@@ -106,9 +107,9 @@ pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 munge_up() { pid_alive "$DIR/run/munged.pid" && [ -S "$SOCKET" ]; }
 
-controller_up() { SLURM_CONF=$CONF timeout 10 scontrol ping 2>/dev/null | grep -q "is UP"; }
+controller_up() { SLURM_CONF=$CONF timeout 5 scontrol ping 2>/dev/null | grep -q "is UP"; }
 
-node_state() { SLURM_CONF=$CONF timeout 10 sinfo -h -n "$HOST" -o %T 2>/dev/null | head -1; }
+node_state() { SLURM_CONF=$CONF timeout 5 sinfo -h -n "$HOST" -o %T 2>/dev/null | head -1; }
 
 start() {
   mkdir -p "$DIR"
@@ -126,10 +127,13 @@ start() {
   for _ in $(seq 50); do munge_up && break; sleep 0.1; done
   munge_up || die "munged did not start (see $DIR/log/munged.log)"
   export SLURM_CONF=$CONF
-  pid_alive "$DIR/run/slurmctld.pid" || slurmctld -f "$CONF" || die "slurmctld did not start (see $DIR/log/slurmctld.log)"
+  pid_alive "$DIR/run/slurmctld.pid" || slurmctld -c -f "$CONF" || die "slurmctld did not start (see $DIR/log/slurmctld.log)"
   pid_alive "$DIR/run/slurmd.pid" || slurmd -f "$CONF" || die "slurmd did not start (see $DIR/log/slurmd.log)"
-  local state=""
-  for _ in $(seq 120); do
+  local state="" name
+  for _ in $(seq 60); do
+    for name in munged slurmctld slurmd; do
+      pid_alive "$DIR/run/$name.pid" || die "$name stopped as it started (see $DIR/log/$name.log)"
+    done
     state=$(node_state || true)
     case $state in
       idle*|mixed*|allocated*) break ;;
@@ -145,6 +149,9 @@ start() {
 
 stop() {
   local name pidfile pid
+  if controller_up; then
+    SLURM_CONF=$CONF timeout 20 scancel --user="$USER_NAME" >/dev/null 2>&1 || true
+  fi
   for name in slurmd slurmctld munged; do
     pidfile=$DIR/run/$name.pid
     if pid_alive "$pidfile"; then

@@ -100,9 +100,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def _ended(self, note: str = "") -> JobReturn:
         """The return of a job whose run stopped early: the submitting command reads its record."""
-        run_dir = self._tracked.run_dir
-        ret = JobReturn(status=JobStatus.COMPLETED, _return_value=float("nan"),
-                        hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(run_dir)}}}))
+        run_dir = self._tracked.run_dir  # None: stopped before the app began (no record to read)
+        ret = JobReturn(status=JobStatus.COMPLETED, _return_value=float("nan"), hydra_cfg=None if run_dir is None
+                        else OmegaConf.create({"hydra": {"runtime": {"output_dir": str(run_dir)}}}))
         ret.ffrun_note = note
         return ret
 

@@ -141,7 +141,7 @@ def _stops_and_resumes(run: Path) -> tuple[list[int], list[int]]:
 
 
 def test_a_preempted_run_is_requeued_and_continues_from_its_checkpoint(slurm, tmp_path):
-    steps, every = 60000, 5000
+    steps, every = 40000, 5000
     code, err = _wait(_sweep(tmp_path, "sigma=1", f"trainer.steps={steps}", f"trainer.ckpt_every={every}",
                              f"trainer.eval_every={every}", "hydra.launcher.timeout_min=30"),
                       tmp_path / "sweep", 400, signal_at_step=every)

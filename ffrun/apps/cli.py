@@ -32,13 +32,21 @@ register_configs()
 
 
 def register_launcher() -> None:
-    """`hydra/launcher=vectorized`. Hydra's plugin scan finds it in a regular install, but an editable
-    install's import hook hides it from that scan, so ffrun registers it itself."""
+    """`hydra/launcher=vectorized` and ffrun's SLURM and joblib launchers. Hydra's plugin scan finds them in a regular
+    install, but an editable install's import hook hides them from that scan, so ffrun registers them itself."""
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.ffrun_launcher.vectorized_launcher import VectorizedLauncher
 
     Plugins.instance().register(VectorizedLauncher)
+    for module, name in (("slurm_launcher", "SlurmLauncher"), ("joblib_launcher", "JoblibLauncher")):
+        try:
+            plugin = __import__(f"hydra_plugins.ffrun_launcher.{module}", fromlist=[name])
+        except ImportError:  # without Hydra's submitit or joblib plugin (pip install 'ffrun[cluster]')
+            continue
+        Plugins.instance().register(getattr(plugin, name))
+        if hasattr(plugin, "register"):
+            plugin.register()
 
 
 register_launcher()

@@ -32,6 +32,15 @@ from ffrun.util.loggers import RunLogger, check_logger
 
 log = logging.getLogger("ffrun")
 
+# In a job of ffrun's SLURM launcher: how many times the job was requeued (time limits, preemptions) to get here,
+# recorded in metrics.json as `requeues`; None elsewhere.
+_requeues: int | None = None
+
+
+def set_requeues(count: int | None) -> None:
+    global _requeues
+    _requeues = count
+
 
 @dataclass
 class Job:
@@ -63,6 +72,8 @@ class Job:
             extra["signal"] = result.signal
         if self.sigma_auto is not None:
             extra["sigma_auto"] = self.sigma_auto
+        if _requeues is not None:
+            extra["requeues"] = _requeues
         if getattr(self.task, "protocol", None):
             extra["protocol"] = self.task.protocol  # which pixels a score is of (the image task's protocols)
         if self.device.type == "cpu":

@@ -32,7 +32,7 @@ from ffrun.run.rundir import (
     write_config,
 )
 from ffrun.train.checkpoint import CHECKPOINT
-from ffrun.train.loop import StopSignal
+from ffrun.train.loop import STOP_SIGNALS, StopSignal
 from ffrun.util.atomic import NotWritable
 from ffrun.util.errors import FfrunError, ending, is_ending
 
@@ -52,6 +52,7 @@ class SweepTally:
 
     sweeps: dict[str, int] = field(default_factory=dict)
     failed: list[tuple[Path, Status, int]] = field(default_factory=list)
+    reported: set[Path] = field(default_factory=set)  # run directories of the jobs `report` ran in this process
 
     def exit_status(self) -> int:
         """0 when every job completed; else bad input (2) if any job had it, or the highest other status."""
@@ -74,6 +75,37 @@ def tallying(tally: SweepTally) -> Iterator[SweepTally]:
         yield tally
     finally:
         _tally = previous
+
+
+def tally_job(sweep_dir: Path, run_dir: Path | None, num: int, note: str = "", say: bool = True) -> None:
+    """A job of a sweep that ran in another process (a SLURM job, a joblib worker): its record says how it ended. One
+    that did not complete counts in the exit status and, with `say` (its own line went to a log, not to this
+    terminal), is one line on stderr with its run directory, its reason and `note`."""
+    if run_dir is not None and run_dir.resolve() in _tally.reported:
+        return  # it ran in this process (joblib with one job at a time): `report` has counted it
+    _tally.sweeps[str(sweep_dir)] = _tally.sweeps.get(str(sweep_dir), 0) + 1
+    rec = RunRecord.read(run_dir) if run_dir is not None else None
+    if rec is not None and rec.status == Status.COMPLETED:
+        return
+    status = rec.status if rec is not None and isinstance(rec.status, Status) else Status.FAILED
+    if rec is None:
+        reason = f"no {RECORD} in its run directory" if run_dir is not None else "it did not run"
+    elif status == Status.RUNNING:
+        reason = f"it ended without a final record (killed?) at step {rec.step}; its {RECORD} still says running"
+    else:
+        reason = rec.reason or f"{RECORD} gives no reason"
+        if status == Status.INTERRUPTED and rec.checkpoint_step is not None and "resume with" not in reason:
+            reason += f"; resume with: {resume_command(run_dir, in_job=False)}"
+    code = 1
+    if status == Status.DIVERGED:
+        code = EXIT_DIVERGED
+    elif status == Status.INTERRUPTED:
+        code = 128 + int(rec.get("signal") or signal.SIGTERM)
+    where = run_dir if run_dir is not None else f"job {num}"
+    if say:
+        print(f"ffrun: error: job {num} ({where}) {status}: {reason}" + (f" ({note})" if note else ""),
+              file=sys.stderr)
+    _tally.failed.append((run_dir if run_dir is not None else Path(f"job {num}"), status, code))
 
 
 def _multirun() -> bool:
@@ -155,6 +187,7 @@ def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], exi
     if _multirun():  # `ffrun -m` names the folder for ffrun-summary at the end
         sweep = str(HydraConfig.get().sweep.dir)
         _tally.sweeps[sweep] = _tally.sweeps.get(sweep, 0) + 1
+        _tally.reported.add(run_dir.resolve())
 
     refused = claim_run_dir(run_dir)
     if refused:
@@ -168,7 +201,7 @@ def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], exi
     # SIGINT/SIGTERM outside the training loop (loading data, writing outputs) end the run as interrupted;
     # the loop installs its own handler, which finishes the current step first.
     main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    previous = {s: signal.signal(s, _raise_stop) for s in STOP_SIGNALS} if main else {}
     try:
         return _report(cfg, run_dir, produce, exit_on_signal)
     finally:

@@ -148,10 +148,11 @@ def refuse_another_experiment(cfg: DictConfig, run_dir: Path) -> None:
                          f"{shown}); give this run its own hydra.run.dir, or move that run away first")
 
 
-def resume_command(run_dir: Path) -> str:
+def resume_command(run_dir: Path, in_job: bool = True) -> str:
     """The whole command that continues the run in `run_dir`: its own overrides, then trainer.resume and the
-    same run directory (Hydra's record of the job's overrides; `.hydra/overrides.yaml` outside a job)."""
-    overrides = _job_overrides(run_dir)
+    same run directory (Hydra's record of the job's overrides; `.hydra/overrides.yaml` outside a job, or with
+    `in_job=False`: a sweep's command naming a job that ran elsewhere)."""
+    overrides = _job_overrides(run_dir) if in_job else _saved_overrides(run_dir)
     keep = [o for o in overrides if not o.lstrip("+~").startswith(("trainer.resume=", "hydra.run.dir="))]
     where = shlex.quote(str(run_dir))
     return " ".join(["ffrun", *map(shlex.quote, keep), f"trainer.resume={where}", f"hydra.run.dir={where}"])
@@ -163,7 +164,11 @@ def _job_overrides(run_dir: Path) -> list[str]:
     try:
         return [str(o) for o in HydraConfig.get().overrides.task]
     except Exception:  # not inside a Hydra job
-        try:
-            return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
-        except Exception:
-            return []
+        return _saved_overrides(run_dir)
+
+
+def _saved_overrides(run_dir: Path) -> list[str]:
+    try:
+        return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
+    except Exception:
+        return []

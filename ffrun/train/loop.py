@@ -185,6 +185,17 @@ class SingleField:
         return self._optimizer
 
 
+# The signals that stop a run at the end of its step, with a checkpoint (exit status 128 + the signal): Ctrl-C and
+# kill, and in a job of ffrun's SLURM launcher also submitit's signal before the time limit or at a preemption.
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+
+def stop_also_on(signum: int) -> None:
+    """Make `signum` one of the STOP_SIGNALS of this process (ffrun's SLURM launcher, in its jobs: SIGUSR2)."""
+    if signum not in STOP_SIGNALS:
+        STOP_SIGNALS.append(signum)
+
+
 class StopSignal(BaseException):
     """A stop signal that cannot wait for the end of a step: a second one during training, or one
     outside the training loop. BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""
@@ -233,7 +244,7 @@ def catch_stop_signals() -> Iterator[StopRequest]:
             raised = True
             raise StopSignal(stop.signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield stop
     finally:
@@ -437,6 +448,7 @@ def train(
         last = result.history[-1] if result.history else {}
         result.metrics = {k: v for k, v in last.items() if k not in ("step", "loss")}
         result.checkpoint_step = result.step
+        log.info("resuming from step %d of %s", result.step, resume_from)
     trainee = SingleField(task, field, optimizer, schedule, trainer_cfg.precision,
                           trainer_cfg.get("fp32_layers", "none"))
     member = Member(run_dir, config, lr, result, on_checkpoint, on_evaluate)

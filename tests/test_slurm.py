@@ -101,12 +101,16 @@ def _sweep(tmp_path: Path, *overrides: str) -> subprocess.Popen:
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_two_job_sweep_completes_and_a_too_short_limit_gets_a_shorter_signal_delay(slurm, tmp_path):
+def test_two_job_sweep_completes_and_a_too_short_limit_gets_a_shorter_signal_delay(slurm, tmp_path, monkeypatch):
+    monkeypatch.setenv("FFRUN_MKL_SHIM", "force")  # MKL's vendor shim on any x86 CPU: each job must load it first
+    monkeypatch.setenv("FFRUN_CACHE", str(tmp_path / "cache"))
     code, err = _wait(_sweep(tmp_path, "sigma=1,10", "hydra.launcher.timeout_min=2"), tmp_path / "sweep", 300)
     assert code == 0, err[-3000:]
     runs = [_record(tmp_path / "sweep" / str(i)) for i in range(2)]
     assert [r["status"] for r in runs] == ["completed", "completed"] and [r["sigma"] for r in runs] == [1.0, 10.0]
     assert all(r["requeues"] == 0 for r in runs)
+    # a submitit job imports ffrun before torch, so the shim could bind MKL's vendor test (ffrun.util.blas)
+    assert not any(r["blas"]["vendor_shim"].startswith("unavailable (torch was imported") for r in runs), runs[0]
     # Hydra's 120 s is all of a 2-minute limit: the job would be told to checkpoint as it starts
     adjusted = [ln for ln in err.splitlines() if "signal_delay_s" in ln]
     assert len(adjusted) == 1 and "using signal_delay_s=60" in adjusted[0], err[-2000:]

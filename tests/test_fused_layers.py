@@ -167,7 +167,7 @@ def test_the_vectorized_hash_grid_matches_the_per_level_formula_against_float64(
         (y * g.float()).sum().backward()
         assert rel(y, plain.double()) < 1e-6
         assert rel(enc.params.grad, g_ref) < max(1e-6, 1.25 * rel(plain_grad, g_ref))
-    assert len(enc.__dict__["_lookups"]) == 1
+    assert enc.__dict__["_lookup"][0] is v  # the training set's lookup is kept
     v.mul_(0.5)  # points changed in place: the lookup is made again
     assert rel(enc(v), hash_encode(enc.normalized(v), enc.tables, enc.scales, enc.sizes).double()) < 1e-6
 
@@ -209,3 +209,69 @@ def test_benchmark_positions_follow_tiny_cuda_nns_index_arithmetic_worked_by_han
     unit = HashGridEncoding(2, 5, 2, 4096, 16, backend="torch", per_level_scale=1.5)
     unit_positions, _ = corner_lookup(unit.normalized(v), unit.scales, unit.sizes, 2)
     assert not torch.equal(unit_positions[0], positions[0])
+
+
+def test_the_hash_grid_lookup_is_kept_only_for_a_training_set():
+    from ffrun.models.hashgrid import HashGridEncoding
+
+    enc = HashGridEncoding(2, 4, 2, 2**8, 4, 64, backend="torch")
+    v = torch.rand(300, 2)
+    with torch.no_grad():  # an evaluation: made, not kept
+        enc(v)
+    assert "_lookup" not in enc.__dict__
+    enc(v[:100])  # a chunk (a view): not kept
+    assert "_lookup" not in enc.__dict__
+    with torch.inference_mode():
+        inferred = enc(v)
+    assert "_lookup" not in enc.__dict__
+    y = enc(v)
+    assert enc.__dict__["_lookup"][0] is v and torch.equal(y.detach(), inferred)
+    y.sum().backward()  # the kept lookup trains
+    assert enc.params.grad is not None and enc.params.grad.abs().sum() > 0
+    assert enc(torch.rand(0, 2)).shape == (0, 8)  # no points: no features
+
+
+def test_a_gradient_in_the_points_takes_autograds_own_graph():
+    """A loss on d output / d x (differentiated again, create_graph) needs the plain graph: SIREN, WIRE and the
+    unit hash grid give it; the benchmark positions refuse in one line."""
+    from ffrun.models.hashgrid import HashGridEncoding
+    from ffrun.util.errors import FfrunError
+
+    torch.manual_seed(6)
+    for net in (Siren(2, 1, depth=3, width=16), Wire(2, 1, depth=3, width=16)):
+        x = torch.rand(50, 2, requires_grad=True)
+        (g,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
+        assert g.requires_grad  # the eikonal-style term can be trained
+        g.square().sum().backward()
+        first = net.layers[0].linear.weight if isinstance(net, Siren) else net.first.weight
+        assert first.grad is not None and first.grad.abs().sum() > 0
+    x = torch.rand(50, 2, requires_grad=True)
+    (g,) = torch.autograd.grad(HashGridEncoding(2, 2, 2, 2**6, 4, 16, backend="torch")(x).sum(), x)
+    assert g.shape == (50, 2)
+    with pytest.raises(FfrunError, match="positions=benchmark"):
+        HashGridEncoding(2, 2, 2, 2**6, 4, 16, backend="torch", positions="benchmark")(x)
+
+
+def test_fp32_layers_keep_the_mlps_end_products_in_float32_under_bf16(monkeypatch):
+    import ffrun.models.mlp as mlp_module
+    from ffrun.models.mlp import MLP
+
+    seen = []
+    fused = mlp_module.augmented_linear
+
+    def noting(h, layer, *args, **kwargs):
+        out = fused(h, layer, *args, **kwargs)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(mlp_module, "augmented_linear", noting)
+    x1 = torch.cat([torch.rand(64, 8), torch.ones(64, 1)], 1)
+    for layers, want in (((), [torch.bfloat16] * 3), (("first",), [torch.float32, torch.bfloat16, torch.bfloat16]),
+                         (("last",), [torch.bfloat16, torch.bfloat16, torch.float32]),
+                         (("first", "last"), [torch.float32, torch.bfloat16, torch.float32])):
+        net = MLP(8, 3, depth=3, width=16)
+        net.fp32_layers = layers
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            net.forward_augmented(x1)
+        assert seen == want, layers

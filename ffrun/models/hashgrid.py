@@ -115,14 +115,18 @@ def hash_encode(u: Tensor, tables: list[Tensor], scales: list[float], sizes: lis
 
 
 def tcnn_positions(x: Tensor, scale: float) -> Tensor:
-    """tiny-cuda-nn's pos = fmaf(scale, x, 0.5) in float32 (one rounding: the float64 product and sum are exact)."""
+    """tiny-cuda-nn's pos = fmaf(scale, x, 0.5) in float32: the float64 product of two floats is exact, and so is
+    its sum with 0.5 while |scale x| >= 2^-6 (the bits then span at most 53), so one rounding to float32, as fmaf;
+    below that (points within 2^-6 / scale of 0) the float64 sum may round first, by an ulp at most."""
     return (x.double() * float(scale) + 0.5).float()
 
 
 def wrap32_mul(a: Tensor, factor: int) -> Tensor:
-    """(a mod 2^32) * factor mod 2^32 for int64 a, without overflowing int64: in 16-bit halves."""
+    """(a mod 2^32) * factor mod 2^32 for int64 a, without overflowing int64: in 16-bit halves (each product
+    below 2^48)."""
     a = a & MASK32
-    return ((a & 0xFFFF) * factor + (((a >> 16) * factor) << 16)) & MASK32
+    factor &= MASK32
+    return ((a & 0xFFFF) * factor + ((((a >> 16) * factor) & 0xFFFF) << 16)) & MASK32
 
 
 def corner_lookup(u: Tensor, scales: list[float], sizes: list[tuple[int, int, bool]],
@@ -138,7 +142,10 @@ def corner_lookup(u: Tensor, scales: list[float], sizes: list[tuple[int, int, bo
     n, d = u.shape
     corners = 1 << d
     axes = u.t().contiguous()  # (d, N): each axis contiguous
-    rows = torch.empty(len(scales), corners, n, dtype=torch.int64, device=u.device)
+    total = sum(entries for _, entries, _ in sizes) * features
+    # int32 positions where they fit: half the memory, and index_select gathers faster with them
+    rows = torch.empty(len(scales), corners, n, dtype=torch.int32 if total < 2**31 else torch.int64, device=u.device)
+    index = torch.empty(n, dtype=torch.int64, device=u.device)  # one corner's, in 64-bit arithmetic
     weights = torch.empty(len(scales), corners, n, dtype=u.dtype, device=u.device)
     start = 0
     for level, (scale, (res, entries, dense)) in enumerate(zip(scales, sizes)):
@@ -163,7 +170,6 @@ def corner_lookup(u: Tensor, scales: list[float], sizes: list[tuple[int, int, bo
                 w.copy_(hi[0] if upper[0] else lo[0])
             for i in range(2, d):
                 w.mul_(hi[i] if upper[i] else lo[i])
-            index = rows[level, c]
             if wrap and dense:
                 index.copy_(parts[0][upper[0]])
                 for i in range(1, d):
@@ -180,12 +186,10 @@ def corner_lookup(u: Tensor, scales: list[float], sizes: list[tuple[int, int, bo
                 index.bitwise_and_(entries - 1)
             else:
                 index.remainder_(entries)
-        rows[level].add_(start).mul_(features)
+            rows[level, c].copy_(index.add_(start).mul_(features))
         start += entries
-    rows = rows.view(-1, n)
-    if start * features < 2**31:  # int32 positions: half the memory, and index_select gathers faster with them
-        rows = rows.int()
-    return [rows] + [rows + f for f in range(1, features)], weights.view(-1, n)
+    rows = rows.view(len(scales) * corners, n)
+    return [rows] + [rows + f for f in range(1, features)], weights.view(len(scales) * corners, n)
 
 
 class HashLookup(torch.autograd.Function):
@@ -201,8 +205,8 @@ class HashLookup(torch.autograd.Function):
         out = torch.empty(n, levels, len(positions), dtype=params.dtype, device=params.device)
         for f, pos in enumerate(positions):
             gathered = params.index_select(0, pos.view(-1)).view(k, n).mul_(weights)  # (L * C, N)
-            out[:, :, f] = gathered.view(levels, -1, n).sum(1).t()
-        return out.view(n, -1)
+            out[:, :, f] = gathered.view(levels, k // levels, n).sum(1).t()
+        return out.view(n, levels * len(positions))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -213,7 +217,7 @@ class HashLookup(torch.autograd.Function):
         params_grad = torch.zeros(ctx.numel, dtype=grad.dtype, device=grad.device)
         for f, pos in enumerate(positions):
             per_level = g[:, :, f].t().contiguous()  # (L, N)
-            contrib = weights.view(levels, -1, n) * per_level[:, None, :]
+            contrib = weights.view(levels, weights.shape[0] // levels, n) * per_level[:, None, :]
             params_grad.index_add_(0, pos.view(-1), contrib.view(-1))
         return (params_grad, None, None, *([None] * len(positions)))
 
@@ -269,27 +273,39 @@ class HashGridEncoding(nn.Module):
         fused = self.fused(u.device)
         if fused is not None:
             out = fused(u).float()
-        elif (u.requires_grad or torch._C._are_functorch_transforms_active()) and self.positions == "unit":
-            out = hash_encode(u, self.tables, self.scales, self.sizes)  # a gradient in the points too
+        elif u.requires_grad or torch._C._are_functorch_transforms_active():  # a gradient in the points too
+            if self.positions != "unit":
+                from ffrun.util.errors import FfrunError
+
+                raise FfrunError("encoding.positions=benchmark gives no gradient with respect to the points (the "
+                                 "benchmark trains the tables only); use encoding.positions=unit")
+            out = hash_encode(u, self.tables, self.scales, self.sizes)
         else:
             positions, weights = self.lookup(v, u)
             out = HashLookup.apply(self.params, weights, len(self.scales), *positions)
         return out.reshape(*v.shape[:-1], self.out_dim)
 
+    # The lookup of one training set is kept up to this size (rows and weights: 12 bytes a corner a level with
+    # two features); above it, and for evaluations, chunks (views) and inference, it is made at every call.
+    LOOKUP_CACHE_BYTES = 1 << 30
+
     def lookup(self, v: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """`corner_lookup` of the points, kept for the last two point sets seen (a full-batch task trains on the
-        same points every step, and evaluates on another set between): the rows and weights depend on the
-        points alone."""
-        key = (v.data_ptr(), tuple(v.shape), v.dtype, v.device, v._version)
-        cache = self.__dict__.setdefault("_lookups", [])  # not state: rebuilt from the points after a load
-        for i, (points, k, value) in enumerate(cache):
-            if k == key and points is v:
-                cache.insert(0, cache.pop(i))
-                return value
+        """`corner_lookup` of the points, kept for the training set of a full-batch task, which trains on the same
+        points every step: the rows and weights depend on the points alone (`v` is held, and its version counter
+        read, so edits in place are seen)."""
+        wrap = self.positions == "benchmark"
+        cacheable = (torch.is_grad_enabled() and not torch.is_inference_mode_enabled() and not v.is_inference()
+                     and v._base is None and not v.requires_grad)
+        cached = self.__dict__.get("_lookup")
+        if cacheable:
+            key = (v.data_ptr(), tuple(v.shape), v.dtype, v.device, v._version)
+            if cached is not None and cached[0] is v and cached[1] == key:
+                return cached[2]
         with torch.no_grad():
-            value = corner_lookup(u, self.scales, self.sizes, self.features, wrap=self.positions == "benchmark")
-        cache.insert(0, (v, key, value))  # holding v keeps its memory, so no other tensor reuses the key
-        del cache[2:]
+            value = corner_lookup(u, self.scales, self.sizes, self.features, wrap=wrap)
+        size = sum(t.numel() * t.element_size() for t in [*value[0], value[1]])
+        if cacheable and size <= self.LOOKUP_CACHE_BYTES:
+            self.__dict__["_lookup"] = (v, key, value)  # not state: rebuilt from the points after a load
         return value
 
     def fused(self, device: torch.device):
@@ -300,6 +316,11 @@ class HashGridEncoding(nn.Module):
 
             raise FfrunError("encoding.backend=tcnn: tiny-cuda-nn runs on CUDA devices only; use device=cuda, or "
                              "encoding.backend=auto / torch")
+        if self.backend == "tcnn" and self.positions == "benchmark":
+            from ffrun.util.errors import FfrunError
+
+            raise FfrunError("encoding.backend=tcnn with encoding.positions=benchmark: the benchmark's positions are "
+                             "ffrun's PyTorch rendering of tiny-cuda-nn's arithmetic; use encoding.backend=torch")
         if self.backend == "torch" or device.type != "cuda" or self.positions == "benchmark":
             return None
         if self.__dict__.get("_fused") is not None:

@@ -111,7 +111,9 @@ class MLP(nn.Module):
     def _rest(self, y: Tensor, start: int) -> Tensor:
         last = len(self.net) - 1
         for i in range(start, len(self.net)):
-            y = self._layer(self.net[i], y, "last" if i == last else "first" if i == 0 else "")
+            which = "last" if i == last and not (i == 0 and self._full_precision("first", y)) else \
+                "first" if i == 0 else ""
+            y = self._layer(self.net[i], y, which)
         return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
 
     def forward(self, x: Tensor) -> Tensor:  # (..., in_dim) -> (..., out_dim)
@@ -132,10 +134,10 @@ class MLP(nn.Module):
         h = x1.reshape(-1, x1.shape[-1])
         for i, layer in enumerate(linears):
             last = i == len(linears) - 1
-            which = "last" if last else "first" if i == 0 else ""
-            keep = torch.autocast(h.device.type, enabled=False) if self._full_precision(which, h) else nullcontext()
-            with keep:
-                h = augmented_linear(h, layer, "linear" if last else "relu", ones_out=not last)
+            full = self._full_precision("last", h) if last else False
+            full = full or (i == 0 and self._full_precision("first", h))
+            with torch.autocast(h.device.type, enabled=False) if full else nullcontext():
+                h = augmented_linear(h.float() if full else h, layer, "linear" if last else "relu", ones_out=not last)
         y = h.reshape(*lead, self.out_dim)
         return torch.sigmoid(y) if self.out_activation == "sigmoid" else y
 

@@ -65,7 +65,9 @@ class Siren(nn.Module):
         self.w0 = w0
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch._C._are_functorch_transforms_active():  # vmap/jacrev (empirical kernels): autograd's own graph
+        # vmap/jacrev (empirical kernels), or points that need a gradient (a loss on d/dx, differentiated again):
+        # autograd's own graph, which the fused layers' single backward pass does not give
+        if torch._C._are_functorch_transforms_active() or (x.requires_grad and torch.is_grad_enabled()):
             return self.forward_plain(x)
         h = with_ones(x)  # [x, 1]: every bias rides in its product (ffrun.models.fused)
         for layer in self.layers:

@@ -117,8 +117,9 @@ class Wire(nn.Module):
         self.last = nn.Linear(hidden, out_dim, dtype=torch.cfloat)
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch._C._are_functorch_transforms_active() or x.is_complex():
-            return self.forward_complex(x)
+        if torch._C._are_functorch_transforms_active() or x.is_complex() or (x.requires_grad
+                                                                             and torch.is_grad_enabled()):
+            return self.forward_complex(x)  # autograd's own graph (transforms, a gradient in the points)
         # complex activations as real planes [Re | Im]: real products and contiguous elementwise passes
         h = PlanarGabor.apply(self.first(x), self.w0, self.s0, False)
         for layer in self.hidden:

@@ -64,7 +64,7 @@ def torch_rate(n_points: int, shapes, repeats: int, dtype=torch.float32, device=
     def run():
         for op in ops:
             op()
-        if device != "cpu":
+        if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
 
     return step_products(n_points, shapes) / _median(run, repeats)
@@ -116,7 +116,9 @@ def _child(kind: str, n_points: int, shapes, repeats: int, env: dict) -> dict | 
     cmd = [sys.executable, "-m", "ffrun.run.ceiling", kind, str(n_points), json.dumps(shapes), str(repeats)]
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return json.loads(next(ln for ln in reversed(out.stdout.splitlines()) if ln.startswith("{")))  # past MKL's
+    except StopIteration:
+        return None
     except (subprocess.SubprocessError, ValueError, IndexError, OSError):
         return None
 

@@ -118,6 +118,11 @@ def keep_fp32_layers(field: Field, choice: str) -> None:
     mlp = getattr(field, "mlp", None)
     if mlp is not None and hasattr(mlp, "fp32_layers"):
         mlp.fp32_layers = FP32_LAYERS[choice]
+    elif choice != "none":
+        from ffrun.util.errors import FfrunError
+
+        raise FfrunError(f"trainer.fp32_layers={choice}: only the ReLU MLP (model=mlp) keeps layers in float32; "
+                         f"{type(mlp).__name__} autocasts every layer under bf16. Use trainer.fp32_layers=none")
 
 
 @contextmanager

@@ -68,6 +68,8 @@ def decide(m: Machine) -> Decision:
         return Decision(False, f"off ({SWITCH}={m.switch})")
     if m.arch.lower() not in X86:
         return Decision(False, f"not needed ({m.arch}: MKL's vendor test is x86's)")
+    if not m.vendor:  # no /proc/cpuinfo (macOS, Windows): a library loaded here does not reach MKL's reference
+        return Decision(False, "not needed (no CPU vendor to read: not Linux)")
     if (m.switch or "").strip().lower() == "generic":
         if m.arch.lower() not in X86 or m.mkl is not True or (not m.built and m.compiler is None):
             return Decision(False, f"unavailable ({SWITCH}=generic needs an x86 CPU, MKL and a C compiler)")
@@ -135,7 +137,11 @@ def has_vendor_test(library: Path, cache: Path | None = None) -> bool:
     the library's path, size and time, so the 500 MB file is read once per torch install."""
     st = library.stat()
     key = f"{library.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    memo = (cache or cache_dir()) / "vendor_test.json"
+    import hashlib
+
+    memo = (cache or cache_dir()) / f"vendor_test-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+    if key in _memo:
+        return _memo[key]
     try:
         known = json.loads(memo.read_text())
         if known.get("key") == key:
@@ -151,11 +157,15 @@ def has_vendor_test(library: Path, cache: Path | None = None) -> bool:
                 found = True
                 break
             tail = chunk[-len(needle):]
+    _memo[key] = found
     try:
         _write_atomic(memo, json.dumps({"key": key, "mkl": found}).encode())
     except OSError:
-        pass  # a read-only cache: read the library again next time
+        pass  # a read-only cache: each process reads the library once
     return found
+
+
+_memo: dict[str, bool] = {}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -190,7 +200,7 @@ def build_shim(compiler: str, cache: Path | None = None, source: str = SHIM_SOUR
     out = shim_path(cache, source)
     if out.is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         c, so = Path(tmp) / "shim.c", Path(tmp) / "shim.so"
         c.write_text(source)
@@ -201,7 +211,14 @@ def build_shim(compiler: str, cache: Path | None = None, source: str = SHIM_SOUR
 
 
 def load_global(path: Path) -> ctypes.CDLL:
-    """Load a library into the global symbol scope (what torch's libraries, loaded later, bind to first)."""
+    """Load a library into the global symbol scope (what torch's libraries, loaded later, bind to first); only
+    a file this user owns that no one else may write, in a folder no one else may write (a shared cache must not
+    let another user plant code every `import ffrun` runs)."""
+    for p in (path, path.parent):
+        st = p.stat()
+        if hasattr(os, "getuid") and st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise OSError(f"{p} is not this user's own or others may write it: not loaded (remove it, or set "
+                          f"FFRUN_CACHE to a folder of your own)")
     return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
 
 
@@ -270,20 +287,23 @@ def mkl_code_path() -> str | None:
     _code_path = None
     if not torch.backends.mkl.is_available():
         return None
-    library = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    library = torch_cpu_library()
     try:
         lib = ctypes.CDLL(str(library))
         libc = ctypes.CDLL(None)
         verbose = lib.MKL_Verbose
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return None
     a = torch.ones(8, 8)
-    sys.stdout.flush()
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    libc.fflush(None)  # C-level output already buffered goes out before fd 1 is borrowed
     try:
         saved = os.dup(1)
-    except OSError:  # no standard output to borrow
+        capture = tempfile.TemporaryFile()
+    except OSError:  # no standard output to borrow (a closed fd 1), or no temporary file
         return None
-    with tempfile.TemporaryFile() as f:
+    with capture as f:
         os.dup2(f.fileno(), 1)
         try:
             verbose(1)
@@ -321,12 +341,15 @@ def path_label(code_path: str | None) -> str:
 
 def report() -> dict:
     """Which matrix path this process runs: torch's BLAS, MKL's kernels as MKL names them, the shim's state
-    and the CPU (what metrics.json and ffrun-bench record)."""
-    import torch
+    and the CPU (what metrics.json and ffrun-bench record). Never raises: a record is not lost to it."""
+    try:
+        import torch
 
-    code_path = mkl_code_path()
-    state = prepare()
-    return {"cpu": cpu_model(), "vendor": state.get("vendor", cpu_vendor()),
-            "blas": "mkl" if torch.backends.mkl.is_available() else "other",
-            "mkl_path": path_label(code_path) if torch.backends.mkl.is_available() else None,
-            "mkl_kernels": code_path, "vendor_shim": state.get("shim")}
+        code_path = mkl_code_path()
+        state = prepare()
+        mkl = torch.backends.mkl.is_available()
+        return {"cpu": cpu_model(), "vendor": state.get("vendor", cpu_vendor()), "blas": "mkl" if mkl else "other",
+                "mkl_path": path_label(code_path) if mkl else None, "mkl_kernels": code_path,
+                "vendor_shim": state.get("shim")}
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {e}"}

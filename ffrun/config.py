@@ -88,6 +88,9 @@ class TrainerConfig:
     # false | true (the newest unfinished run of the same experiment under outputs/: one not completed, or
     # completed at fewer steps) | a run directory (refused if that run is another experiment)
     resume: Any = False
+    # true: a run already in the run directory (completed or not) is moved aside to `<dir>.earlier-N`, nothing
+    # deleted, and this one trains from step 0; false: a completed run there is kept and not retrained
+    fresh: bool = False
     progress: bool = True  # tqdm bar
     precision: str = "fp32"  # fp32 | tf32 (CUDA TensorFloat-32 matmuls) | bf16 (autocast for the training step)
     # CPU threads: auto (one thread for a small problem, where more threads only wait on each other, else
@@ -309,6 +312,8 @@ def validate(cfg: DictConfig) -> None:
     check(tr.ckpt_every >= 0, "trainer.ckpt_every", tr.ckpt_every, "use >= 0 (0 = only at the end)")
     check(isinstance(tr.resume, (bool, str)) and tr.resume != "", "trainer.resume", tr.resume,
           "use true, false or the path of a run directory")
+    check(not (tr.fresh and tr.resume is not False), "trainer.fresh", tr.fresh,
+          "trainer.fresh=true trains from step 0 and trainer.resume continues a run: give one of them")
     check(tr.precision in ("fp32", "tf32", "bf16"), "trainer.precision", tr.precision, "use fp32, tf32 or bf16")
     check(tr.lr_decay_steps >= 0, "trainer.lr_decay_steps", tr.lr_decay_steps, "use >= 0 (0 = no decay)")
     check(tr.lr_schedule is None or tr.lr_schedule in LR_SCHEDULES, "trainer.lr_schedule", tr.lr_schedule,

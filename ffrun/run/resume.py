@@ -21,8 +21,8 @@ from ffrun.util.errors import FfrunError
 log = logging.getLogger("ffrun")
 
 # Keys that may differ between a run and the run that resumes it.
-RESUME_FREE_KEYS = {"trainer.resume", "trainer.progress", "trainer.steps", "trainer.eval_every",
-                    "trainer.ckpt_every", "device", "logger.name", "logger.images",
+RESUME_FREE_KEYS = {"trainer.resume", "trainer.fresh", "trainer.progress", "trainer.steps", "trainer.eval_every",
+                    "trainer.ckpt_every", "trainer.threads", "device", "logger.name", "logger.images",
                     "trainer.precision"}
 SIGMA_KEYS = frozenset({"sigma", "encoding.sigma"})
 
@@ -107,6 +107,42 @@ def _newest_unfinished(config: dict, run_dir: Path, auto: bool) -> Path | None:
         except FfrunError as e:
             log.warning("trainer.resume=true: skipping %s: %s", ckpt, e)
     return None
+
+
+def finished_here(cfg: DictConfig, run_dir: Path) -> RunRecord | None:
+    """The record of the run in `run_dir` when it has nothing left to train for `cfg` (completed at
+    trainer.steps or beyond, or diverged: the same settings diverge again), else None. Call it once
+    `refuse_another_experiment` has accepted `cfg` for that directory."""
+    rec = RunRecord.read(run_dir)
+    if rec is None or rec.status not in (Status.COMPLETED, Status.DIVERGED):
+        return None
+    if rec.status == Status.COMPLETED and _unfinished(run_dir, int(cfg.trainer.steps)):
+        return None  # completed at fewer steps than now asked for: it is continued
+    return rec
+
+
+def continue_here(cfg: DictConfig, run_dir: Path) -> bool:
+    """The run in `run_dir` (the same experiment, with training left to do) is continued from its own checkpoint:
+    trainer.resume names that directory (as the printed resume command does). False when it has none."""
+    if cfg.trainer.resume not in (True, False) or not (run_dir / CHECKPOINT).is_file():
+        return False
+    OmegaConf.update(cfg, "trainer.resume", str(run_dir))
+    return True
+
+
+def unfinished_run_to_continue(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """trainer.resume=true: the folder of the run it would continue, when that run did not complete (interrupted,
+    killed, failed), so that it is continued in its own folder rather than in `run_dir`; None otherwise (no
+    such run, a completed one whose result must stay as it is, or a config that does not resolve)."""
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        ckpt = _newest_unfinished(config, run_dir, is_auto(cfg.get("sigma")))
+    except Exception:  # a bad value: the job itself reports it
+        return None
+    if ckpt is None:
+        return None
+    rec = RunRecord.read(ckpt.parent)
+    return None if rec is not None and rec.status == Status.COMPLETED else ckpt.parent
 
 
 def keep_resumed_sigma(cfg: DictConfig, run_dir: Path, resume_from: Path, chosen: float | None,

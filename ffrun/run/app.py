@@ -120,9 +120,24 @@ def _unknown_key_line(report: str) -> str | None:
             "ffrun --cfg job for the keys")
 
 
+_NO_OPTION = re.compile(r"Could not find '([\w/]+)/([^'/]*)'\s*Available options in '\1':\n((?:[ \t]+\S+\n?)*)")
+
+
+def _unknown_option_line(report: str) -> str | None:
+    """Hydra's `Could not find 'task/imgae'` and its list of options as one line, with the closest option."""
+    found = _NO_OPTION.search(report)
+    if not found:
+        return None
+    group, chosen, listed = found.groups()
+    options = listed.split()  # one indented line each
+    close = closest_name(chosen, options)
+    hint = f"did you mean {group}={close}? " if close else ""
+    return f"config: {group}={chosen} is not an option of {group}; {hint}choose one of {', '.join(options)}"
+
+
 def _one_line(report: str) -> str:
     """Hydra's error report as one line: its message lines, without the hints about stack traces."""
-    os_error = _os_error_line(report) or _unknown_key_line(report)
+    os_error = _os_error_line(report) or _unknown_key_line(report) or _unknown_option_line(report)
     if os_error:
         return os_error
     keep = [ln.strip() for ln in report.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln

@@ -32,6 +32,7 @@ from ffrun.run.resume import (
 )
 from ffrun.run.rundir import (
     LOCK_FILE,
+    STAGED_HYDRA,
     adopt_staged_hydra,
     claim_run_dir,
     discard_staged_hydra,
@@ -126,6 +127,8 @@ def fail(run_dir: Path, cfg: DictConfig, status: Status, reason: str, code: int,
     unwritten = ""
     if status == Status.FAILED:
         reason += _kept(run_dir, partial)
+    if record and partial is None and status == Status.FAILED and not _multirun() and _remove_unstarted(run_dir):
+        record = False  # refused before it began: no folder is left to clutter ffrun-summary (a sweep keeps its job's)
     if record and (partial is not None or status == Status.FAILED):
         try:
             failure_record(cfg, status, reason, code, partial).write(run_dir)
@@ -140,6 +143,22 @@ def fail(run_dir: Path, cfg: DictConfig, status: Status, reason: str, code: int,
         _tally.failed.append((run_dir, Status(status), code))
         return
     sys.exit(code)
+
+
+# What a run directory holds before its run begins: Hydra's files, the lock, the log and the config.
+_BEFORE_START = {".hydra", STAGED_HYDRA, "cli.log", LOCK_FILE, "config.yaml", RECORD}
+
+
+def _remove_unstarted(run_dir: Path) -> bool:
+    """Remove `run_dir` when it holds only what a run leaves before it begins (and no earlier run's record);
+    True when it is gone."""
+    try:
+        if holds_earlier_run(run_dir) or not {p.name for p in run_dir.iterdir()} <= _BEFORE_START:
+            return False
+        shutil.rmtree(run_dir)
+        return True
+    except OSError:
+        return False
 
 
 def _kept(run_dir: Path, partial: RunRecord | None) -> str:

@@ -25,3 +25,20 @@ def test_the_notebook_example_of_ecosystem_md_runs_on_this_machine(run_cli, tmp_
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "test_psnr" in r.stdout
+
+
+def test_a_method_that_cannot_be_sized_is_said_as_n_a_not_as_an_error(capsys):
+    from ffrun.sweep.execute import run_ffrun
+
+    said = ("ffrun: error: model.params=100000 is unreachable: toy1d/hashgrid has at most 1234 parameters\n"
+            "ffrun: 1 job(s) of the sweep did not complete: runs/toy1d/hashgrid (failed)\n")
+    code = run_ffrun([sys.executable, "-c", f"import sys; sys.stderr.write({said!r}); sys.exit(2)"], "toy1d")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error" not in err.replace("(not an error)", "") and "exited" not in err, err
+    assert "toy1d: n/a (not an error): model.params=100000 is unreachable" in err
+    # a real failure beside it is still shown as one
+    said = said.replace("1 job(s)", "2 job(s)") + "ffrun: error: task.image='x.png': no such file\n"
+    run_ffrun([sys.executable, "-c", f"import sys; sys.stderr.write({said!r}); sys.exit(2)"], "toy1d")
+    err = capsys.readouterr().err
+    assert "toy1d exited 2" in err and "no such file" in err and "n/a (not an error)" in err

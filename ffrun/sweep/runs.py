@@ -63,3 +63,9 @@ def has_results(out: Path) -> bool:
         if rec is not None and not rec.failed:
             return True
     return False
+
+
+def unreachable(rec: RunRecord | None) -> bool:
+    """A run refused because its method cannot be sized to the budget on its task (ffrun.models.budget)."""
+    reason = str(rec.get("reason") or "") if rec is not None else ""
+    return reason.startswith("model.params=") and "is unreachable" in reason

@@ -1,0 +1,45 @@
+"""Classes of fault a hostile pass over the newer surfaces found: each refused in one line, or accepted and
+doing what it says."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import SMOKE
+
+
+@pytest.mark.parametrize("budgets,said", [("-1e4", "--budgets '-1e4': give parameter counts >= 1"),
+                                          ("inf", "--budgets 'inf': give finite parameter counts"),
+                                          ("1e4,-inf", "--budgets '1e4,-inf': give finite parameter counts")])
+def test_a_budget_that_is_no_count_is_one_line(run_cli, budgets, said):
+    r = run_cli("--scale", "smoke", "--budgets", budgets, "--out", "c", name="ffrun-compare", timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ffrun-compare: error: {said}"), lines
+
+
+def test_a_sweep_that_leaves_a_run_unfinished_does_not_exit_0(tmp_path, capsys):
+    from ffrun.apps.compare import sweep_exit
+    from ffrun.sweep.runs import Run
+
+    runs = [Run("image", "astronaut", enc, tmp_path / enc) for enc in ("gauss", "siren")]
+    for run, status in zip(runs, ("completed", "interrupted")):
+        run.dir.mkdir()
+        (run.dir / "metrics.json").write_text(json.dumps({"status": status, "task": "image", "step": 5}))
+    assert sweep_exit(runs, False, "the table holds") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 of 2 runs did not finish" in err[0] and "run the same command again" in err[0]
+    (runs[1].dir / "metrics.json").write_text(json.dumps({"status": "completed", "task": "image", "step": 5}))
+    assert sweep_exit(runs, False, "the table holds") == 0
+
+
+def test_another_thread_count_continues_a_run(run_cli, tmp_path):
+    """trainer.threads changes no result: a run continued with another count is the same experiment."""
+    assert run_cli(*SMOKE, "trainer.threads=1", "hydra.run.dir=D").returncode == 0
+    r = run_cli(*SMOKE, "trainer.threads=2", "trainer.steps=30", "trainer.resume=D", "hydra.run.dir=D")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((tmp_path / "D" / "metrics.json").read_text())
+    assert rec["step"] == 30 and rec["resumed_from"] == "D/checkpoint.pt"
+    again = run_cli(*SMOKE, "trainer.threads=2", "trainer.steps=30", "hydra.run.dir=D")
+    assert again.returncode == 0 and "already holds this run, completed at step 30" in again.stdout

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -126,3 +129,18 @@ def test_resume_true_continues_the_run_in_its_own_folder_and_leaves_one_run_fold
     assert "continuing the unfinished run" in (tmp_path / "outputs" / "a" / "cli.log").read_text()
     outputs = tmp_path / "outputs"
     assert [p for p in outputs.rglob("*") if p.is_file() and p.relative_to(outputs).parts[0] != "a"] == []
+
+
+def test_the_printed_resume_command_works_for_a_folder_hydra_and_the_shell_both_quote(run_cli, tmp_path):
+    from ffrun.run.resume import hydra_quote, resume_command
+
+    run = tmp_path / "it's a run, b=c [1] "
+    r = run_cli(*SMOKE, f"hydra.run.dir={hydra_quote(str(run))}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert record(run)["status"] == "completed"
+    command = resume_command(run)  # outside a job: read from the run's .hydra/
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    again = subprocess.run(["bash", "-c", command + " trainer.steps=30"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert record(run)["step"] == 30 and record(run)["resumed_from"] == str(run / "checkpoint.pt")

@@ -6,6 +6,8 @@ edit), and a run's metrics.json is read through `RunRecord`.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shlex
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from ffrun.config import flatten
 from ffrun.run.record import RunRecord, Status
 from ffrun.run.rundir import write_config
 from ffrun.sigma.auto import is_auto
+from ffrun.tasks.registry import PLUGINS_ENV
 from ffrun.train.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint
 from ffrun.util.errors import FfrunError
 
@@ -185,21 +188,41 @@ def refuse_another_experiment(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def resume_command(run_dir: Path) -> str:
-    """The whole command that continues the run in `run_dir`: its own overrides, then trainer.resume and the
-    same run directory (Hydra's record of the job's overrides; `.hydra/overrides.yaml` outside a job)."""
-    overrides = _job_overrides(run_dir)
+    """The whole command that continues the run in `run_dir`, to paste into a shell: FFRUN_PLUGINS when set, its
+    own overrides and config search path, then trainer.resume and the same run directory (Hydra's record of the
+    job's overrides; `.hydra/` outside a job). Each argument is quoted for the shell, and a path for Hydra too."""
+    overrides = _job_overrides(run_dir, "task")
     keep = [o for o in overrides if not o.lstrip("+~").startswith(("trainer.resume=", "hydra.run.dir="))]
-    where = shlex.quote(str(run_dir))
-    return " ".join(["ffrun", *map(shlex.quote, keep), f"trainer.resume={where}", f"hydra.run.dir={where}"])
+    keep += [o for o in _job_overrides(run_dir, "hydra") if o.lstrip("+~").startswith("hydra.searchpath=")]
+    where = hydra_quote(str(run_dir))
+    plugins = os.environ.get(PLUGINS_ENV)
+    prefix = [f"{PLUGINS_ENV}={shlex.quote(plugins)}"] if plugins else []
+    return " ".join([*prefix, "ffrun", *map(shlex.quote, [*keep, f"trainer.resume={where}", f"hydra.run.dir={where}"])])
 
 
-def _job_overrides(run_dir: Path) -> list[str]:
+# A value Hydra's override grammar reads back as it is, unquoted; anything else is given in Hydra's quotes.
+_PLAIN_VALUE = re.compile(r"[\w/.+:~@%-]+(?: [\w/.+:~@%-]+)*")
+
+
+def hydra_quote(value: str) -> str:
+    """`value` as an override's value that Hydra reads back unchanged (a comma, '=', brackets, a quote, a space at
+    either end would otherwise make it a sweep, a syntax error or another string)."""
+    if _PLAIN_VALUE.fullmatch(value):
+        return value
+    # Hydra's quoted string: a quote is escaped; backslashes are doubled only before a quote or at the end
+    return "'" + re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'") + "'"
+
+
+def _job_overrides(run_dir: Path, which: str) -> list[str]:
+    """The job's overrides of `which` kind (task: the user's; hydra: Hydra's own, as hydra.searchpath)."""
     from hydra.core.hydra_config import HydraConfig
 
     try:
-        return [str(o) for o in HydraConfig.get().overrides.task]
+        return [str(o) for o in HydraConfig.get().overrides[which]]
     except Exception:  # not inside a Hydra job
         try:
-            return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
+            if which == "task":
+                return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
+            return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.overrides[which]]
         except Exception:
             return []

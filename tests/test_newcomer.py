@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -42,3 +43,11 @@ def test_a_method_that_cannot_be_sized_is_said_as_n_a_not_as_an_error(capsys):
     run_ffrun([sys.executable, "-c", f"import sys; sys.stderr.write({said!r}); sys.exit(2)"], "toy1d")
     err = capsys.readouterr().err
     assert "toy1d exited 2" in err and "no such file" in err and "n/a (not an error)" in err
+
+
+def test_a_smoke_run_of_the_hash_grid_is_smoke_sized(run_cli, tmp_path):
+    r = run_cli("experiment=smoke", "method=hashgrid", "hydra.run.dir=run")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert rec["params"] < 200_000, rec["params"]  # Instant-NGP's own sizes give 5.5 million on the image
+    assert (tmp_path / "run" / "checkpoint.pt").stat().st_size < 5 * 2**20

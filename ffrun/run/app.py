@@ -70,6 +70,18 @@ def run_analysis(tool: str, cfg: DictConfig, work: Callable[[DictConfig, Path], 
         sys.exit(EXIT_BAD_INPUT)
 
 
+def say(text: str) -> None:
+    """A line of an analysis app's result: printed as it is, and kept in the job's log file (`<tool>.log` in the
+    run directory, Hydra's file handler), which would otherwise stay empty."""
+    import logging
+
+    print(text, flush=True)
+    record = logging.LogRecord("ffrun", logging.INFO, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 _OS_ERROR = re.compile(r"^(?:\w+\.)*(\w*Error): \[Errno (\d+)\] ([^:]+)(?:: '(.*)')?", re.M)
 
 

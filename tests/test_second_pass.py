@@ -43,3 +43,56 @@ def test_another_thread_count_continues_a_run(run_cli, tmp_path):
     assert rec["step"] == 30 and rec["resumed_from"] == "D/checkpoint.pt"
     again = run_cli(*SMOKE, "trainer.threads=2", "trainer.steps=30", "hydra.run.dir=D")
     assert again.returncode == 0 and "already holds this run, completed at step 30" in again.stdout
+
+
+@pytest.fixture(scope="module")
+def grids_export(tmp_path_factory):
+    """A run sized by the Grids benchmark's rule (model.budget_rule=grids), exported."""
+    import subprocess
+
+    from conftest import ffrun_cmd
+
+    where = tmp_path_factory.mktemp("grids_export")
+    train = [ffrun_cmd(), *SMOKE, "method=siren", "model.budget_rule=grids", "model.params=3000", "hydra.run.dir=run"]
+    for cmd in (train, [ffrun_cmd("ffrun-export"), "run"]):
+        r = subprocess.run(cmd, cwd=where, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    return where / "run" / "export"
+
+
+def test_an_export_of_a_grids_benchmark_run_loads(grids_export):
+    import torch
+
+    from ffrun.apps.export import load_exported
+
+    meta = json.loads((grids_export / "field.json").read_text())
+    assert "benchmark_params" in meta["network"]["sizes"]  # a count beside the config keys
+    field = load_exported(grids_export)
+    assert field(torch.rand(7, 2)).shape == (7, 3)
+
+
+@pytest.mark.parametrize("edit", ["method", "w0", "bounds", "activation"])
+def test_an_edited_field_json_is_refused(grids_export, tmp_path, edit):
+    import shutil
+
+    from ffrun.apps.export import load_exported
+    from ffrun.util.errors import FfrunError
+
+    folder = tmp_path / "export"
+    shutil.copytree(grids_export, folder)
+    meta = json.loads((folder / "field.json").read_text())
+    if edit == "method":
+        meta["method"] = "wire"
+    elif edit == "w0":
+        meta["config"]["model"]["w0"] = 90.0
+    elif edit == "bounds":
+        meta["network"]["bounds"] = [-1.0, 1.0]
+    else:
+        meta["network"]["out_activation"] = "none" if meta["network"]["out_activation"] != "none" else "sigmoid"
+    (folder / "field.json").write_text(json.dumps(meta))
+    with pytest.raises(FfrunError, match="field.json: changed since ffrun-export wrote it"):
+        load_exported(folder)
+    annotated = json.loads((grids_export / "field.json").read_text())
+    annotated["metrics"]["note"] = 1.0  # an annotation outside the definition is no change of the field
+    (folder / "field.json").write_text(json.dumps(annotated))
+    load_exported(folder)

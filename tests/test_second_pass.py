@@ -96,3 +96,27 @@ def test_an_edited_field_json_is_refused(grids_export, tmp_path, edit):
     annotated["metrics"]["note"] = 1.0  # an annotation outside the definition is no change of the field
     (folder / "field.json").write_text(json.dumps(annotated))
     load_exported(folder)
+
+
+@pytest.mark.parametrize("args,said", [
+    (["method=siren", "model.params=10"], "model.params=10 is too small for the Grids benchmark's siren"),
+    (["method=wire", "model.params=5"], "model.params=5 is too small for the Grids benchmark's wire"),
+    (["encoding=gauss", "model.params=20"], "model.params=20 is too small for the Grids benchmark's ffn"),
+    (["method=densegrid", "model=direct", "model.params=1"],
+     "model.params=1 is too small for the Grids benchmark's grid"),
+    (["method=hashgrid", "model.params=100"], "model.params=100 is below the benchmark's Instant-NGP decoder"),
+])
+def test_the_grids_budget_rule_refuses_a_budget_too_small_in_one_line(run_cli, args, said):
+    r = run_cli(*SMOKE, "model.budget_rule=grids", *args, "hydra.run.dir=run")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0] and "raise model.params" in lines[0], lines
+
+
+def test_the_grids_budget_rule_sizes_a_network_with_no_hidden_layer(compose):
+    from ffrun.models.grids_budget import grids_sizes, layer_width
+
+    cfg = compose("experiment=smoke", "method=siren", "model.depth=2", "model.budget_rule=grids", "model.params=3000")
+    width = grids_sizes(cfg.encoding, cfg.model, 2, 3)["model.width"]
+    # the benchmark's equation L w^2 + (n_in + n_out + L) w + (n_in + n_out - P) = 0 at L = 0: linear, not 0 / 0
+    assert width == layer_width(2, 3, 0, 3000) == (3000 - 5) // 5

@@ -329,8 +329,11 @@ def _crashed(cfg: DictConfig, run_dir: Path, e: Exception) -> None:
     partial = getattr(e, "ffrun_record", None)
     if memory_error(e):
         first = " ".join(str(e).split())[:200]
-        fail(run_dir, cfg, Status.FAILED, f"out of memory ({first}); use a smaller encoding.m, model.width, "
-             "task size or trainer.batch_size, or a device with more memory", EXIT_BAD_INPUT, partial=partial)
+        budget = cfg.model.get("params") if "model" in cfg else None
+        knobs = (f"a smaller model.params (now {float(budget):g}), task size or trainer.batch_size" if budget
+                 else "a smaller encoding.m, model.width, task size or trainer.batch_size")
+        fail(run_dir, cfg, Status.FAILED, f"out of memory ({first}); use {knobs}, or a device with more memory",
+             EXIT_BAD_INPUT, partial=partial)
         return
     log.error("unexpected error", exc_info=True)
     fail(run_dir, cfg, Status.FAILED, f"{type(e).__name__}: {e} (traceback in {run_dir / 'cli.log'})", 1,

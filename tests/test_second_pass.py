@@ -120,3 +120,37 @@ def test_the_grids_budget_rule_sizes_a_network_with_no_hidden_layer(compose):
     width = grids_sizes(cfg.encoding, cfg.model, 2, 3)["model.width"]
     # the benchmark's equation L w^2 + (n_in + n_out + L) w + (n_in + n_out - P) = 0 at L = 0: linear, not 0 / 0
     assert width == layer_width(2, 3, 0, 3000) == (3000 - 5) // 5
+
+
+@pytest.mark.parametrize("args,said", [
+    (["task.protocol=fit", "task.noise_std=0.1"], "task.noise_std=0.1 acts under task.protocol=denoise only"),
+    (["task.protocol=fit", "task.reference=div2k_grids:hr/00"],
+     "task.reference='div2k_grids:hr/00' is scored under task.protocol=superres only"),
+    (["task.protocol=superres", "task.reference=/no/such.png"], "task.reference='/no/such.png': no such file"),
+    (["task.protocol=superres", "task.reference=div2k_grids:hr/01"],
+     "task.reference='div2k_grids:hr/01': no image 01.png in"),
+])
+def test_a_protocol_setting_is_refused_where_it_would_not_act_and_named_as_given(run_cli, args, said):
+    r = run_cli(*SMOKE, "task.image=div2k_grids:x4/00", "task.resolution=native", *args, "hydra.run.dir=run")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0] and "task.image=" not in lines[0].split(said)[1], lines
+    if "hr/01" in said:  # the indices offered are the files present
+        assert "(it holds 00, 06, 07, 09)" in lines[0] and "N in 0, 6, 7, 9" in lines[0], lines
+
+
+def test_a_reference_that_is_no_whole_multiple_of_the_image_is_refused(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from test_grids_protocols import image_cfg
+
+    from ffrun.tasks.image import ImageTask
+    from ffrun.util.errors import FfrunError
+
+    lo, hi = tmp_path / "lo.png", tmp_path / "hi.png"
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(lo)
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(hi)  # 4x in height, 50/12 in width
+    import torch
+
+    with pytest.raises(FfrunError, match=r"50 x 40 pixels is not an integer multiple of the training image's 12 x 10"):
+        ImageTask(image_cfg(str(lo), protocol="superres", reference=str(hi)), torch.device("cpu"))

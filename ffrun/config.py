@@ -9,7 +9,6 @@ composed, before any work starts. Value ranges are checked in `validate`.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -169,14 +168,25 @@ def register_configs() -> None:
         cs.store(group="schema/task", name=entry.name, node=entry.schema)
 
 
+# Why the plug-ins of FFRUN_PLUGINS could not be registered (None when they were): `ffrun` refuses to run then
+# (`plugin_error`), as a traceback at import would have.
+PLUGIN_ERROR: str | None = None
+
+
 def registered_tasks() -> dict:
-    """Every registered task; a plug-in module that cannot be imported is named on stderr (the run that asks
-    for its task is then refused by Hydra: no such task config or schema) instead of a traceback here."""
+    """Every registered task; a plug-in module that cannot be imported (or registers a task ffrun cannot use)
+    is kept in PLUGIN_ERROR, for the app to say in one line, instead of a traceback here."""
+    global PLUGIN_ERROR
     try:
         return registered()
     except FfrunError as e:
-        print(f"ffrun: warning: {e}", file=sys.stderr)
+        PLUGIN_ERROR = str(e)
         return TASKS
+
+
+def plugin_error() -> str | None:
+    """Why FFRUN_PLUGINS' modules were not registered, or None."""
+    return PLUGIN_ERROR
 
 
 def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[tuple[str, set[str]]]:

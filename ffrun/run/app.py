@@ -163,7 +163,12 @@ def run_hydra_app(app: Callable[[], object]) -> SweepTally:
     missing option), raised before the app starts, into one line and ffrun's exit status 2 for bad input.
     Returns the tally of the jobs it reported (`ffrun.run.outcome.report`), for the app to sum up."""
     global _gate
+    from ffrun.config import plugin_error
+
     name = Path(sys.argv[0]).name if Path(sys.argv[0]).name.startswith("ffrun") else "ffrun"
+    if plugin_error():  # FFRUN_PLUGINS names a module that cannot be used: nothing would run as asked
+        print(f"{name}: error: {plugin_error()}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     stderr = sys.stderr = _gate = _UntilJobStarts(sys.stderr)
     try:
         with tallying(SweepTally()) as tally:

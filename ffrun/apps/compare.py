@@ -56,7 +56,7 @@ from ffrun.sweep.methods import (
 from ffrun.sweep.overrides import check_overrides, not_an_override
 from ffrun.sweep.paper import PAPER, metric_of
 from ffrun.sweep.plans import SCALES
-from ffrun.sweep.runs import Run, unreachable
+from ffrun.sweep.runs import STALE, Run, unreachable
 from ffrun.util.atomic import write_json
 from ffrun.util.errors import FfrunError
 from ffrun.util.paths import expand_user, output_folder
@@ -328,7 +328,13 @@ def benchmark_main(args: argparse.Namespace) -> int:
         out = Path(args.out).expanduser().resolve()
         if not (out / "runs").is_dir():
             return fail(f"--report-only: {out} holds no runs (no runs/ folder); run without --report-only first")
-        say(grids.report(out, plan, grids.grids_runs(plan, out)))
+        runs = grids.grids_runs(plan, out)
+        stale = [r for r in runs if r.status() == STALE]
+        if stale:  # their scores are of other settings: a table would label them as this command's
+            return fail(f"--report-only: {len(stale)} of {len(runs)} runs in {out} were made with other settings "
+                        f"than this command's (e.g. {stale[0].label}: {stale[0].recorded_differences()}); give the "
+                        "settings they were made with, or run without --report-only to rerun them")
+        say(grids.report(out, plan, runs))
         return 0
     try:
         out = output_folder(args.out).resolve()  # before any run: a folder it cannot write is refused now

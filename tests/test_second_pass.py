@@ -154,3 +154,11 @@ def test_a_reference_that_is_no_whole_multiple_of_the_image_is_refused(tmp_path)
 
     with pytest.raises(FfrunError, match=r"50 x 40 pixels is not an integer multiple of the training image's 12 x 10"):
         ImageTask(image_cfg(str(lo), protocol="superres", reference=str(hi)), torch.device("cpu"))
+
+
+def test_an_output_activation_the_grid_baseline_would_ignore_is_refused(run_cli, tmp_path):
+    r = run_cli(*SMOKE, "task=ct", "encoding=grid", "model.out_activation=none", "hydra.run.dir=run")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.out_activation=none has no effect with encoding=grid" in lines[0], lines
+    assert run_cli(*SMOKE, "task=ct", "encoding=grid", "hydra.run.dir=ok").returncode == 0

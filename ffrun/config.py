@@ -322,6 +322,10 @@ def validate(cfg: DictConfig) -> None:
     check(tr.ckpt_every >= 0, "trainer.ckpt_every", tr.ckpt_every, "use >= 0 (0 = only at the end)")
     check(isinstance(tr.resume, (bool, str)) and tr.resume != "", "trainer.resume", tr.resume,
           "use true, false or the path of a run directory")
+    threads = tr.get("threads", "auto")  # checked here too: a rerun into a finished run stops before set_threads
+    check((isinstance(threads, str) and threads.strip().lower() == "auto")
+          or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1), "trainer.threads",
+          threads, "use auto or a number of threads >= 1")
     check(not (tr.fresh and tr.resume is not False), "trainer.fresh", tr.fresh,
           "trainer.fresh=true trains from step 0 and trainer.resume continues a run: give one of them")
     check(tr.precision in ("fp32", "tf32", "bf16"), "trainer.precision", tr.precision, "use fp32, tf32 or bf16")

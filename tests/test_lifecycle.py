@@ -117,6 +117,8 @@ def test_a_full_disk_while_recording_a_failure_is_still_one_line(hydra_job, tmp_
         raise FfrunError(f"no space left on device: {path}")
 
     monkeypatch.setattr("ffrun.run.record.write_json", full)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("the user's own file: the folder is kept, and the record tried")
     cfg = hydra_job("device=cuda:99")
     with pytest.raises(SystemExit) as e:
         outcome.report(cfg, tmp_path / "run", lambda: runner.execute(cfg, tmp_path / "run"))

@@ -132,13 +132,16 @@ def test_resume_true_continues_the_run_in_its_own_folder_and_leaves_one_run_fold
 
 
 def test_the_printed_resume_command_works_for_a_folder_hydra_and_the_shell_both_quote(run_cli, tmp_path):
-    from ffrun.run.resume import hydra_quote, resume_command
+    from ffrun.run.resume import hydra_quote
 
     run = tmp_path / "it's a run, b=c [1] "
     r = run_cli(*SMOKE, f"hydra.run.dir={hydra_quote(str(run))}")
     assert r.returncode == 0, r.stderr[-2000:]
     assert record(run)["status"] == "completed"
-    command = resume_command(run)  # outside a job: read from the run's .hydra/
+    # outside a job (a fresh interpreter: no Hydra job of this process), read from the run's .hydra/
+    command = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from ffrun.run.resume "
+                              "import resume_command; print(resume_command(Path(sys.argv[1])))", str(run)],
+                             capture_output=True, text=True, check=True).stdout.strip()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     again = subprocess.run(["bash", "-c", command + " trainer.steps=30"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)

@@ -326,8 +326,10 @@ def validate(cfg: DictConfig) -> None:
     check((isinstance(threads, str) and threads.strip().lower() == "auto")
           or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1), "trainer.threads",
           threads, "use auto or a number of threads >= 1")
-    check(not (tr.fresh and tr.resume is not False), "trainer.fresh", tr.fresh,
-          "trainer.fresh=true trains from step 0 and trainer.resume continues a run: give one of them")
+    if tr.fresh and tr.resume is not False:
+        given = str(tr.resume).lower() if isinstance(tr.resume, bool) else tr.resume
+        raise FfrunError(f"config: trainer.fresh=true with trainer.resume={given}: a fresh run trains from step 0 "
+                         "and a resumed one continues a run; give one of them")
     check(tr.precision in ("fp32", "tf32", "bf16"), "trainer.precision", tr.precision, "use fp32, tf32 or bf16")
     check(tr.lr_decay_steps >= 0, "trainer.lr_decay_steps", tr.lr_decay_steps, "use >= 0 (0 = no decay)")
     check(tr.lr_schedule is None or tr.lr_schedule in LR_SCHEDULES, "trainer.lr_schedule", tr.lr_schedule,

@@ -9,7 +9,6 @@ composed, before any work starts. Value ranges are checked in `validate`.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -88,6 +87,9 @@ class TrainerConfig:
     # false | true (the newest unfinished run of the same experiment under outputs/: one not completed, or
     # completed at fewer steps) | a run directory (refused if that run is another experiment)
     resume: Any = False
+    # true: a run already in the run directory (completed or not) is moved aside to `<dir>.earlier-N`, nothing
+    # deleted, and this one trains from step 0; false: a completed run there is kept and not retrained
+    fresh: bool = False
     progress: bool = True  # tqdm bar
     precision: str = "fp32"  # fp32 | tf32 (CUDA TensorFloat-32 matmuls) | bf16 (autocast for the training step)
     # under bf16: the ReLU MLP's Linear layers that keep float32 products: none | first | last | ends (both)
@@ -168,14 +170,25 @@ def register_configs() -> None:
         cs.store(group="schema/task", name=entry.name, node=entry.schema)
 
 
+# Why the plug-ins of FFRUN_PLUGINS could not be registered (None when they were): `ffrun` refuses to run then
+# (`plugin_error`), as a traceback at import would have.
+PLUGIN_ERROR: str | None = None
+
+
 def registered_tasks() -> dict:
-    """Every registered task; a plug-in module that cannot be imported is named on stderr (the run that asks
-    for its task is then refused by Hydra: no such task config or schema) instead of a traceback here."""
+    """Every registered task; a plug-in module that cannot be imported (or registers a task ffrun cannot use)
+    is kept in PLUGIN_ERROR, for the app to say in one line, instead of a traceback here."""
+    global PLUGIN_ERROR
     try:
         return registered()
     except FfrunError as e:
-        print(f"ffrun: warning: {e}", file=sys.stderr)
+        PLUGIN_ERROR = str(e)
         return TASKS
+
+
+def plugin_error() -> str | None:
+    """Why FFRUN_PLUGINS' modules were not registered, or None."""
+    return PLUGIN_ERROR
 
 
 def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[tuple[str, set[str]]]:
@@ -311,6 +324,14 @@ def validate(cfg: DictConfig) -> None:
     check(tr.ckpt_every >= 0, "trainer.ckpt_every", tr.ckpt_every, "use >= 0 (0 = only at the end)")
     check(isinstance(tr.resume, (bool, str)) and tr.resume != "", "trainer.resume", tr.resume,
           "use true, false or the path of a run directory")
+    threads = tr.get("threads", "auto")  # checked here too: a rerun into a finished run stops before set_threads
+    check((isinstance(threads, str) and threads.strip().lower() == "auto")
+          or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1), "trainer.threads",
+          threads, "use auto or a number of threads >= 1")
+    if tr.fresh and tr.resume is not False:
+        given = str(tr.resume).lower() if isinstance(tr.resume, bool) else tr.resume
+        raise FfrunError(f"config: trainer.fresh=true with trainer.resume={given}: a fresh run trains from step 0 "
+                         "and a resumed one continues a run; give one of them")
     check(tr.precision in ("fp32", "tf32", "bf16"), "trainer.precision", tr.precision, "use fp32, tf32 or bf16")
     check(tr.get("fp32_layers", "none") in ("none", "first", "last", "ends"), "trainer.fp32_layers",
           tr.get("fp32_layers"), "use none, first, last or ends (the MLP's first and last Linear layers)")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,32 @@ def run_cli(tmp_path):
         return subprocess.run([ffrun_cmd(name), *args], cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
 
     return _run
+
+
+@pytest.fixture
+def spawn():
+    """Start a child process (Popen's arguments; pipes and text by default) in a process group of its own. At
+    teardown, whether the test passed or failed, every child's group is killed and the child reaped, so no run a
+    test started outlives it."""
+    procs: list[subprocess.Popen] = []
+
+    def _spawn(cmd, **kw) -> subprocess.Popen:
+        kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kw}
+        proc = subprocess.Popen(cmd, start_new_session=True, **kw)
+        procs.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the child and anything it started
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.communicate(timeout=60)
+        except (subprocess.TimeoutExpired, ValueError, OSError):
+            proc.kill()
+            proc.wait(timeout=60)
 
 
 @pytest.fixture

@@ -66,6 +66,6 @@ def test_import_ffrun_from_the_folder_above_a_clone(tmp_path):
 
 
 def test_default_output_folders_are_git_ignored():
-    r = subprocess.run(["git", "check-ignore", "outputs/x", "reproduce/x", "multirun/x"], cwd=ROOT,
+    r = subprocess.run(["git", "check-ignore", "outputs/x", "reproduce/x", "multirun/x", "compare/x"], cwd=ROOT,
                        capture_output=True, text=True)
-    assert r.stdout.split() == ["outputs/x", "reproduce/x", "multirun/x"]
+    assert r.stdout.split() == ["outputs/x", "reproduce/x", "multirun/x", "compare/x"]

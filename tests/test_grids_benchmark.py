@@ -384,3 +384,18 @@ def test_report_only_trains_nothing_and_needs_runs(tmp_path, capsys):
     assert "holds no runs" in capsys.readouterr().err or not (SHARED_DATA / "images" / "div2k_grids").is_dir()
     assert compare.main(["--report-only", "--out", str(tmp_path / "none")]) == 2  # only with --benchmark
     assert "--report-only applies only with --benchmark" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "images" / "div2k_grids").is_dir(), reason="needs the benchmark's images")
+def test_report_only_over_runs_made_with_other_settings_is_refused_naming_them(tmp_path, capsys):
+    plan = GridsPlan(("denoise",), ("grid",), (0,), (10_000,), 0.05)
+    out = tmp_path / "out"
+    fake_run(out, plan, "denoise", 0, 10_000, "grid", 25.0, 25.0)
+    args = ["--benchmark", "grids", "--report-only", "--protocols", "denoise", "--methods", "grid", "--images", "0",
+            "--budgets", "1e4", "--data", str(SHARED_DATA), "--out", str(out)]
+    assert compare.main([*args, "--noise", "0.05"]) == 0  # the settings the run was made with
+    assert "25.00" in capsys.readouterr().out
+    assert compare.main([*args, "--noise", "0.1"]) == 2  # another noise level: its score is not of this table
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 of 1 runs" in err[0] and "made with other settings" in err[0], err
+    assert "task.noise_std=0.05 -> task.noise_std=0.1" in err[0], err

@@ -62,13 +62,13 @@ def done_run(tmp_path_factory) -> Path:
 # --- ffrun-reproduce ------------------------------------------------------------------------------------
 
 
-def test_ctrl_c_under_reproduce_checkpoints_the_run_and_the_rerun_resumes_it(tmp_path):
+def test_ctrl_c_under_reproduce_checkpoints_the_run_and_the_rerun_resumes_it(spawn, tmp_path):
     out = tmp_path / "t1"
     cmd = [ffrun_cmd("ffrun-reproduce"), "--scale", "smoke", "--tasks", "image", "--out", str(out), "device=cpu",
            "trainer.steps=150", "trainer.eval_every=3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = out / "runs" / "image" / "astronaut" / "gauss"  # the sweep's last job: the rerun resumes it alone
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = spawn(cmd, cwd=tmp_path, env=env)
     deadline = time.time() + 240
     while not (run / "history.csv").exists():
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
@@ -404,12 +404,11 @@ def test_a_run_folder_made_unwritable_mid_run_keeps_its_checkpoint(hydra_job, tm
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_two_quick_ctrl_cs_end_the_run_once_with_the_truth(tmp_path):
+def test_two_quick_ctrl_cs_end_the_run_once_with_the_truth(spawn, tmp_path):
     """The second Ctrl-C 30 ms after the first lands while the run checkpoints or shuts down: no traceback
     from the interpreter's exit, no "nothing was written" beside a checkpoint, exit status 130."""
-    proc = subprocess.Popen([ffrun_cmd(), *SMOKE, "task.resolution=32", "trainer.steps=100000",
-                             "trainer.eval_every=5", "trainer.ckpt_every=5", "hydra.run.dir=run"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn([ffrun_cmd(), *SMOKE, "task.resolution=32", "trainer.steps=100000", "trainer.eval_every=5",
+                  "trainer.ckpt_every=5", "hydra.run.dir=run"], cwd=tmp_path)
     deadline = time.time() + 240
     while not (tmp_path / "run" / CHECKPOINT).exists():
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]

@@ -117,6 +117,8 @@ def test_a_full_disk_while_recording_a_failure_is_still_one_line(hydra_job, tmp_
         raise FfrunError(f"no space left on device: {path}")
 
     monkeypatch.setattr("ffrun.run.record.write_json", full)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("the user's own file: the folder is kept, and the record tried")
     cfg = hydra_job("device=cuda:99")
     with pytest.raises(SystemExit) as e:
         outcome.report(cfg, tmp_path / "run", lambda: runner.execute(cfg, tmp_path / "run"))
@@ -133,15 +135,14 @@ def _wait_for(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def _run_script(tmp_path: Path, patch: str, *overrides: str) -> subprocess.Popen:
+def _run_script(spawn, tmp_path: Path, patch: str, *overrides: str) -> subprocess.Popen:
     """`ffrun` in a subprocess with `patch` (Python) applied first: to hold the run at a chosen moment."""
     script = (f"import sys, time\nfrom pathlib import Path\n{patch}\nfrom ffrun.apps.cli import main\n"
               f"sys.argv = ['ffrun', *{list(SMOKE) + list(overrides) + ['hydra.run.dir=run']!r}]\nmain()\n")
-    return subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return spawn([sys.executable, "-c", script], cwd=tmp_path)
 
 
-def test_a_second_sigint_ends_interrupted_with_the_last_good_checkpoint(tmp_path):
+def test_a_second_sigint_ends_interrupted_with_the_last_good_checkpoint(spawn, tmp_path):
     # From step 20 on, a checkpoint takes a while to write: the second SIGINT lands while the first
     # one's checkpoint is being written, and the one on disk stays the last good one (step 10).
     patch = (
@@ -154,7 +155,7 @@ def test_a_second_sigint_ends_interrupted_with_the_last_good_checkpoint(tmp_path
         "    save(path, **kw)\n"
         "train.save_checkpoint = slow\n"
     )
-    proc = _run_script(tmp_path, patch, "trainer.steps=100000", "trainer.eval_every=10", "trainer.ckpt_every=10")
+    proc = _run_script(spawn, tmp_path, patch, "trainer.steps=100000", "trainer.eval_every=10", "trainer.ckpt_every=10")
     _wait_for(proc, (tmp_path / "saving").exists)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.2)
@@ -169,11 +170,11 @@ def test_a_second_sigint_ends_interrupted_with_the_last_good_checkpoint(tmp_path
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 10
 
 
-def test_sigterm_while_loading_data_records_an_interrupted_run(tmp_path):
+def test_sigterm_while_loading_data_records_an_interrupted_run(spawn, tmp_path):
     # The task takes long to build (as a large volume or scene does): the signal lands before training.
     patch = "from ffrun.run import job as runner\ndef slow(*a, **k):\n    Path('loading').touch()\n" \
             "    time.sleep(60)\nrunner.build_task = slow\n"
-    proc = _run_script(tmp_path, patch)
+    proc = _run_script(spawn, tmp_path, patch)
     _wait_for(proc, (tmp_path / "loading").exists)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -87,11 +86,10 @@ LONG = ["experiment=smoke", "task.resolution=64", "model.width=64", "trainer.ste
         "trainer.ckpt_every=25", "encoding=gauss"]
 
 
-def test_sigterm_stops_a_vectorized_sweep_with_every_member_interrupted_and_resumable(run_cli, tmp_path):
+def test_sigterm_stops_a_vectorized_sweep_with_every_member_interrupted_and_resumable(run_cli, spawn, tmp_path):
     sweep = tmp_path / "outputs" / "vec"
-    proc = subprocess.Popen([ffrun_cmd(), "-m", "hydra/launcher=vectorized", *LONG, "sigma=1,4",
-                             f"hydra.sweep.dir={sweep}"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = spawn([ffrun_cmd(), "-m", "hydra/launcher=vectorized", *LONG, "sigma=1,4", f"hydra.sweep.dir={sweep}"],
+                 cwd=tmp_path)
     deadline = time.time() + 120
     while True:
         try:
@@ -120,10 +118,11 @@ def test_sigterm_stops_a_vectorized_sweep_with_every_member_interrupted_and_resu
         assert f"trainer.resume={sweep / str(i)} hydra.run.dir={sweep / str(i)}" in err and "resume with: ffrun " in err
         steps.append(m["step"])
     assert steps[0] == steps[1]
-    # member 1 (sigma 4) is found by trainer.resume=true and continues as a separate run
+    # member 1 (sigma 4) is found by trainer.resume=true and continues in its own folder, leaving no other
     r = run_cli(*LONG, "sigma=4", f"trainer.steps={steps[1] + 10}", "trainer.resume=true", "hydra.run.dir=more")
     assert r.returncode == 0, r.stderr[-3000:]
-    more = metrics(tmp_path / "more")
+    assert not (tmp_path / "more").exists()
+    more = metrics(sweep / "1")
     assert more["resumed_from"] == "outputs/vec/1/checkpoint.pt"
     assert more["status"] == "completed" and more["step"] == steps[1] + 10
 

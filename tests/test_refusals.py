@@ -104,11 +104,10 @@ def test_missing_tensorboard_in_a_vectorized_sweep_is_one_line_per_job(tmp_path)
     assert r.stderr.count("logger=tensorboard needs the tensorboard package") == 2
 
 
-def test_ctrl_c_while_starting_is_one_line_and_130(tmp_path):
+def test_ctrl_c_while_starting_is_one_line_and_130(spawn, tmp_path):
     from conftest import ffrun_cmd
 
-    p = subprocess.Popen([ffrun_cmd(), "experiment=smoke"], cwd=tmp_path, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = spawn([ffrun_cmd(), "experiment=smoke"], cwd=tmp_path)
     time.sleep(1.0)  # past the interpreter's start, inside the imports of torch and Hydra
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)

@@ -188,6 +188,8 @@ def test_ffrun_sigma_app(run_cli, tmp_path, compose):
     r = run_cli("task.resolution=32", "device=cpu", "hydra.run.dir=s", name="ffrun-sigma", timeout=120)
     assert r.returncode == 0, r.stderr
     assert "sigma=auto:" in r.stdout
+    log = (tmp_path / "s" / "sigma.log").read_text()  # the result is kept in the run's log too
+    assert "sigma=auto:" in log and "ffrun-sigma: wrote the curve" in log
     rec = json.loads((tmp_path / "s" / "sigma_auto.json").read_text())
     assert rec["sigma"] > 0 and len(rec["candidates"]) == len(rec["scores"])
     assert (tmp_path / "s" / "sigma_curve.png").stat().st_size > 0

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,3 +154,48 @@ def test_a_task_written_outside_ffrun_trains_summarises_exports_and_sweeps(plugi
     r = plugin("task=wave", "task.n_points=9", *SMALL, "hydra.run.dir=bad")  # its limit: one line, exit 2
     assert r.returncode == 2 and "task.n_points=9 is out of range for task=wave" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_resume_command_of_a_plug_in_run_keeps_its_plug_in_and_search_path(plugin, tmp_path):
+    r = plugin("task=wave", *SMALL, "hydra.run.dir=run")
+    assert r.returncode == 0, r.stderr[-3000:]
+    env = {**os.environ, PLUGINS_ENV: "wave"}
+    command = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from ffrun.run.resume "
+                              "import resume_command; print(resume_command(Path('run')))"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert command.startswith("FFRUN_PLUGINS=wave ffrun ") and "hydra.searchpath=[file://" in command, command
+    # run as printed (asking for more steps), from a shell that has only PYTHONPATH for the plug-in's module
+    shell_env = {k: v for k, v in env.items() if k != PLUGINS_ENV}
+    shell_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    shell_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    again = subprocess.run(["bash", "-c", command + " trainer.steps=45"], cwd=tmp_path, env=shell_env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rec = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert rec["task"] == "wave" and rec["step"] == 45 and rec["resumed_from"] == "run/checkpoint.pt"
+
+
+BROKEN = {
+    "raises": ("raise ValueError('boom')\n", "importing 'broken' raised ValueError: boom; fix the module"),
+    "replaces": ("from ffrun.tasks.registry import register_task\n"
+                 "from ffrun.tasks.image import ImageTask, ImageTaskConfig\n"
+                 "@register_task('image', ImageTaskConfig)\nclass Mine(ImageTask):\n    pass\n",
+                 "task 'image' of broken.Mine would replace the task 'image' of ffrun.tasks.image"),
+    "schema": ("from ffrun.tasks.registry import register_task\nfrom ffrun.tasks.image import ImageTask\n"
+               "@register_task('mine', dict)\nclass Mine(ImageTask):\n    pass\n",
+               "task 'mine' of broken.Mine: its schema <class 'dict'> is not a dataclass with a `name` field"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_a_broken_plug_in_is_one_line_and_nothing_runs(tmp_path, kind):
+    code, said = BROKEN[kind]
+    (tmp_path / "broken.py").write_text(code)
+    env = {**os.environ, PLUGINS_ENV: "broken",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([ffrun_cmd(), "experiment=smoke", "hydra.run.dir=run"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ffrun: error: {PLUGINS_ENV}: ") and said in lines[0], lines
+    assert not (tmp_path / "run").exists()  # the built-in image task was not run in the plug-in's place

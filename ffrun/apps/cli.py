@@ -26,7 +26,7 @@ from omegaconf import DictConfig  # noqa: E402
 from ffrun.config import register_configs  # noqa: E402
 from ffrun.run.app import group_choices, groups_text, mark_job_started, run_hydra_app, wants_help  # noqa: E402
 from ffrun.run.job import execute  # noqa: E402
-from ffrun.run.outcome import EXIT_BAD_INPUT, SweepTally, report  # noqa: E402
+from ffrun.run.outcome import EXIT_BAD_INPUT, SweepTally, in_its_own_folder, report  # noqa: E402
 
 register_configs()
 
@@ -62,8 +62,8 @@ def _app(cfg: DictConfig) -> float:
             print(f"ffrun: error: {group}={chosen} is not a preset; choose one of "
                   f"{', '.join(group_choices(group))}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    return report(cfg, run_dir, lambda: execute(cfg, run_dir))
+    with in_its_own_folder(cfg, Path(HydraConfig.get().runtime.output_dir)) as run_dir:
+        return report(cfg, run_dir, lambda: execute(cfg, run_dir))
 
 
 def help_text() -> str:
@@ -92,7 +92,9 @@ Examples:
 Outputs: outputs/DATE/TIME/ (a sweep: outputs/multirun/DATE/TIME/N/), relative to where you run ffrun; each
 holds config.yaml, metrics.json, history.csv, checkpoint.pt, the pictures and cli.log. Move them with
 hydra.run.dir=... (hydra.sweep.dir=... for -m). Resume with trainer.resume=true or trainer.resume=RUN_DIR (an
-interrupted run prints the whole command). A directory that holds a run takes only that experiment again.
+interrupted run prints the whole command). A directory that holds a run takes only that experiment again: a
+completed one is not retrained (trainer.fresh=true moves it to DIR.earlier-N and trains again), an unfinished one
+is continued.
 
 Exit status: 0 completed, 2 bad input (one line on stderr), 3 diverged, 130/143 interrupted (checkpointed).
 More: the README and docs/ of the repository; the full config: ffrun --cfg job; Hydra's own flags: ffrun --hydra-help

@@ -33,10 +33,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from ffrun.data.location import data_dir
+from ffrun.run.record import Status
 from ffrun.sweep import grids
 from ffrun.sweep.commands import LAUNCHERS
 from ffrun.sweep.console import error, interrupted, run_console, say
@@ -50,12 +52,11 @@ from ffrun.sweep.methods import (
     budget_runs,
     compare_plans,
     launch_methods,
-    unreachable,
 )
 from ffrun.sweep.overrides import check_overrides, not_an_override
 from ffrun.sweep.paper import PAPER, metric_of
 from ffrun.sweep.plans import SCALES
-from ffrun.sweep.runs import Run
+from ffrun.sweep.runs import STALE, Run, unreachable
 from ffrun.util.atomic import write_json
 from ffrun.util.errors import FfrunError
 from ffrun.util.paths import expand_user, output_folder
@@ -75,6 +76,8 @@ def fail(msg: str) -> int:
 def parse_budgets(text: str) -> list[int]:
     try:
         budgets = [int(float(b)) for b in text.split(",") if b.strip()]
+    except OverflowError:  # inf
+        raise ValueError(f"--budgets {text!r}: give finite parameter counts, e.g. 1e4,1e5") from None
     except ValueError:
         raise ValueError(f"--budgets {text!r}: give numbers, e.g. 1e4,1e5") from None
     if not budgets or min(budgets) < 1:
@@ -118,7 +121,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--launcher", choices=tuple(LAUNCHERS), default="basic")
     ap.add_argument("--data", default=None, help="data directory (default $FFRUN_DATA)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run (e.g. device=cuda)")
-    return ap.parse_args(argv)
+    return ap.parse_args(_joined_values(sys.argv[1:] if argv is None else argv))
+
+
+def _joined_values(argv: list[str]) -> list[str]:
+    """`--budgets -1e4` as `--budgets=-1e4`: a value that starts with '-' is the option's value (argparse takes
+    it for an option and says only that the value is missing), so the budget's own check can name it."""
+    out = list(argv)
+    for i, a in enumerate(out[:-1]):
+        if a == "--budgets" and out[i + 1].startswith("-") and out[i + 1][1:2].isdigit():
+            out[i : i + 2] = [f"{a}={out[i + 1]}"]
+            break
+    return out
 
 
 def refusal(args: argparse.Namespace, tasks: list[str], methods: list[str]) -> str | None:
@@ -213,6 +227,12 @@ def sweep_exit(runs: list[Run], stopped: bool, tables: str) -> int:
     failed = [r.label for r in runs if ((rec := r.record()) is None or rec.failed) and not unreachable(rec)]
     if failed:
         return fail(f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed[:5])}; {tables} the others")
+    # not stopped here, yet left unfinished: its resume was refused or it was stopped from outside
+    unfinished = [r.label for r in runs if (rec := r.record()) is not None and rec.status in (
+        Status.INTERRUPTED, Status.RUNNING)]
+    if unfinished:
+        return fail(f"{len(unfinished)} of {len(runs)} runs did not finish: {', '.join(unfinished[:5])} (the lines "
+                    f"above say why); run the same command again to continue them; {tables} the others")
     return 0
 
 
@@ -308,7 +328,13 @@ def benchmark_main(args: argparse.Namespace) -> int:
         out = Path(args.out).expanduser().resolve()
         if not (out / "runs").is_dir():
             return fail(f"--report-only: {out} holds no runs (no runs/ folder); run without --report-only first")
-        say(grids.report(out, plan, grids.grids_runs(plan, out)))
+        runs = grids.grids_runs(plan, out)
+        stale = [r for r in runs if r.status() == STALE]
+        if stale:  # their scores are of other settings: a table would label them as this command's
+            return fail(f"--report-only: {len(stale)} of {len(runs)} runs in {out} were made with other settings "
+                        f"than this command's (e.g. {stale[0].label}: {stale[0].recorded_differences()}); give the "
+                        "settings they were made with, or run without --report-only to rerun them")
+        say(grids.report(out, plan, runs))
         return 0
     try:
         out = output_folder(args.out).resolve()  # before any run: a folder it cannot write is refused now

@@ -28,6 +28,19 @@ from ffrun.util.errors import FfrunError
 
 FORMAT = "ffrun-field"
 VERSION = 1
+# The keys of field.json that say how the field is built (the rest, notes and metrics, may be annotated): their
+# digest is written into field.safetensors' metadata, so a field.json edited after the export is refused.
+DEFINING = ("format", "in_dim", "out_dim", "encoding", "method", "grid", "network", "mlp", "config")
+
+
+def definition_digest(meta: dict) -> str:
+    """The SHA-256 of field.json's DEFINING keys, in a canonical JSON."""
+    import hashlib
+
+    defining = {k: meta[k] for k in DEFINING if k in meta}
+    if isinstance(defining.get("encoding"), dict):  # B written out is checked against the weights themselves
+        defining["encoding"] = {k: v for k, v in defining["encoding"].items() if k != "B"}
+    return hashlib.sha256(json.dumps(defining, sort_keys=True, default=str).encode()).hexdigest()
 
 def fourier_names() -> list[str]:
     """The Fourier-family encodings (registry entries marked `fourier`): field.json writes them as a formula."""
@@ -92,7 +105,9 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
             meta["metrics"] = {}
         except (OSError, ValueError) as e:
             raise FfrunError(f"{metrics}: unreadable ({e}); remove it to export the field without its metrics")
-    write_bytes(out / "field.safetensors", save_safetensors(tensors, metadata={"format": FORMAT}))
+    meta = json.loads(json.dumps(meta, default=str))  # as field.json reads back, so the digest is of that
+    write_bytes(out / "field.safetensors", save_safetensors(tensors, metadata={"format": FORMAT,
+                                                                               "definition": definition_digest(meta)}))
     write_json(out / "field.json", meta)
     return out
 
@@ -110,6 +125,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> torch
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise FfrunError(f"{folder / 'field.json'}: not an ffrun-export file (format {found!r})")
+    _check_definition(folder, meta)
     try:
         return _build_exported(meta, load_file(str(folder / "field.safetensors"))).to(device).eval()
     except FfrunError as e:
@@ -117,6 +133,22 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> torch
     except Exception as e:  # field.json and field.safetensors that do not describe one field
         raise FfrunError(f"{folder}: not a loadable ffrun export ({type(e).__name__}: "
                          f"{' '.join(str(e).split())[:300]})") from None
+
+
+def _check_definition(folder: Path, meta: dict) -> None:
+    """field.json says how the field is built as ffrun-export wrote it (the digest in field.safetensors' metadata);
+    an export written before the digest existed is taken as it is."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(folder / "field.safetensors"), framework="pt") as f:
+            written = (f.metadata() or {}).get("definition")
+    except Exception:  # unreadable: the load below says so
+        return
+    if written is not None and written != definition_digest(meta):
+        raise FfrunError(f"{folder / 'field.json'}: changed since ffrun-export wrote it (its method, encoding, "
+                         "network, bounds or config differ from what field.safetensors was written with); export "
+                         "the run again with ffrun-export")
 
 
 def _build_exported(meta: dict, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -163,7 +195,7 @@ def _build_from_config(meta: dict) -> torch.nn.Module:
     net = meta["network"]
     enc_cfg, model_cfg = dict(meta["config"]["encoding"]), dict(meta["config"]["model"])
     for key, value in (net.get("sizes") or {}).items():
-        if key != "params":
+        if "." in key:  # a config key; params and benchmark_params are counts
             group, name = key.split(".", 1)
             (enc_cfg if group == "encoding" else model_cfg)[name] = value
     model_cfg["params"] = None

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ffrun.config import register_configs, validate
 from ffrun.models.field import Field, build_field
-from ffrun.run.app import run_analysis, run_command
+from ffrun.run.app import run_analysis, run_command, say
 from ffrun.run.device import seed_everything
 from ffrun.run.job import run
 from ffrun.sigma.kernels import (
@@ -196,7 +196,7 @@ def analyse(cfg: DictConfig, run_dir: Path) -> dict:
     write_json(run_dir / "ntk.json", record)
     write_text(run_dir / "ntk_table.md", table(results))
     plot_all(curves, results, task, cfg, run_dir)
-    print(table(results))
+    say(table(results))
     return record
 
 

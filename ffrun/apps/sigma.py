@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ffrun.config import check_settings, register_configs, validate
-from ffrun.run.app import groups_text, run_analysis, run_command
+from ffrun.run.app import groups_text, run_analysis, run_command, say
 from ffrun.run.device import resolve_device
 from ffrun.sigma.auto import SigmaChoice, is_auto, predict_sigma
 from ffrun.tasks import build_task
@@ -40,10 +40,10 @@ def predict(cfg: DictConfig, run_dir: Path) -> SigmaChoice:
     write_json(run_dir / "sigma_auto.json", record)
     plot_curve(choice, run_dir / "sigma_curve.png", cfg.task.name,
                None if is_auto(configured) else float(configured))
-    print(f"sigma=auto: {choice.sigma:.4g} for task={cfg.task.name} ({choice.method}, "
+    say(f"sigma=auto: {choice.sigma:.4g} for task={cfg.task.name} ({choice.method}, "
           f"{len(choice.candidates)} candidates, {choice.seconds:.2f} s)"
           + ("" if is_auto(configured) else f"; the configured sigma is {float(configured):.4g}"))
-    print(f"ffrun-sigma: wrote the curve {run_dir / 'sigma_curve.png'} and the scores {run_dir / 'sigma_auto.json'}")
+    say(f"ffrun-sigma: wrote the curve {run_dir / 'sigma_curve.png'} and the scores {run_dir / 'sigma_auto.json'}")
     return choice
 
 

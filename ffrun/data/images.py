@@ -69,7 +69,7 @@ def image_set_path(spec: str) -> Path | None:
     path = root / name / split / f"{index:02d}.png"
     if not path.is_file():
         found = _set_indices(path.parent)
-        have = f"it holds {found[0]:02d}..{found[-1]:02d}" if found else "it holds no NN.png images"
+        have = f"it holds {_listed(found, '02d')}" if found else "it holds no NN.png images"
         what = f"{path} is a folder, not an image" if path.exists() else f"no image {index:02d}.png in {path.parent}"
         raise FfrunError(f"{where}: {what} ({have}); use {_set_syntax(name, split, path.parent)}")
     return path
@@ -86,7 +86,14 @@ def _set_syntax(name: str, split: str, folder: Path) -> str:
     prefix = f"{name}:" if split == DEFAULT_SPLIT else f"{name}:{split}/"
     if not found:
         return f"{prefix}N once {folder} holds NN.png images (it holds none)"
-    return f"{prefix}N with N in {found[0]}..{found[-1]} (e.g. {prefix}{found[0]})"
+    return f"{prefix}N with N in {_listed(found, 'd')} (e.g. {prefix}{found[0]})"
+
+
+def _listed(indices: list[int], form: str) -> str:
+    """The indices present: `0..9` when they run without a gap, else each one (`0, 6, 7, 9`)."""
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return f"{indices[0]:{form}}..{indices[-1]:{form}}"
+    return ", ".join(f"{i:{form}}" for i in indices)
 
 
 def _not_a_set_name(spec: str) -> str | None:

@@ -126,6 +126,12 @@ def build_field(
 
             raise FfrunError("encoding=grid has one value per pixel of the task, so model.params cannot size it; "
                              "use encoding=densegrid model=direct for a grid sized by the budget")
+        if getattr(model_cfg, "out_activation", None) is not None:
+            from ffrun.util.errors import FfrunError
+
+            raise FfrunError(f"model.out_activation={model_cfg.out_activation} has no effect with encoding=grid (no "
+                             "network): encoding.logits=true passes its values through the task's output activation, "
+                             "false takes them as they are; drop model.out_activation")
         return GridField(grid_shape, out_dim, out_activation if encoding_cfg.logits else "none")
     if getattr(model_cfg, "out_activation", None) is not None:
         out_activation = model_cfg.out_activation

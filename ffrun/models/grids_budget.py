@@ -35,7 +35,15 @@ def layer_width(n_in: int, n_out: int, hidden_layers: int, budget: float) -> int
     a = hidden_layers
     b = n_in + n_out + hidden_layers
     c = n_in + n_out - budget
-    return int(math.floor((-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)))
+    if a == 0:  # no hidden layer: the equation is linear (its limit as L -> 0)
+        return int(math.floor(-c / b))
+    disc = b * b - 4 * a * c
+    return int(math.floor((-b + math.sqrt(disc)) / (2 * a))) if disc >= 0 else 0
+
+
+def smallest_network_budget(n_in: int, n_out: int, hidden_layers: int) -> int:
+    """The smallest model.params for which `layer_width` gives a width of 1."""
+    return 2 * (hidden_layers + n_in + n_out)
 
 
 def grid_side(budget: float, channels: int, d: int) -> int:
@@ -53,7 +61,7 @@ def hash_table_size(budget: float, levels: int, features: int, width: int, n_out
     decoder = (levels * features + 1 + n_out) * width + n_out
     if budget <= decoder:
         raise ValueError(f"model.params={budget:g} is below the benchmark's Instant-NGP decoder of {decoder} "
-                         "parameters")
+                         "parameters; raise model.params")
     return 1 << int(math.floor(math.log2((budget - decoder) / (levels * features))))
 
 
@@ -74,11 +82,23 @@ def grids_sizes(encoding_cfg, model_cfg, in_dim: int, out_dim: int) -> dict[str,
                          "use model.budget_rule=ffrun")
     if name == "grid":
         channels = out_dim if encoding_cfg.features is None else int(encoding_cfg.features)
+        if budget < channels * 2**in_dim:
+            raise ValueError(f"model.params={budget:g} is too small for the Grids benchmark's grid: 2 vertices a side "
+                             f"take {channels * 2**in_dim} parameters here; raise model.params")
         return {"encoding.resolution": grid_side(budget, channels, in_dim)}
     if name == "ingp":
         return {"encoding.table_size": hash_table_size(budget, encoding_cfg.levels, encoding_cfg.features,
                                                        model_cfg.width, out_dim)}
     hidden = model_cfg.depth - 2
+    if hidden < 0:
+        raise ValueError(f"model.depth={model_cfg.depth}: the Grids benchmark's networks have a first and an output "
+                         "layer (depth >= 2); use model.depth >= 2")
+    n_in = 2 * encoding_cfg.m if name == "ffn" else in_dim
+    least = smallest_network_budget(n_in, out_dim, hidden) * (2 if name == "wire" else 1)
+    if budget < least:
+        raise ValueError(f"model.params={budget:g} is too small for the Grids benchmark's {name} with "
+                         f"{hidden} hidden layer(s) (width 1 takes about {least} parameters); raise model.params "
+                         "or lower model.depth")
     if name == "wire":
         # the complex layers' width w; ffrun's WIRE divides model.width by sqrt(2), so model.width is the
         # smallest value that gives w
@@ -87,7 +107,6 @@ def grids_sizes(encoding_cfg, model_cfg, in_dim: int, out_dim: int) -> dict[str,
         while int(width / math.sqrt(2)) < w:
             width += 1
         return {"model.width": width}
-    n_in = 2 * encoding_cfg.m if name == "ffn" else in_dim
     return {"model.width": layer_width(n_in, out_dim, hidden, budget)}
 
 

@@ -70,6 +70,18 @@ def run_analysis(tool: str, cfg: DictConfig, work: Callable[[DictConfig, Path], 
         sys.exit(EXIT_BAD_INPUT)
 
 
+def say(text: str) -> None:
+    """A line of an analysis app's result: printed as it is, and kept in the job's log file (`<tool>.log` in the
+    run directory, Hydra's file handler), which would otherwise stay empty."""
+    import logging
+
+    print(text, flush=True)
+    record = logging.LogRecord("ffrun", logging.INFO, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 _OS_ERROR = re.compile(r"^(?:\w+\.)*(\w*Error): \[Errno (\d+)\] ([^:]+)(?:: '(.*)')?", re.M)
 
 
@@ -120,9 +132,24 @@ def _unknown_key_line(report: str) -> str | None:
             "ffrun --cfg job for the keys")
 
 
+_NO_OPTION = re.compile(r"Could not find '([\w/]+)/([^'/]*)'\s*Available options in '\1':\n((?:[ \t]+\S+\n?)*)")
+
+
+def _unknown_option_line(report: str) -> str | None:
+    """Hydra's `Could not find 'task/imgae'` and its list of options as one line, with the closest option."""
+    found = _NO_OPTION.search(report)
+    if not found:
+        return None
+    group, chosen, listed = found.groups()
+    options = listed.split()  # one indented line each
+    close = closest_name(chosen, options)
+    hint = f"did you mean {group}={close}? " if close else ""
+    return f"config: {group}={chosen} is not an option of {group}; {hint}choose one of {', '.join(options)}"
+
+
 def _one_line(report: str) -> str:
     """Hydra's error report as one line: its message lines, without the hints about stack traces."""
-    os_error = _os_error_line(report) or _unknown_key_line(report)
+    os_error = _os_error_line(report) or _unknown_key_line(report) or _unknown_option_line(report)
     if os_error:
         return os_error
     keep = [ln.strip() for ln in report.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln
@@ -136,7 +163,12 @@ def run_hydra_app(app: Callable[[], object]) -> SweepTally:
     missing option), raised before the app starts, into one line and ffrun's exit status 2 for bad input.
     Returns the tally of the jobs it reported (`ffrun.run.outcome.report`), for the app to sum up."""
     global _gate
+    from ffrun.config import plugin_error
+
     name = Path(sys.argv[0]).name if Path(sys.argv[0]).name.startswith("ffrun") else "ffrun"
+    if plugin_error():  # FFRUN_PLUGINS names a module that cannot be used: nothing would run as asked
+        print(f"{name}: error: {plugin_error()}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     stderr = sys.stderr = _gate = _UntilJobStarts(sys.stderr)
     try:
         with tallying(SweepTally()) as tally:

@@ -9,6 +9,7 @@ it reads from the `SweepTally` that `report` kept while the app ran (see `tallyi
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -22,12 +23,21 @@ from omegaconf import DictConfig, OmegaConf
 from ffrun.config import check_settings, validate
 from ffrun.run.device import memory_error
 from ffrun.run.record import RECORD, RunRecord, Status
-from ffrun.run.resume import refuse_another_experiment, resume_command
+from ffrun.run.resume import (
+    continue_here,
+    finished_here,
+    refuse_another_experiment,
+    resume_command,
+    unfinished_run_to_continue,
+)
 from ffrun.run.rundir import (
+    LOCK_FILE,
+    STAGED_HYDRA,
     adopt_staged_hydra,
     claim_run_dir,
     discard_staged_hydra,
     holds_earlier_run,
+    set_aside,
     unlock_run_dir,
     write_config,
 )
@@ -149,6 +159,8 @@ def fail(run_dir: Path, cfg: DictConfig, status: Status, reason: str, code: int,
     unwritten = ""
     if status == Status.FAILED:
         reason += _kept(run_dir, partial)
+    if record and partial is None and status == Status.FAILED and not _multirun() and _remove_unstarted(run_dir):
+        record = False  # refused before it began: no folder is left to clutter ffrun-summary (a sweep keeps its job's)
     if record and (partial is not None or status == Status.FAILED):
         try:
             failure_record(cfg, status, reason, code, partial).write(run_dir)
@@ -165,12 +177,54 @@ def fail(run_dir: Path, cfg: DictConfig, status: Status, reason: str, code: int,
     sys.exit(code)
 
 
+# What a run directory holds before its run begins: Hydra's files, the lock, the log and the config.
+_BEFORE_START = {".hydra", STAGED_HYDRA, "cli.log", LOCK_FILE, "config.yaml", RECORD}
+
+
+def _remove_unstarted(run_dir: Path) -> bool:
+    """Remove `run_dir` when it holds only what a run leaves before it begins (and no earlier run's record);
+    True when it is gone."""
+    try:
+        if holds_earlier_run(run_dir) or not {p.name for p in run_dir.iterdir()} <= _BEFORE_START:
+            return False
+        shutil.rmtree(run_dir)
+        return True
+    except OSError:
+        return False
+
+
 def _kept(run_dir: Path, partial: RunRecord | None) -> str:
     """What a run that failed mid-training (an unwritable folder, out of memory) keeps: its own last
     checkpoint, and the command that resumes from it."""
     if partial is None or partial.checkpoint_step is None or not (run_dir / CHECKPOINT).is_file():
         return ""
     return f"; its checkpoint of step {partial.checkpoint_step} is kept: resume with: {resume_command(run_dir)}"
+
+
+@contextmanager
+def in_its_own_folder(cfg: DictConfig, run_dir: Path) -> Iterator[Path]:
+    """The run directory of a job. trainer.resume=true that finds an unfinished run of the experiment continues
+    it in that run's own folder (its log appended to that folder's cli.log), and the folder Hydra made for this
+    job, which then holds only Hydra's own files, is removed: no second partial run is left."""
+    found = None
+    if cfg.trainer.get("resume") is True and not holds_earlier_run(run_dir):
+        found = unfinished_run_to_continue(cfg, run_dir)
+    if found is None:
+        yield run_dir
+        return
+    OmegaConf.update(cfg, "trainer.resume", str(found))
+    handler = logging.FileHandler(found / "cli.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    log.info("trainer.resume=true: continuing the unfinished run in its own folder %s (not in %s)", found, run_dir)
+    try:
+        yield found
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        unlock_run_dir(run_dir)
+        if {p.name for p in run_dir.iterdir()} <= {".hydra", "cli.log", LOCK_FILE}:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _raise_stop(signum, frame):
@@ -212,11 +266,13 @@ def report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], exi
 
 def _report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], exit_on_signal: bool) -> float:
     earlier = holds_earlier_run(run_dir)
+    fresh = bool(cfg.trainer.get("fresh", False))
     try:
         check_settings(cfg)  # before write_config resolves anything derived from a bad setting
         if earlier:  # a bad value is named as such, before the config is compared with the earlier run's
             validate(cfg)
-            refuse_another_experiment(cfg, run_dir)
+            if not fresh:  # trainer.fresh=true moves the earlier run aside, whatever it was
+                refuse_another_experiment(cfg, run_dir)
     except FfrunError as e:  # refused before it began: an earlier run in run_dir is left exactly as it was
         if not earlier:
             fail(run_dir, cfg, Status.FAILED, str(e), EXIT_BAD_INPUT)
@@ -224,6 +280,12 @@ def _report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], ex
         discard_staged_hydra(run_dir)
         fail(run_dir, cfg, Status.FAILED, str(e), EXIT_BAD_INPUT, record=False)
         return float("nan")
+    if earlier:
+        done = None if fresh else finished_here(cfg, run_dir)
+        if done is not None:  # the same command again: the run it made is the answer, left byte for byte
+            discard_staged_hydra(run_dir)
+            return _already_done(cfg, run_dir, done)
+        _take_over(cfg, run_dir, fresh)
     try:
         adopt_staged_hydra(run_dir)
         write_config(cfg, run_dir)
@@ -245,6 +307,43 @@ def _report(cfg: DictConfig, run_dir: Path, produce: Callable[[], RunRecord], ex
     return rec.metrics.get(rec.primary_metric, float("nan"))
 
 
+def _already_done(cfg: DictConfig, run_dir: Path, rec: RunRecord) -> float:
+    """The run directory already holds this experiment's finished run: say so, train nothing. Exit status 0 for
+    a completed run (its metric is the sweeper's), that of a diverged run for a diverged one."""
+    again = (f"trainer.fresh=true trains it again (moving this run to {run_dir}.earlier-N), or give "
+             "hydra.run.dir another folder")
+    if rec.status == Status.DIVERGED:
+        fail(run_dir, cfg, Status.DIVERGED, f"{run_dir} already holds this experiment's run, which "
+             f"diverged at step {rec.step} ({rec.reason}); nothing retrained: the same settings diverge again; "
+             f"{again}", EXIT_DIVERGED, record=False)
+        return float("nan")
+    value = rec.metrics.get(rec.primary_metric) if rec.primary_metric else None
+    shown = f"{rec.primary_metric} {value:.4g}" if isinstance(value, (int, float)) else "no metric"
+    print(f"ffrun: {run_dir} already holds this run, completed at step {rec.step} ({shown}); nothing retrained; "
+          f"{again}")
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+def _take_over(cfg: DictConfig, run_dir: Path, fresh: bool) -> None:
+    """A new job in a directory that holds an earlier run: trainer.fresh=true moves that run aside; else the
+    run (the same experiment, with training left) is continued from its own checkpoint, and a completed run
+    that is extended to more steps is kept, copied aside, first."""
+    rec = RunRecord.read(run_dir)
+    if fresh:
+        aside = set_aside(run_dir)
+        log.info("trainer.fresh=true: the earlier run of %s is now in %s; training from step 0", run_dir, aside)
+        return
+    if not continue_here(cfg, run_dir):
+        return  # no checkpoint to continue from (a run stopped before its first one): it trains from step 0
+    if rec is not None and rec.status == Status.COMPLETED:
+        aside = set_aside(run_dir, copy=True)
+        log.info("%s holds this run completed at step %s: continuing it to trainer.steps=%s; the completed run is "
+                 "kept in %s", run_dir, rec.step, cfg.trainer.steps, aside)
+    else:
+        log.info("%s holds this run, %s at step %s: continuing it from its checkpoint", run_dir,
+                 rec.status if rec is not None else "stopped", rec.step if rec is not None else "?")
+
+
 def _stopped(cfg: DictConfig, run_dir: Path, e: StopSignal, exit_on_signal: bool) -> None:
     """A signal outside the training loop (or a second one inside it): the run ends interrupted."""
     name = signal.Signals(e.signum).name
@@ -263,8 +362,11 @@ def _crashed(cfg: DictConfig, run_dir: Path, e: Exception) -> None:
     partial = getattr(e, "ffrun_record", None)
     if memory_error(e):
         first = " ".join(str(e).split())[:200]
-        fail(run_dir, cfg, Status.FAILED, f"out of memory ({first}); use a smaller encoding.m, model.width, "
-             "task size or trainer.batch_size, or a device with more memory", EXIT_BAD_INPUT, partial=partial)
+        budget = cfg.model.get("params") if "model" in cfg else None
+        knobs = (f"a smaller model.params (now {float(budget):g}), task size or trainer.batch_size" if budget
+                 else "a smaller encoding.m, model.width, task size or trainer.batch_size")
+        fail(run_dir, cfg, Status.FAILED, f"out of memory ({first}); use {knobs}, or a device with more memory",
+             EXIT_BAD_INPUT, partial=partial)
         return
     log.error("unexpected error", exc_info=True)
     fail(run_dir, cfg, Status.FAILED, f"{type(e).__name__}: {e} (traceback in {run_dir / 'cli.log'})", 1,

@@ -6,6 +6,8 @@ edit), and a run's metrics.json is read through `RunRecord`.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shlex
 from pathlib import Path
 
@@ -15,14 +17,15 @@ from ffrun.config import flatten
 from ffrun.run.record import RunRecord, Status
 from ffrun.run.rundir import write_config
 from ffrun.sigma.auto import is_auto
+from ffrun.tasks.registry import PLUGINS_ENV
 from ffrun.train.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint
 from ffrun.util.errors import FfrunError
 
 log = logging.getLogger("ffrun")
 
 # Keys that may differ between a run and the run that resumes it.
-RESUME_FREE_KEYS = {"trainer.resume", "trainer.progress", "trainer.steps", "trainer.eval_every",
-                    "trainer.ckpt_every", "device", "logger.name", "logger.images",
+RESUME_FREE_KEYS = {"trainer.resume", "trainer.fresh", "trainer.progress", "trainer.steps", "trainer.eval_every",
+                    "trainer.ckpt_every", "trainer.threads", "device", "logger.name", "logger.images",
                     "trainer.precision"}
 SIGMA_KEYS = frozenset({"sigma", "encoding.sigma"})
 
@@ -109,6 +112,42 @@ def _newest_unfinished(config: dict, run_dir: Path, auto: bool) -> Path | None:
     return None
 
 
+def finished_here(cfg: DictConfig, run_dir: Path) -> RunRecord | None:
+    """The record of the run in `run_dir` when it has nothing left to train for `cfg` (completed at
+    trainer.steps or beyond, or diverged: the same settings diverge again), else None. Call it once
+    `refuse_another_experiment` has accepted `cfg` for that directory."""
+    rec = RunRecord.read(run_dir)
+    if rec is None or rec.status not in (Status.COMPLETED, Status.DIVERGED):
+        return None
+    if rec.status == Status.COMPLETED and _unfinished(run_dir, int(cfg.trainer.steps)):
+        return None  # completed at fewer steps than now asked for: it is continued
+    return rec
+
+
+def continue_here(cfg: DictConfig, run_dir: Path) -> bool:
+    """The run in `run_dir` (the same experiment, with training left to do) is continued from its own checkpoint:
+    trainer.resume names that directory (as the printed resume command does). False when it has none."""
+    if cfg.trainer.resume not in (True, False) or not (run_dir / CHECKPOINT).is_file():
+        return False
+    OmegaConf.update(cfg, "trainer.resume", str(run_dir))
+    return True
+
+
+def unfinished_run_to_continue(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """trainer.resume=true: the folder of the run it would continue, when that run did not complete (interrupted,
+    killed, failed), so that it is continued in its own folder rather than in `run_dir`; None otherwise (no
+    such run, a completed one whose result must stay as it is, or a config that does not resolve)."""
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        ckpt = _newest_unfinished(config, run_dir, is_auto(cfg.get("sigma")))
+    except Exception:  # a bad value: the job itself reports it
+        return None
+    if ckpt is None:
+        return None
+    rec = RunRecord.read(ckpt.parent)
+    return None if rec is not None and rec.status == Status.COMPLETED else ckpt.parent
+
+
 def keep_resumed_sigma(cfg: DictConfig, run_dir: Path, resume_from: Path, chosen: float | None,
                        sigma_auto: dict | None) -> dict | None:
     """sigma=auto resuming a run that chose its own sigma: that run's choice (predicted for its step count, it
@@ -149,26 +188,49 @@ def refuse_another_experiment(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def resume_command(run_dir: Path, in_job: bool = True) -> str:
-    """The whole command that continues the run in `run_dir`: its own overrides, then trainer.resume and the
-    same run directory (Hydra's record of the job's overrides; `.hydra/overrides.yaml` outside a job, or with
-    `in_job=False`: a sweep's command naming a job that ran elsewhere)."""
-    overrides = _job_overrides(run_dir) if in_job else _saved_overrides(run_dir)
+    """The whole command that continues the run in `run_dir`, to paste into a shell: FFRUN_PLUGINS when set, its
+    own overrides and config search path, then trainer.resume and the same run directory (Hydra's record of the
+    job's overrides; `.hydra/` outside a job, or with `in_job=False`: a sweep's command naming a job that ran
+    elsewhere). Each argument is quoted for the shell, and a path for Hydra too."""
+    overrides = _job_overrides(run_dir, "task", in_job)
     keep = [o for o in overrides if not o.lstrip("+~").startswith(("trainer.resume=", "hydra.run.dir="))]
-    where = shlex.quote(str(run_dir))
-    return " ".join(["ffrun", *map(shlex.quote, keep), f"trainer.resume={where}", f"hydra.run.dir={where}"])
+    keep += [o for o in _job_overrides(run_dir, "hydra", in_job) if o.lstrip("+~").startswith("hydra.searchpath=")]
+    where = hydra_quote(str(run_dir))
+    plugins = os.environ.get(PLUGINS_ENV)
+    prefix = [f"{PLUGINS_ENV}={shlex.quote(plugins)}"] if plugins else []
+    return " ".join([*prefix, "ffrun", *map(shlex.quote, [*keep, f"trainer.resume={where}", f"hydra.run.dir={where}"])])
 
 
-def _job_overrides(run_dir: Path) -> list[str]:
+# A value Hydra's override grammar reads back as it is, unquoted; anything else is given in Hydra's quotes.
+_PLAIN_VALUE = re.compile(r"[\w/.+:~@%-]+(?: [\w/.+:~@%-]+)*")
+
+
+def hydra_quote(value: str) -> str:
+    """`value` as an override's value that Hydra reads back unchanged (a comma, '=', brackets, a quote, a space at
+    either end would otherwise make it a sweep, a syntax error or another string)."""
+    if _PLAIN_VALUE.fullmatch(value):
+        return value
+    # Hydra's quoted string: a quote is escaped; backslashes are doubled only before a quote or at the end
+    return "'" + re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'") + "'"
+
+
+def _job_overrides(run_dir: Path, which: str, in_job: bool = True) -> list[str]:
+    """The job's overrides of `which` kind (task: the user's; hydra: Hydra's own, as hydra.searchpath): this
+    Hydra job's, else (or with in_job=False) those saved in the run's `.hydra/`."""
     from hydra.core.hydra_config import HydraConfig
 
+    if not in_job:
+        return _saved_overrides(run_dir, which)
     try:
-        return [str(o) for o in HydraConfig.get().overrides.task]
+        return [str(o) for o in HydraConfig.get().overrides[which]]
     except Exception:  # not inside a Hydra job
-        return _saved_overrides(run_dir)
+        return _saved_overrides(run_dir, which)
 
 
-def _saved_overrides(run_dir: Path) -> list[str]:
+def _saved_overrides(run_dir: Path, which: str) -> list[str]:
     try:
-        return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
+        if which == "task":
+            return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
+        return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.overrides[which]]
     except Exception:
         return []

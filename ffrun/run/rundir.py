@@ -91,6 +91,29 @@ def adopt_staged_hydra(run_dir: Path) -> None:
         os.replace(staged, run_dir / ".hydra")
 
 
+def set_aside(run_dir: Path, copy: bool = False) -> Path:
+    """Keep the run in `run_dir` as `<run_dir>.earlier-N` (the first N free) before a new run takes the directory:
+    its files are moved there (`copy`: copied, for a run the new one continues), nothing is deleted. The lock and
+    Hydra's staged files of the new job stay; cli.log, which the running job's logger appends to, is copied and
+    emptied. Returns where the earlier run now is."""
+    n = 1
+    while (aside := run_dir.with_name(f"{run_dir.name}.earlier-{n}")).exists():
+        n += 1
+    aside.mkdir()
+    for entry in sorted(run_dir.iterdir()):
+        if entry.name in (LOCK_FILE, STAGED_HYDRA):
+            continue
+        if entry.is_dir() and not entry.is_symlink() and copy:
+            shutil.copytree(entry, aside / entry.name, symlinks=True)
+        elif (copy or entry.name == "cli.log") and not entry.is_dir():
+            shutil.copy2(entry, aside / entry.name, follow_symlinks=False)
+            if not copy:
+                os.truncate(entry, 0)
+        else:
+            os.replace(entry, aside / entry.name)
+    return aside
+
+
 def discard_staged_hydra(run_dir: Path) -> None:
     """The job in `run_dir` was refused: the earlier run's `.hydra/` stays, Hydra's new files go."""
     shutil.rmtree(run_dir / STAGED_HYDRA, ignore_errors=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ffrun.run.resume import hydra_quote
+
 # --launcher of the sweep commands -> Hydra launcher plugin (None: Hydra's own, one job after another)
 LAUNCHERS = {"basic": None, "joblib": "joblib", "vectorized": "vectorized", "slurm": "slurm"}
 
@@ -32,4 +34,5 @@ def multirun_command(overrides: list[str], sweep_dir: Path, subdir: str | None =
 
 def resume_command(overrides: list[str], run_dir: Path) -> list[str]:
     """`ffrun OVERRIDES` continuing the run in `run_dir` from its own checkpoint, in that directory."""
-    return [*ffrun_command(), *overrides, f"trainer.resume={run_dir}", f"hydra.run.dir={run_dir}"]
+    where = hydra_quote(str(run_dir))  # a comma or '=' in the path is no sweep and no syntax error
+    return [*ffrun_command(), *overrides, f"trainer.resume={where}", f"hydra.run.dir={where}"]

@@ -4,6 +4,7 @@ from their checkpoints, runs recorded with other settings set aside, and a progr
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Callable
 from ffrun.run.record import RECORD, Status
 from ffrun.sweep.commands import resume_command
 from ffrun.sweep.console import say
-from ffrun.sweep.runs import STALE, Run
+from ffrun.sweep.runs import STALE, Run, unreachable
 from ffrun.sweep.tables import hms
 
 # (task, item, the runs of that group that start fresh) -> the exit status of their multirun
@@ -48,9 +49,27 @@ def run_ffrun(args: list[str], what: str) -> int:
         err.seek(0)
         stderr = err.read()
     if code != 0:
-        lines = [ln for ln in stderr.splitlines() if ln.startswith("ffrun") or "Error" in ln][-5:]
-        print(f"{prog()}: {what} exited {code}" + "".join(f"\n  {ln}" for ln in lines), file=sys.stderr, flush=True)
+        say_errors(what, code, stderr)
     return code
+
+
+_NOT_COMPLETED = re.compile(r"^ffrun: (\d+) job\(s\) of the sweep did not complete")
+_UNREACHABLE = "ffrun: error: model.params="
+
+
+def say_errors(what: str, code: int, stderr: str) -> None:
+    """An ffrun process's error lines, shown here. A method that cannot be sized to the budget on its task is a
+    known empty cell of the table: it is said as n/a, and is no error of the process."""
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("ffrun") or "Error" in ln]
+    na = [ln for ln in lines if ln.startswith(_UNREACHABLE) and " is unreachable" in ln]
+    for ln in na:
+        print(f"{prog()}: {what}: n/a (not an error): {ln[len('ffrun: error: '):]}", file=sys.stderr, flush=True)
+    summary = next((m for ln in lines if (m := _NOT_COMPLETED.match(ln))), None)
+    others = [ln for ln in lines if ln not in na and not _NOT_COMPLETED.match(ln)]
+    if na and not others and (summary is None or int(summary.group(1)) == len(na)):
+        return  # every job that did not complete is an n/a cell
+    lines = [ln for ln in lines if ln not in na][-5:]
+    print(f"{prog()}: {what} exited {code}" + "".join(f"\n  {ln}" for ln in lines), file=sys.stderr, flush=True)
 
 
 def resume(run: Run) -> int:
@@ -89,8 +108,9 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         left = elapsed / self.done_here * (len(self.todo) - self.done_here)
         value = rec.primary_value
-        shown = f"{rec.primary_metric} {value:.4g}" if value is not None else rec.get("status")
-        say(f"[{len(self.reported)}/{len(self.runs)}] {run.label}: {rec.get('status')}, {shown}, "
+        status = "n/a (cannot be sized to this budget)" if unreachable(rec) else rec.get("status")
+        shown = f"{rec.primary_metric} {value:.4g}" if value is not None else status
+        say(f"[{len(self.reported)}/{len(self.runs)}] {run.label}: {status}, {shown}, "
             f"{rec.get('wall_s') or 0:.0f} s; elapsed {hms(elapsed)}, ~{hms(left)} left")
 
     def watch(self, stop: threading.Event) -> None:

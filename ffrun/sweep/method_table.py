@@ -7,10 +7,10 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from ffrun.sweep.methods import METHODS, unreachable
+from ffrun.sweep.methods import METHODS
 from ffrun.sweep.paper import metric_of
 from ffrun.sweep.plans import TaskPlan
-from ffrun.sweep.runs import Run, shown_status
+from ffrun.sweep.runs import Run, shown_status, unreachable
 from ffrun.sweep.tables import format_metric, hms, write_table
 from ffrun.util.atomic import save_figure
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ffrun.run.record import RunRecord
 from ffrun.sweep.commands import multirun_command
 from ffrun.sweep.execute import SIGNALLED, run_ffrun
 from ffrun.sweep.plans import TaskPlan, plans
@@ -80,7 +79,3 @@ def launch_methods(plan: TaskPlan, task: str, item: str, budget: int, methods: l
     return code
 
 
-def unreachable(rec: RunRecord | None) -> bool:
-    """A run refused because its method cannot be sized to the budget on its task (ffrun.models.budget)."""
-    reason = str(rec.get("reason") or "") if rec is not None else ""
-    return reason.startswith("model.params=") and "is unreachable" in reason

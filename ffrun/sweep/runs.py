@@ -45,6 +45,19 @@ class Run:
             return STALE
         return rec.status if rec.status is not None else UNKNOWN
 
+    def recorded_differences(self) -> str:
+        """How the overrides the run was made with (its .hydra/overrides.yaml) differ from this command's, as
+        `recorded -> asked` (the first few), for a run whose status is stale."""
+        try:
+            import yaml
+
+            recorded = [str(o) for o in yaml.safe_load((self.dir / ".hydra" / "overrides.yaml").read_text()) or []]
+        except (OSError, ValueError, ImportError, TypeError):
+            return "its .hydra/overrides.yaml is missing or unreadable"
+        had = [o for o in recorded if o not in self.overrides]
+        asked = [o for o in self.overrides if o not in recorded]
+        return f"{' '.join(had[:3]) or '(none)'} -> {' '.join(asked[:3]) or '(none)'}"
+
     @property
     def done(self) -> bool:
         """Finished with this command's settings: rerunning would not change it."""
@@ -63,3 +76,9 @@ def has_results(out: Path) -> bool:
         if rec is not None and not rec.failed:
             return True
     return False
+
+
+def unreachable(rec: RunRecord | None) -> bool:
+    """A run refused because its method cannot be sized to the budget on its task (ffrun.models.budget)."""
+    reason = str(rec.get("reason") or "") if rec is not None else ""
+    return reason.startswith("model.params=") and "is unreachable" in reason

@@ -71,6 +71,13 @@ def _check(cfg) -> None:
         raise FfrunError(f"{where} needs task.noise_std > 0 (e.g. 0.05 or 0.1, the Grids benchmark's levels)")
     if not cfg.noise_std >= 0:
         raise FfrunError(f"task.noise_std={cfg.noise_std!r}: use a standard deviation >= 0")
+    # a setting another protocol uses would be recorded with the run as if it had acted
+    if cfg.noise_std and cfg.protocol != "denoise":
+        raise FfrunError(f"task.noise_std={cfg.noise_std:g} acts under task.protocol=denoise only, not under {where}; "
+                         "drop it, or use task.protocol=denoise")
+    if cfg.reference and cfg.protocol != "superres":
+        raise FfrunError(f"task.reference={cfg.reference!r} is scored under task.protocol=superres only, not under "
+                         f"{where}; drop it, or use task.protocol=superres")
 
 
 def reference_points(lr_shape: tuple[int, int], ref_shape: tuple[int, int], where: str = "centres") -> np.ndarray:
@@ -119,10 +126,17 @@ class ImageTask(PointRegressionTask):
             self.train = (coords.reshape(-1, 2), self.target.reshape(-1, 3))
         self.reference = None
         if cfg.protocol == "superres":
-            ref = load_image(cfg.reference, "native", cfg.data_seed)
+            try:
+                ref = load_image(cfg.reference, "native", cfg.data_seed)
+            except FfrunError as e:  # load_image speaks of task.image, the key it usually reads
+                raise FfrunError(str(e).replace("task.image=", "task.reference=")) from None
             if ref.shape[0] < h or ref.shape[1] < w:
                 raise FfrunError(f"task.reference={cfg.reference!r}: {ref.shape[1]} x {ref.shape[0]} pixels is smaller "
                                  f"than the training image's {w} x {h}; give the high-resolution image")
+            if ref.shape[0] % h or ref.shape[1] % w:
+                raise FfrunError(f"task.reference={cfg.reference!r}: {ref.shape[1]} x {ref.shape[0]} pixels is not an "
+                                 f"integer multiple of the training image's {w} x {h} on both axes (4x: {4 * w} x "
+                                 f"{4 * h}); give the same scene at a whole multiple of its size")
             points = reference_points((h, w), ref.shape[:2], cfg.superres_points)
             self.reference = (torch.from_numpy(points).to(device), torch.from_numpy(ref).to(device))
         self._init_sampler(batch_size, seed)

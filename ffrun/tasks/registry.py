@@ -28,6 +28,7 @@ ffrun's configs are registered.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -73,6 +74,14 @@ def register_task(name: str, schema: type, limits: dict[str, Limit] | None = Non
     group `task`), configured by `schema`."""
 
     def decorate(cls: type) -> type:
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if not dataclasses.is_dataclass(schema) or "name" not in {f.name for f in dataclasses.fields(schema)}:
+            raise FfrunError(f"task {name!r} of {where}: its schema {schema!r:.60} is not a dataclass with a `name` "
+                             "field (see ffrun.tasks.base.TaskConfig); give register_task such a dataclass")
+        earlier = TASKS.get(name)
+        if earlier is not None and f"{earlier.cls.__module__}.{earlier.cls.__qualname__}" != where:
+            raise FfrunError(f"task {name!r} of {where} would replace the task {name!r} of {earlier.cls.__module__}; "
+                             "give the plug-in's task a name of its own")
         TASKS[name] = TaskEntry(name, cls, schema, dict(limits or {}))
         return cls
 
@@ -92,9 +101,15 @@ def load_builtins() -> None:
     for module in plugin_modules():
         try:
             importlib.import_module(module)
+        except FfrunError as e:  # a refused registration says what it is
+            raise FfrunError(f"{PLUGINS_ENV}: {module!r}: {e}") from None
         except ImportError as e:
             raise FfrunError(f"{PLUGINS_ENV}: cannot import {module!r} ({e}); give modules importable on "
                              "sys.path (PYTHONPATH), separated by commas") from None
+        except Exception as e:  # noqa: BLE001 (the plug-in's own code failed while it was imported)
+            said = " ".join(str(e).split())[:200]
+            raise FfrunError(f"{PLUGINS_ENV}: importing {module!r} raised {type(e).__name__}: {said}; fix the "
+                             f"module, or leave it out of {PLUGINS_ENV}") from None
 
 
 def registered() -> dict[str, TaskEntry]:

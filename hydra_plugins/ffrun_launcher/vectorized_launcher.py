@@ -91,7 +91,7 @@ class VectorizedLauncher(Launcher):
 
     def _launch_group(self, members: list) -> dict[int, JobReturn]:
         from ffrun.run.job import prepare
-        from ffrun.run.rundir import claim_run_dir
+        from ffrun.run.rundir import claim_run_dir, holds_earlier_run
         from ffrun.train.vectorized import why_not_vectorizable
         from ffrun.util.errors import FfrunError
 
@@ -113,6 +113,8 @@ class VectorizedLauncher(Launcher):
         # Sub-groups with the same feature width (posenc and gauss can share one when their m match).
         widths: dict[int, list] = {}
         for item in prepared:
+            if holds_earlier_run(item[2].run_dir):
+                continue  # a rerun into a run's folder: the basic path says it is complete, or continues it
             if claim_run_dir(item[2].run_dir, job=item[0]):
                 continue  # held by another run or job: the basic path refuses it without touching the directory
             widths.setdefault(item[2].field.encoding.out_dim, []).append(item)

@@ -136,3 +136,24 @@ def test_joblib_workers_load_the_shim_before_torch(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").glob("*/metrics.json"))]
     assert len(records) == 2 and all(r["blas"]["vendor_shim"].startswith("loaded") for r in records)
+
+
+@x86_mkl
+def test_the_recorded_path_follows_the_kernels_not_the_banner(tmp_path):
+    """The shim on or off, the record names the kernels MKL's dispatcher runs: 'generic' off on a CPU that is
+    not Intel's, an optimized family with `force` wherever the CPU has AVX2 (MKL's banner reads 'Intel(R)
+    Architecture processors' on an AMD CPU either way, so it cannot be the judge)."""
+    code = "import ffrun\nfrom ffrun.util import blas\nprint(blas.report()['mkl_path'])"
+    forced = _python(code, tmp_path, FFRUN_MKL_SHIM="force").stdout.split()[-1]
+    off = _python(code, tmp_path, FFRUN_MKL_SHIM="0").stdout.split()[-1]
+    if "avx2" in open("/proc/cpuinfo").read():
+        assert forced in ("avx512", "avx2")
+    if blas.cpu_vendor() != "GenuineIntel":
+        assert off == "generic"
+
+
+def test_the_dispatcher_answer_wins_over_the_banner():
+    assert blas.path_label("Intel(R) Architecture processors", "avx512") == "avx512"
+    assert blas.path_label("Intel(R) Advanced Vector Extensions 512 (Intel(R) AVX-512) enabled processors") == "avx512"
+    assert blas.path_label("Intel(R) Architecture processors") == "generic"
+    assert blas.path_label(None, "avx512") == "not MKL"

@@ -129,7 +129,7 @@ def test_the_plan_runs_superres_only_on_images_with_originals(tmp_path):
 
 def test_a_group_launches_each_method_into_its_own_folder(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(grids, "run_ffrun", lambda args, what: calls.append(args) or 0)
+    monkeypatch.setattr(grids.plans, "run_ffrun", lambda args, what: calls.append(args) or 0)
     plan = GridsPlan(("superres",), ("grid", "wire"), (7,), (30_000,))
     where = grids.sweep_dir(tmp_path, "superres", 7, 30_000)
     assert grids.launch_grids(plan, "superres", 7, 30_000, ["grid", "wire"], where, "basic") == 0
@@ -142,7 +142,7 @@ def test_a_group_launches_each_method_into_its_own_folder(tmp_path, monkeypatch)
         assert grids.run_of(tmp_path, plan, "superres", 7, 30_000, m).overrides == \
             args[len(ffrun_command()) + 1:args.index(f"hydra.sweep.dir={where}")]
     calls.clear()
-    monkeypatch.setattr(grids, "run_ffrun", lambda args, what: calls.append(args) or 130)
+    monkeypatch.setattr(grids.plans, "run_ffrun", lambda args, what: calls.append(args) or 130)
     assert grids.launch_grids(plan, "superres", 7, 30_000, ["grid", "wire"], where, "basic") == 130
     assert len(calls) == 1  # a Ctrl-C stops the group
 
@@ -348,7 +348,7 @@ def test_the_command_end_to_end_without_training(tmp_path, monkeypatch, capsys):
     def execute(runs, launch_group, what):
         seen["runs"] = runs
         launched = []
-        monkeypatch.setattr(grids, "run_ffrun", lambda args, what: launched.append(args) or 0)
+        monkeypatch.setattr(grids.plans, "run_ffrun", lambda args, what: launched.append(args) or 0)
         first = runs[0]
         assert launch_group(first.task, first.item, [r for r in runs if r.item == first.item
                                                      and r.task == first.task]) == 0

@@ -20,6 +20,7 @@ repeated steps. `--vectorized` adds K-job sweep times, vectorized against sequen
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import statistics
@@ -178,6 +179,10 @@ def bench_task(name: str, overrides: list[str], device: torch.device, repeats: i
 
     ffrun_s = median_time(ffrun_step, device, repeats)
     memory = peak_memory_mb(device)  # the run's own peak, before the ceiling's operands are allocated
+    # the run's tensors (cached features, activations, Adam's moments) go before the network's own and the
+    # ceiling's operands are made: at MRI's 884,736 points each set is several GB
+    del trainee, ffrun_step, optimizer, schedule, task
+    gc.collect()
     network_s = network_time(field, n, device, repeats)
     paths = matmul_ceiling(n, shapes, device, repeats, others)
     ceiling = paths["best_fp32_gflops"] * 1e9

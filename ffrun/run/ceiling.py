@@ -42,32 +42,43 @@ def _median(fn, repeats: int, warmup: int = 2) -> float:
     return times[len(times) // 2]
 
 
-def _products(n_points: int, shapes, randn, empty, mm) -> list:
-    """Every product of one step on preallocated operands and outputs: forward and weight gradient per layer,
-    the input gradient after the first."""
-    ops = []
-    for k, (fan_in, fan_out) in enumerate(shapes):
-        x, w, dy = randn(n_points, fan_in), randn(fan_out, fan_in), randn(n_points, fan_out)
-        y, dw, dx = empty(n_points, fan_out), empty(fan_out, fan_in), empty(n_points, fan_in)
-        ops.append(lambda x=x, w=w, y=y: mm(x, w.T, y))
-        ops.append(lambda x=x, dy=dy, dw=dw: mm(dy.T, x, dw))
-        if k > 0:
-            ops.append(lambda w=w, dy=dy, dx=dx: mm(dy, w, dx))
+def _layer_products(n_points: int, k: int, fan_in: int, fan_out: int, randn, empty, mm) -> list:
+    """One layer's products on preallocated operands and outputs: forward and weight gradient, the input
+    gradient after the first layer."""
+    x, w, dy = randn(n_points, fan_in), randn(fan_out, fan_in), randn(n_points, fan_out)
+    y, dw = empty(n_points, fan_out), empty(fan_out, fan_in)
+    ops = [lambda: mm(x, w.T, y), lambda: mm(dy.T, x, dw)]
+    if k > 0:
+        dx = empty(n_points, fan_in)
+        ops.append(lambda: mm(dy, w, dx))
     return ops
+
+
+def _step_seconds(n_points: int, shapes, repeats: int, randn, empty, mm, sync=lambda: None) -> float:
+    """Seconds of every product of one step: each layer's operands allocated, its products timed (median over
+    repeats) and freed before the next layer's, so the measure needs one layer's operands at a time (MRI's
+    884,736 points would need ~18 GB for all of them at once)."""
+    total = 0.0
+    for k, (fan_in, fan_out) in enumerate(shapes):
+        ops = _layer_products(n_points, k, fan_in, fan_out, randn, empty, mm)
+
+        def run(ops=ops):
+            for op in ops:
+                op()
+            sync()
+
+        total += _median(run, repeats)
+        del ops
+    return total
 
 
 def torch_rate(n_points: int, shapes, repeats: int, dtype=torch.float32, device="cpu") -> float:
     """FLOP/s of the step's products in torch."""
-    ops = _products(n_points, shapes, lambda *s: torch.randn(*s, device=device, dtype=dtype),
-                    lambda *s: torch.empty(*s, device=device, dtype=dtype), lambda a, b, o: torch.mm(a, b, out=o))
-
-    def run():
-        for op in ops:
-            op()
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
-
-    return step_products(n_points, shapes) / _median(run, repeats)
+    cuda = torch.device(device).type == "cuda"
+    seconds = _step_seconds(n_points, shapes, repeats, lambda *s: torch.randn(*s, device=device, dtype=dtype),
+                            lambda *s: torch.empty(*s, device=device, dtype=dtype),
+                            lambda a, b, o: torch.mm(a, b, out=o), torch.cuda.synchronize if cuda else lambda: None)
+    return step_products(n_points, shapes) / seconds
 
 
 def numpy_rate(n_points: int, shapes, repeats: int) -> float:
@@ -75,14 +86,9 @@ def numpy_rate(n_points: int, shapes, repeats: int) -> float:
     import numpy as np
 
     rng = np.random.default_rng(0)
-    ops = _products(n_points, shapes, lambda *s: rng.standard_normal(s, dtype=np.float32),
-                    lambda *s: np.empty(s, np.float32), lambda a, b, o: np.matmul(a, b, out=o))
-
-    def run():
-        for op in ops:
-            op()
-
-    return step_products(n_points, shapes) / _median(run, repeats)
+    seconds = _step_seconds(n_points, shapes, repeats, lambda *s: rng.standard_normal(s, dtype=np.float32),
+                            lambda *s: np.empty(s, np.float32), lambda a, b, o: np.matmul(a, b, out=o))
+    return step_products(n_points, shapes) / seconds
 
 
 def numpy_blas() -> str:

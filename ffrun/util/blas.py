@@ -327,10 +327,31 @@ def mkl_code_path() -> str | None:
 _code_path: str | None | bool = False
 
 
-def path_label(code_path: str | None) -> str:
-    """A short name for MKL's kernel family: avx512, avx2, avx, generic."""
+# mkl_cbwr_get_auto_branch()'s answers (mkl_cbwr.h): the code branch MKL's dispatcher chose for this CPU
+_BRANCHES = {14: "avx512", 13: "avx512", 12: "avx512", 11: "avx512", 10: "avx2", 9: "avx"}
+
+
+def mkl_branch() -> str | None:
+    """The kernel family MKL's dispatcher chose, from its own answer (mkl_cbwr_get_auto_branch, exported
+    by torch's library under its service name): 'avx512', 'avx2', 'avx' or 'generic'; None where the
+    symbol is absent. On an AMD CPU with the shim loaded the verbose banner still reads 'Intel(R)
+    Architecture processors' while the optimized kernels run; this answer follows the kernels."""
+    try:
+        lib = ctypes.CDLL(str(torch_cpu_library()))
+        auto_branch = lib.mkl_serv_cbwr_get_auto_branch
+    except (OSError, AttributeError, TypeError):
+        return None
+    auto_branch.restype = ctypes.c_int
+    return _BRANCHES.get(int(auto_branch()), "generic")
+
+
+def path_label(code_path: str | None, branch: str | None = None) -> str:
+    """A short name for MKL's kernel family: avx512, avx2, avx, generic. MKL's dispatcher answer
+    (``branch``) wins over the verbose banner (``code_path``), which does not follow the shim."""
     if code_path is None:
         return "not MKL"
+    if branch is not None:
+        return branch
     if code_path == "unknown":
         return "unknown"
     for needle, label in (("AVX-512", "avx512"), ("AVX2", "avx2"), ("(Intel(R) AVX)", "avx")):
@@ -349,7 +370,7 @@ def report() -> dict:
         state = prepare()
         mkl = torch.backends.mkl.is_available()
         return {"cpu": cpu_model(), "vendor": state.get("vendor", cpu_vendor()), "blas": "mkl" if mkl else "other",
-                "mkl_path": path_label(code_path) if mkl else None, "mkl_kernels": code_path,
+                "mkl_path": path_label(code_path, mkl_branch()) if mkl else None, "mkl_kernels": code_path,
                 "vendor_shim": state.get("shim")}
     except Exception as e:  # noqa: BLE001
         return {"error": f"{type(e).__name__}: {e}"}

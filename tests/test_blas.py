@@ -121,7 +121,8 @@ def test_a_run_records_its_matrix_path(tmp_path):
     assert rec["blas"] == ("mkl" if torch.backends.mkl.is_available() else "other")
     assert rec["vendor_shim"] and rec["cpu"]
     if rec["blas"] == "mkl":
-        assert rec["mkl_path"] in ("avx512", "avx2", "avx", "generic") and rec["mkl_kernels"]
+        assert rec["mkl_path"] in ("avx512", "avx2", "avx", "generic")
+        assert "mkl_kernels" not in rec  # the banner costs a run ~0.6 s of MKL's clock calibration: bench only
 
 
 @x86_mkl

@@ -129,7 +129,7 @@ def test_export_reloads_without_hydra_and_matches_exactly(finished_runs, name, t
 import sys
 sys.modules["hydra"] = None
 sys.modules["omegaconf"] = None
-import torch, ffrun
+import ffrun, torch  # ffrun first: the same matrix path as this process (ffrun.util.blas)
 ref = torch.load({str(tmp_path / 'reference.pt')!r})
 field = ffrun.load_exported({str(tmp_path / 'exported')!r})
 assert torch.equal(field(ref["coords"]).detach(), ref["out"]), "outputs differ"

@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         from ffrun.util import blas
 
-        result["blas"] = blas.report()  # which matrix path ffrun's own steps ran
+        result["blas"] = blas.report(kernels=True)  # which matrix path ffrun's own steps ran
     image = next((r for r in rows if "speedup_vs_plain" in r), None)  # the headline: the image protocol's
     if image is not None:
         result["efficiency"] = image["efficiency"]

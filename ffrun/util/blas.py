@@ -360,17 +360,23 @@ def path_label(code_path: str | None, branch: str | None = None) -> str:
     return "generic"
 
 
-def report() -> dict:
-    """Which matrix path this process runs: torch's BLAS, MKL's kernels as MKL names them, the shim's state
-    and the CPU (what metrics.json and ffrun-bench record). Never raises: a record is not lost to it."""
+def report(kernels: bool = False) -> dict:
+    """Which matrix path this process runs: torch's BLAS, MKL's kernel family, the shim's state and the CPU
+    (what metrics.json and ffrun-bench record). `kernels` adds `mkl_kernels`, the kernels' name in MKL's
+    verbose banner: its first use calibrates MKL's clock (~0.6 s), so a run asks only where MKL's dispatcher
+    cannot answer. Never raises: a record is not lost to it."""
     try:
         import torch
 
-        code_path = mkl_code_path()
         state = prepare()
         mkl = torch.backends.mkl.is_available()
-        return {"cpu": cpu_model(), "vendor": state.get("vendor", cpu_vendor()), "blas": "mkl" if mkl else "other",
-                "mkl_path": path_label(code_path, mkl_branch()) if mkl else None, "mkl_kernels": code_path,
-                "vendor_shim": state.get("shim")}
+        branch = mkl_branch() if mkl else None
+        code_path = mkl_code_path() if mkl and (kernels or branch is None) else None
+        out = {"cpu": cpu_model(), "vendor": state.get("vendor", cpu_vendor()), "blas": "mkl" if mkl else "other",
+               "mkl_path": (branch if branch is not None else path_label(code_path)) if mkl else None,
+               "vendor_shim": state.get("shim")}
+        if kernels:
+            out["mkl_kernels"] = code_path
+        return out
     except Exception as e:  # noqa: BLE001
         return {"error": f"{type(e).__name__}: {e}"}

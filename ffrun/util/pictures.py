@@ -8,6 +8,7 @@ integer factor (nearest neighbour, so pixels stay pixels) until their shorter si
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from functools import lru_cache
 
@@ -21,12 +22,15 @@ GAP = 6  # white pixels between panels
 def _font(size: int):
     from PIL import ImageFont
 
-    try:  # matplotlib ships DejaVu Sans, so every install has a real TrueType font
-        import matplotlib
-
-        return ImageFont.truetype(f"{matplotlib.get_data_path()}/fonts/ttf/DejaVuSans.ttf", size)
-    except (ImportError, OSError):
-        return ImageFont.load_default()
+    # matplotlib ships DejaVu Sans, so every install has a real TrueType font; found without importing it
+    # (0.2 s a run)
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            return ImageFont.truetype(f"{folder}/mpl-data/fonts/ttf/DejaVuSans.ttf", size)
+        except OSError:
+            continue
+    return ImageFont.load_default()
 
 
 def as_rgb(img: np.ndarray) -> np.ndarray:

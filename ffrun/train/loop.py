@@ -33,6 +33,7 @@ from ffrun.models.field import Field
 from ffrun.tasks.base import Task
 from ffrun.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_state
 from ffrun.train.status import Status
+from ffrun.util.errors import ignore_late_signals
 
 log = logging.getLogger("ffrun")
 
@@ -255,6 +256,7 @@ def catch_stop_signals() -> Iterator[StopRequest]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        ignore_late_signals()  # where the program's end was decided inside the loop
 
 
 @dataclass

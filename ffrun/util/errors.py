@@ -19,11 +19,30 @@ def run_began() -> None:
         _phase = "running"
 
 
+_console = False  # quiet_interrupt_while_starting installed its handler: a console script's main thread
+
+
 def ending() -> None:
     """The program's exit status is decided (a run was stopped and checkpointed, a job failed, the app returned):
-    from here on ffrun's signal handlers ignore SIGINT and SIGTERM."""
+    from here on ffrun's signal handlers ignore SIGINT and SIGTERM, and in a console script the process does
+    too (`ignore_late_signals`)."""
     global _phase
     _phase = "ending"
+    ignore_late_signals()
+
+
+def ignore_late_signals() -> None:
+    """In a console script that is ending, SIGINT and SIGTERM set to SIG_IGN: the interpreter's shutdown resets
+    a Python handler to the default action before the process exits, so a signal landing there (the second of
+    two quick Ctrl-C's) killed the process (status -2, not 130); an ignored signal stays ignored."""
+    if not (_console and _phase == "ending"):
+        return
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
 
 
 def is_ending() -> bool:
@@ -55,6 +74,8 @@ def quiet_interrupt_while_starting() -> None:
         ending()
         raise SystemExit(128 + signum)
 
+    global _console
+    _console = True
     signal.signal(signal.SIGINT, stop)
 
 

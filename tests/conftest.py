@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,23 +18,52 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session", autouse=True)
-def own_cache_and_no_leftovers(tmp_path_factory):
-    """The suite builds its cached data (meshes, scenes, test sets) in its own folder, never ~/.cache/ffrun, and
-    leaves no /tmp/ffrun-* folder behind (the fuzz cases and scripts name theirs so)."""
-    import glob
-    import tempfile
-
+def own_cache(tmp_path_factory):
+    """The suite builds its cached data (meshes, scenes, test sets) in its own folder (one per xdist worker),
+    never ~/.cache/ffrun."""
     saved = os.environ.get("FFRUN_CACHE")
     os.environ["FFRUN_CACHE"] = str(tmp_path_factory.mktemp("ffrun-cache"))
-    pattern = os.path.join(tempfile.gettempdir(), "ffrun-*")
-    before = set(glob.glob(pattern))
     yield
     if saved is None:
         os.environ.pop("FFRUN_CACHE", None)
     else:
         os.environ["FFRUN_CACHE"] = saved
-    left = sorted(set(glob.glob(pattern)) - before)
-    assert not left, f"the suite left these behind: {left}"
+
+
+@pytest.fixture(autouse=True)
+def subnormals_back():
+    """A run made in the test's own process flushes subnormal floats for the process (ffrun.util.allocator.tune_cpu,
+    right for a run): undone after each test, so a later test in the same process (hypothesis's float strategies
+    refuse to run in that mode) still has them, whatever order the tests run in."""
+    yield
+    import torch
+
+    torch.set_flush_denormal(False)
+
+
+# The suite leaves no /tmp/ffrun-* folder behind (the fuzz cases and scripts name theirs so). Checked by the
+# process that runs the session (xdist's controller, or pytest alone), once every worker has finished: a worker
+# would see another's folders of tests still running.
+_LEFTOVER_PATTERN = os.path.join(tempfile.gettempdir(), "ffrun-*")
+_before: set[str] = set()
+
+
+def _is_worker(session) -> bool:
+    return hasattr(session.config, "workerinput")
+
+
+def pytest_sessionstart(session):
+    if not _is_worker(session):
+        _before.update(glob.glob(_LEFTOVER_PATTERN))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _is_worker(session):
+        return
+    left = sorted(set(glob.glob(_LEFTOVER_PATTERN)) - _before)
+    if left:
+        print(f"\nthe suite left these behind: {left}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def ffrun_cmd(name: str = "ffrun") -> str:

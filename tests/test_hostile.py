@@ -40,14 +40,6 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(autouse=True)
-def subnormals_back():
-    """`runner.prepare` flushes subnormal floats for the process (ffrun.util.allocator.tune_cpu, right for a run):
-    undone after each test, so a later test in the same session (hypothesis's float strategies) still has them."""
-    yield
-    torch.set_flush_denormal(False)
-
-
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory) -> Path:
     """One completed smoke run (20 steps, sigma 3, checkpoints every 10)."""

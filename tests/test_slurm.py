@@ -178,11 +178,27 @@ def test_a_run_stopped_and_not_requeued_is_named_with_its_checkpoint(slurm, tmp_
     assert f"trainer.resume={run}" in lines[0]  # the command that continues it
 
 
+def _steps_for_seconds(tmp_path: Path, seconds: float) -> tuple[int, int]:
+    """(steps, ckpt_every) of the toy run that trains for about `seconds` on this machine, measured by a short
+    run of the same settings outside SLURM (a fixed count went from three allocations' work to one and a half as
+    the steps got faster)."""
+    calib = 30000
+    out = subprocess.run([str(Path(sys.executable).parent / "ffrun"), *TOY, "sigma=1", f"trainer.steps={calib}",
+                          f"trainer.ckpt_every={calib // 3}", f"trainer.eval_every={calib // 3}",
+                          "trainer.progress=false", "hydra.run.dir=calibration"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rate = calib / _record(tmp_path / "calibration")["wall_s"]
+    every = max(1000, int(rate * seconds / 24) // 1000 * 1000)
+    return every * 24, every
+
+
 @pytest.mark.slurm_slow
 def test_a_run_longer_than_its_time_limit_completes_through_requeues(slurm, tmp_path):
-    """About three allocations of work under a 3-minute limit, with the preset's signal delay (120 s, lowered to
-    90 s for this limit): each allocation ends with SIGUSR2, a checkpoint and a requeue, the last one completes."""
-    steps, every = 240000, 10000
+    """About three allocations of work (220 s of training, as measured here) under a 3-minute limit, with the
+    preset's signal delay (120 s, lowered to 90 s for this limit), so SLURM signals each allocation 66-86 s after
+    it starts: each ends with SIGUSR2, a checkpoint and a requeue, the last one completes."""
+    steps, every = _steps_for_seconds(tmp_path, 220)
     started = time.monotonic()
     code, err = _wait(_sweep(tmp_path, "sigma=1", f"trainer.steps={steps}", f"trainer.ckpt_every={every}",
                              f"trainer.eval_every={every}", "hydra.launcher.timeout_min=3"),
@@ -191,8 +207,8 @@ def test_a_run_longer_than_its_time_limit_completes_through_requeues(slurm, tmp_
     run = tmp_path / "sweep" / "0"
     rec = _record(run)
     stopped, resumed = _stops_and_resumes(run)
-    print(f"\n{time.monotonic() - started:.0f} s, {rec['requeues']} requeues, stopped at steps {stopped}, "
-          f"training {rec['wall_s']:.0f} s")
+    print(f"\n{steps} steps: {time.monotonic() - started:.0f} s, {rec['requeues']} requeues, stopped at steps "
+          f"{stopped}, training {rec['wall_s']:.0f} s")
     assert rec["status"] == "completed" and rec["step"] == steps, rec.get("reason")
     assert rec["requeues"] == len(stopped) >= 2 and resumed == stopped
     assert [h["step"] for h in rec["history"]] == list(range(every, steps + 1, every))

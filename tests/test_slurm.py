@@ -9,11 +9,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import ffrun_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
@@ -96,7 +96,7 @@ def _wait(proc: subprocess.Popen, sweep: Path, timeout: float, signal_at_step: i
 
 
 def _sweep(tmp_path: Path, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen([str(Path(sys.executable).parent / "ffrun"), "-m", *SLURM, *TOY, *overrides,
+    return subprocess.Popen([ffrun_cmd(), "-m", *SLURM, *TOY, *overrides,
                              "trainer.progress=false", "hydra.sweep.dir=sweep"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -183,7 +183,7 @@ def _steps_for_seconds(tmp_path: Path, seconds: float) -> tuple[int, int]:
     run of the same settings outside SLURM (a fixed count went from three allocations' work to one and a half as
     the steps got faster)."""
     calib = 30000
-    out = subprocess.run([str(Path(sys.executable).parent / "ffrun"), *TOY, "sigma=1", f"trainer.steps={calib}",
+    out = subprocess.run([ffrun_cmd(), *TOY, "sigma=1", f"trainer.steps={calib}",
                           f"trainer.ckpt_every={calib // 3}", f"trainer.eval_every={calib // 3}",
                           "trainer.progress=false", "hydra.run.dir=calibration"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -226,7 +226,7 @@ def _table(path: Path) -> list[dict]:
     ("ffrun-compare", ["--scale", "smoke", "--tasks", "image", "--methods", "gauss,siren"], "compare.csv"),
 ])
 def test_reproduce_and_compare_on_slurm_write_the_basic_launchers_tables(slurm, tmp_path, app, args, table):
-    exe = str(Path(sys.executable).parent / app)
+    exe = ffrun_cmd(app)
     basic = subprocess.run([exe, *args, "--out", "basic", "device=cpu"], cwd=tmp_path, capture_output=True,
                            text=True, timeout=600)
     assert basic.returncode == 0, basic.stderr[-3000:]

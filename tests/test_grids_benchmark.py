@@ -399,3 +399,80 @@ def test_report_only_over_runs_made_with_other_settings_is_refused_naming_them(t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1 of 1 runs" in err[0] and "made with other settings" in err[0], err
     assert "task.noise_std=0.05 -> task.noise_std=0.1" in err[0], err
+
+
+# ---- earlier results (--results) ----------------------------------------------------------------------------
+
+
+def test_a_table_assembled_from_two_sittings_equals_the_one_of_all_runs(sweep, tmp_path):
+    """The per-image file of a first sitting, read back beside the runs of a second, gives the same rows as all
+    the runs in one folder; the table names the file of each earlier cell."""
+    out, plan = sweep
+    whole = grids.collect_grids(grids.grids_runs(plan, out), plan, out)
+    grids.write_grids_tables(out, whole, plan)
+    lines = list(csv.DictReader(open(out / "grids_fit_images.csv")))
+    assert len(lines) == 10 * 5 + 9  # every scored image; wire's failed 03 @ 3e4 holds no line
+    siren0 = next(r for r in lines if r["method"] == "siren" and r["budget"] == "10000" and r["image"] == "00")
+    assert float(siren0["final"]) == 15.0 and float(siren0["best"]) == 21.0 and siren0["overrides"] == ""
+    # the second sitting: images 05..09 of siren @ 1e4 only, in a fresh folder
+    second = tmp_path / "second"
+    for i in range(5, 10):
+        fake_run(second, plan, "fit", i, 10_000, "siren", 14.0, FIT_SIREN_BEST_10K[i])  # finals differ: runs win
+    earlier = grids.load_earlier([out / "grids_fit_images.csv"], plan.noise, plan.extra)
+    part = grids.collect_grids(grids.grids_runs(plan, second), plan, second, earlier)
+    a, b = rows_of(whole, "fit"), rows_of(part, "fit")
+    for key in a:
+        assert b[key].images == a[key].images and b[key].score == pytest.approx(a[key].score), key
+    assert b[("siren", 10_000)].final == pytest.approx((15.0 * 5 + 14.0 * 5) / 10)  # 05..09 from the runs
+    assert b[("siren", 10_000)].sources == ["grids_fit_images.csv: 00, 01, 02, 03, 04"]
+    md, _ = grids.protocol_table("fit", part["fit"], plan)
+    assert "- SIREN @ 10,000: grids_fit_images.csv: 00, 01, 02, 03, 04" in md
+    # other overrides measured something else: not taken
+    other = grids.load_earlier([out / "grids_fit_images.csv"], plan.noise, ("trainer.steps=10",))
+    assert other.images == {} and other.rows == {}
+
+
+def test_an_earlier_table_fills_only_rows_with_no_image_run(sweep, tmp_path):
+    out, plan = sweep
+    grids.write_grids_tables(out, grids.collect_grids(grids.grids_runs(plan, out), plan, out), plan)
+    second = tmp_path / "second"
+    fake_run(second, plan, "fit", 0, 10_000, "grid", 30.0, 30.0)  # one image run: the row is this folder's
+    earlier = grids.load_earlier([out / "grids_fit.csv"], plan.noise, plan.extra)
+    fit = rows_of(grids.collect_grids(grids.grids_runs(plan, second), plan, second, earlier), "fit")
+    assert fit[("grid", 10_000)].images == [0] and fit[("grid", 10_000)].score == 30.0
+    siren = fit[("siren", 10_000)]  # nothing run: the earlier row, its means and verdict
+    assert siren.images == list(range(10)) and siren.score == pytest.approx(21.45) and siren.verdict == "yes"
+    assert siren.notes == [] and siren.sources[0].startswith("grids_fit.csv: the whole row")
+    assert fit[("wire", 30_000)].images == [i for i in range(10) if i != 3]
+
+
+@pytest.mark.parametrize("text, says", [
+    ("protocol,method\nfit,grid\n", "neither a grids_<protocol>_images.csv nor a grids_<protocol>.csv"),
+    (",".join(grids.IMAGE_HEADER) + "\nfit,grid,1e4,11,,20,20,1,1,1,\n", "image '11' is not one of"),
+    (",".join(grids.IMAGE_HEADER) + "\nfit,grid,10000,00,,twenty,20,1,1,1,\n", "line 2 final: 'twenty' is not a"),
+    (",".join(grids.IMAGE_HEADER) + "\ninpaint,grid,10000,00,,20,20,1,1,1,\n", "protocol 'inpaint' is not one"),
+    (",".join(grids.IMAGE_HEADER) + "\nfit,grid,10000,00,,nan,20,1,1,1,\n", "'nan' is not a finite number"),
+])
+@pytest.mark.skipif(not (SHARED_DATA / "images" / "div2k_grids").is_dir(), reason="needs the benchmark's images")
+def test_bad_earlier_results_get_one_line(tmp_path, capsys, no_runs, text, says):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(text)
+    line = refused(capsys, "--benchmark", "grids", "--report-only", "--results", str(bad), "--data",
+                   str(SHARED_DATA), "--out", str(tmp_path / "out"))
+    assert says in line and str(bad) in line, line
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "images" / "div2k_grids").is_dir(), reason="needs the benchmark's images")
+def test_report_only_from_earlier_results_alone(sweep, tmp_path, capsys, monkeypatch):
+    out, plan = sweep
+    grids.write_grids_tables(out, grids.collect_grids(grids.grids_runs(plan, out), plan, out), plan)
+    monkeypatch.setattr(grids, "check_composes", lambda plan: None)
+    assert refused(capsys, "--benchmark", "grids", "--report-only", "--results", str(tmp_path / "nope.csv"),
+                   "--data", str(SHARED_DATA), "--out", str(tmp_path / "x")).endswith("nope.csv: no such file")
+    new = tmp_path / "assembled"
+    assert compare.main(["--benchmark", "grids", "--report-only", "--methods", "grid,siren,wire", "--budgets",
+                         "1e4,3e4", "--results", str(out / "grids_fit_images.csv"), "--data", str(SHARED_DATA),
+                         "--out", str(new)]) == 0
+    shown = capsys.readouterr().out
+    assert "| SIREN | 10,000 | 10/10 | 15.00 | 21.45 | 21.45 (best) | 21.98 | -0.53 | yes |" in shown
+    assert (new / "grids_fit_images.csv").read_text() == (out / "grids_fit_images.csv").read_text()

@@ -66,7 +66,7 @@ EPILOG = """benchmark:
   ffrun-compare --benchmark grids [--protocols fit,superres,denoise] [--budgets 1e4,3e4,1e5]
                 [--methods grid,siren,wire,ffn,ingp] [--images 0,6] [--noise 0.05] [--out DIR] [overrides...]
 """
-BENCHMARK_ONLY = ("protocols", "images", "noise", "report_only")
+BENCHMARK_ONLY = ("protocols", "images", "noise", "report_only", "results")
 
 
 def fail(msg: str) -> int:
@@ -117,6 +117,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--report-only", action="store_true", default=None,
                     help="--benchmark grids: train nothing; write the tables, plots and galleries from the runs "
                          "already in --out (those missing are listed as not run)")
+    ap.add_argument("--results", default=None, metavar="CSV[,CSV]",
+                    help="--benchmark grids: earlier results (a grids_<protocol>_images.csv a report wrote, or an "
+                         "earlier grids_<protocol>.csv table) standing in for the runs --out lacks, so a table can "
+                         "be assembled across sittings and machines; only results made with the same overrides "
+                         "(and noise) are taken, and the table names each one's file")
     ap.add_argument("--out", default="compare", help="output folder (default ./compare)")
     ap.add_argument("--launcher", choices=tuple(LAUNCHERS), default="basic")
     ap.add_argument("--data", default=None, help="data directory (default $FFRUN_DATA)")
@@ -313,6 +318,13 @@ def benchmark_main(args: argparse.Namespace) -> int:
     plan = grids_plan(args)
     if isinstance(plan, str):
         return fail(plan)
+    earlier = grids.Earlier.none()
+    if args.results:
+        try:
+            earlier = grids.load_earlier([expand_user(f, f"--results {f}") for f in items(args.results)],
+                                         plan.noise, plan.extra)
+        except FfrunError as e:
+            return fail(str(e))
     data = data_folder(args)
     if isinstance(data, int):
         return data
@@ -326,15 +338,20 @@ def benchmark_main(args: argparse.Namespace) -> int:
         return fail(refused)
     if args.report_only:
         out = Path(args.out).expanduser().resolve()
-        if not (out / "runs").is_dir():
-            return fail(f"--report-only: {out} holds no runs (no runs/ folder); run without --report-only first")
+        if not (out / "runs").is_dir() and not args.results:
+            return fail(f"--report-only: {out} holds no runs (no runs/ folder); run without --report-only first, "
+                        "or give earlier results with --results")
+        try:
+            out = output_folder(args.out).resolve()
+        except FfrunError as e:
+            return fail(str(e))
         runs = grids.grids_runs(plan, out)
         stale = [r for r in runs if r.status() == STALE]
         if stale:  # their scores are of other settings: a table would label them as this command's
             return fail(f"--report-only: {len(stale)} of {len(runs)} runs in {out} were made with other settings "
                         f"than this command's (e.g. {stale[0].label}: {stale[0].recorded_differences()}); give the "
                         "settings they were made with, or run without --report-only to rerun them")
-        say(grids.report(out, plan, runs))
+        say(grids.report(out, plan, runs, earlier=earlier))
         return 0
     try:
         out = output_folder(args.out).resolve()  # before any run: a folder it cannot write is refused now
@@ -358,7 +375,7 @@ def benchmark_main(args: argparse.Namespace) -> int:
 
     _, stopped, wall = execute(runs, launch_group, f"benchmark grids, {', '.join(plan.protocols)}, budgets "
                                                    f"{list(plan.budgets)}, out {out}")
-    say(grids.report(out, plan, runs, wall))
+    say(grids.report(out, plan, runs, wall, earlier))
     return sweep_exit(runs, stopped, "the tables hold")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from ffrun.sweep.gallery import gallery
 from ffrun.sweep.grids.plans import GridsPlan
 from ffrun.sweep.grids.published import METRIC, NAMES, published, tag
+from ffrun.sweep.grids.results import Earlier
 from ffrun.sweep.grids.tables import Row, collect_grids, write_grids_tables
 from ffrun.sweep.runs import Run
 from ffrun.util.atomic import save_figure
@@ -70,9 +71,11 @@ def galleries(out: Path, plan: GridsPlan, runs: list[Run]) -> list[Path]:
     return made
 
 
-def report(out: Path, plan: GridsPlan, runs: list[Run], wall_s: float | None = None) -> str:
-    """The tables, budget plots and galleries of the plan's runs; returns the tables' markdown."""
-    table = collect_grids(runs, plan, out)
+def report(out: Path, plan: GridsPlan, runs: list[Run], wall_s: float | None = None,
+           earlier: Earlier | None = None) -> str:
+    """The tables, budget plots and galleries of the plan's runs (with the earlier results given, for the images
+    not run in `out`); returns the tables' markdown."""
+    table = collect_grids(runs, plan, out, earlier)
     text = write_grids_tables(out, table, plan, wall_s)
     for protocol in plan.protocols:
         budget_plot(out, protocol, table.get(protocol, []))

@@ -22,8 +22,10 @@ from ffrun.sweep.grids.published import (
     tag,
     tolerance,
 )
+from ffrun.sweep.grids.results import IMAGE_HEADER, Earlier, EarlierRow, image_lines
 from ffrun.sweep.runs import Run, shown_status
 from ffrun.sweep.tables import hms, md_row, write_table
+from ffrun.util.atomic import csv_text, write_text
 
 
 def _finite(x) -> float | None:
@@ -43,6 +45,8 @@ class ImageResult:
     best: float | None
     params: int | None = None
     benchmark_params: int | None = None
+    wall_s: float | None = None
+    source: str | None = None  # the earlier results file it came from (--results); None: a run in --out
 
     def score(self, method: str) -> float | None:
         return self.final if scored_by(method) == "final" else self.best
@@ -60,7 +64,7 @@ def image_result(run: Run, rec: RunRecord | None, protocol: str) -> ImageResult 
     best = rec.get("best")
     sizes = rec.sizes if isinstance(rec.sizes, dict) else {}
     res = ImageResult(image, rec.metric(METRIC), _finite(best.get(METRIC)) if isinstance(best, dict) else None,
-                      rec.params, sizes.get("benchmark_params"))
+                      rec.params, sizes.get("benchmark_params"), _finite(rec.wall_s))
     if res.score(run.encoding) is None:
         return "completed without a best evaluation (`best` in metrics.json)"
     return res
@@ -76,22 +80,43 @@ class Row:
     results: list[ImageResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # runs that hold no score, and why
     fit_same: tuple[float | None, int] = (None, 0)  # superres: ffrun's fit score on the same images, how many
+    carried: EarlierRow | None = None  # a whole row from an earlier table (--results), where no image was run
 
     @property
     def images(self) -> list[int]:
+        if self.carried is not None:
+            return list(self.carried.images)
         return [r.image for r in self.results]
 
     @property
     def final(self) -> float | None:
+        if self.carried is not None:
+            return self.carried.final
         return _mean([r.final for r in self.results if r.final is not None])
 
     @property
     def best(self) -> float | None:
+        if self.carried is not None:
+            return self.carried.best
         return _mean([r.best for r in self.results if r.best is not None])
 
     @property
     def score(self) -> float | None:
+        if self.carried is not None:
+            return self.carried.final if scored_by(self.method) == "final" else self.carried.best
         return _mean([s for r in self.results if (s := r.score(self.method)) is not None])
+
+    @property
+    def sources(self) -> list[str]:
+        """Where the row's earlier results came from, `file: images` (empty: every image is a run in --out)."""
+        if self.carried is not None:
+            return [f"{self.carried.source}: the whole row ({tags(self.carried.images)}; its means, no "
+                    "per-image results)"]
+        by: dict[str, list[int]] = {}
+        for r in self.results:
+            if r.source is not None:
+                by.setdefault(r.source, []).append(r.image)
+        return [f"{src}: {tags(sorted(images))}" for src, images in by.items()]
 
     @property
     def published(self) -> float | None:
@@ -110,6 +135,8 @@ class Row:
 
     @property
     def params(self) -> tuple[int | None, int | None]:
+        if self.carried is not None:
+            return self.carried.params, self.carried.benchmark_params
         first = self.results[0] if self.results else None
         return (first.params, first.benchmark_params) if first else (None, None)
 
@@ -132,9 +159,11 @@ def fit_same_images(out: Path, plan: GridsPlan, method: str, budget: int, images
     return _mean(scores), len(scores)
 
 
-def collect_grids(runs: list[Run], plan: GridsPlan, out: Path) -> Table:
+def collect_grids(runs: list[Run], plan: GridsPlan, out: Path, earlier: Earlier | None = None) -> Table:
     """protocol -> a row per method and budget: the runs' results, their notes, and (superres) the fit score on
-    the same images."""
+    the same images. An image with no result in --out takes its earlier result (--results) where there is one;
+    a row with no image scored at all takes an earlier table's whole row."""
+    earlier = earlier or Earlier.none()
     rows: dict[tuple[str, str, int], Row] = {}
     for p in plan.protocols:
         for m in plan.methods:
@@ -145,10 +174,17 @@ def collect_grids(runs: list[Run], plan: GridsPlan, out: Path) -> Table:
         image, budget = image_budget(run)
         row = rows.setdefault((p, run.encoding, budget), Row(p, run.encoding, budget))
         res = image_result(run, run.record(), p)
+        old = earlier.images.get((p, run.encoding, budget, image))
+        if not isinstance(res, ImageResult) and old is not None and run.status() != Status.COMPLETED:
+            res = ImageResult(image, old.final, old.best, old.params, old.benchmark_params, old.wall_s, old.source)
         if isinstance(res, ImageResult):
             row.results.append(res)
         else:
             row.notes.append(f"{tag(image)}: {res}")
+    for key, row in rows.items():
+        old_row = earlier.rows.get(key)
+        if old_row is not None and not row.results and set(old_row.images) <= set(plan.images_of(key[0])):
+            row.carried, row.notes = old_row, []
     for (p, m, b), row in rows.items():
         if p == "superres" and row.images:
             row.fit_same = fit_same_images(out, plan, m, b, row.images)
@@ -209,6 +245,9 @@ def protocol_table(protocol: str, rows: list[Row], plan: GridsPlan, wall_s: floa
     notes = [f"- {NAMES.get(r.method, r.method)} @ {r.budget:,}: {why}" for r in rows for why in grouped(r.notes)]
     if notes:
         md += ["", "Runs without a score:", *notes]
+    sources = [f"- {NAMES.get(r.method, r.method)} @ {r.budget:,}: {src}" for r in rows for src in r.sources]
+    if sources:
+        md += ["", "Results of earlier runs (--results), not run in this folder:", *sources]
     if wall_s is not None:
         md += ["", f"Wall time of this invocation: {hms(wall_s)}."]
     return md + [""], csv_rows
@@ -228,11 +267,15 @@ def _csv(x: float | None) -> str:
 
 
 def write_grids_tables(out: Path, table: Table, plan: GridsPlan, wall_s: float | None = None) -> str:
-    """grids_<protocol>.md and .csv for every protocol; returns the markdown of all of them."""
+    """grids_<protocol>.md and .csv, and grids_<protocol>_images.csv (every image's result, what --results reads
+    back), for every protocol; returns the markdown of all of them."""
     texts = []
     for protocol in plan.protocols:
-        md, csv_rows = protocol_table(protocol, table.get(protocol, []), plan, wall_s)
+        rows = table.get(protocol, [])
+        md, csv_rows = protocol_table(protocol, rows, plan, wall_s)
         texts.append(write_table(out, f"grids_{protocol}", HEADER, csv_rows, md))
+        write_text(out / f"grids_{protocol}_images.csv",
+                   csv_text(IMAGE_HEADER, image_lines({protocol: rows}, plan.noise, plan.extra)))
     return "\n".join(texts)
 
 

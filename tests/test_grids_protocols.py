@@ -186,6 +186,35 @@ def test_the_benchmarks_width_rule(budget, compose):
     assert sizes["siren"]["params"] == sizes["siren"]["benchmark_params"]
 
 
+def test_the_benchmarks_fourfeat_layout_against_a_float64_composition(compose):
+    """INR-benchmark's FourFeat at depth 4: Linear, ReLU, Linear, ReLU, Linear, Linear (no ReLU after the last
+    hidden layer), checked against its layers composed by hand in float64."""
+    from ffrun.models.mlp import MLP
+
+    torch.manual_seed(0)
+    net = MLP(6, 3, depth=4, width=5, out_activation="none", init="torch", linear_last_hidden=True).double()
+    kinds = [type(m).__name__ for m in net.net]
+    assert kinds == ["Linear", "ReLU", "Linear", "ReLU", "Linear", "Linear"]
+    x = torch.randn(40, 6, dtype=torch.float64)
+    lin = [m for m in net.net if isinstance(m, torch.nn.Linear)]
+    ref = x
+    for k, layer in enumerate(lin):
+        ref = ref @ layer.weight.T + layer.bias
+        if k < 2:
+            ref = ref.clamp_min(0)
+    assert torch.allclose(net(x), ref, rtol=0, atol=1e-12)
+    ones = torch.cat([x, torch.ones(40, 1, dtype=torch.float64)], -1)
+    assert torch.allclose(net.forward_augmented(ones), ref, rtol=0, atol=1e-12)
+    plain = MLP(6, 3, depth=4, width=5, out_activation="none", init="torch").double()
+    plain.load_state_dict({k.replace("net.5", "net.6"): v for k, v in net.state_dict().items()})
+    assert not torch.allclose(plain(x), ref)  # the ReLU it leaves out matters
+    cfg = compose("experiment=grids_div2k", "method=grids/siren", "model.linear_last_hidden=true")
+    from ffrun.config import validate
+
+    with pytest.raises(Exception, match="applies to model=mlp only"):
+        validate(cfg)
+
+
 def test_the_grids_rule_refuses_a_method_the_benchmark_does_not_have(compose):
     cfg = compose("experiment=grids_div2k", "method=learned")
     with pytest.raises(FfrunError, match="budget_rule=grids"):
@@ -202,6 +231,7 @@ def test_the_presets_carry_the_benchmarks_settings(compose):
     assert (wire.model.w0, wire.model.s0, wire.model.depth, wire.trainer.lr) == (15.0, 10.0, 4, 5e-4)
     ffn = compose("experiment=grids_div2k", "method=grids/ffn")
     assert (ffn.encoding.m, ffn.encoding.sigma, ffn.model.depth, ffn.trainer.lr) == (1000, 40.0, 4, 1e-3)
+    assert ffn.model.linear_last_hidden and ffn.model.init == "torch"
     ingp = compose("experiment=grids_div2k", "method=grids/ingp")
     assert (ingp.encoding.levels, ingp.model.depth, ingp.model.width, ingp.trainer.lr) == (16, 2, 64, 1e-2)
     for cfg in (grid, siren, wire, ffn, ingp):

@@ -47,6 +47,9 @@ class ModelConfig:
     # benchmark's methods, or `sigmoid`.
     out_activation: Optional[str] = None
     depth: int = 4  # number of Linear layers: (depth - 1) x [Linear(width) + ReLU], then Linear
+    # model=mlp: the last hidden Linear without its ReLU, straight into the output Linear, as the Grids
+    # benchmark's FourFeat (models/fourfeat.py: Linear, ReLU, Linear, ReLU, Linear, Linear at depth 4)
+    linear_last_hidden: bool = False
     width: int = 256
     # glorot = the notebooks' stax.Dense: truncated-normal Glorot W (variance 2 / (fan_in + fan_out)),
     # b ~ N(0, 1e-2^2); torch = nn.Linear's default

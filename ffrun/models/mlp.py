@@ -54,7 +54,8 @@ class NTKLinear(nn.Module):
 
 class MLP(nn.Module):
     """h_0 = x; h_k = ReLU(W_k h_{k-1} + b_k) for k = 1..depth-1; y = act(W_depth h_{depth-1} + b_depth),
-    act = sigmoid or identity. Shapes: (..., in_dim) -> (..., out_dim)."""
+    act = sigmoid or identity. Shapes: (..., in_dim) -> (..., out_dim). linear_last_hidden: h_{depth-1} without
+    its ReLU (the Grids benchmark's FourFeat)."""
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class MLP(nn.Module):
         parametrization: str = "standard",
         w_std: float = math.sqrt(2.0),
         b_std: float = 0.1,
+        linear_last_hidden: bool = False,
     ):
         super().__init__()
         if out_activation not in OUT_ACTIVATIONS:
@@ -79,8 +81,10 @@ class MLP(nn.Module):
             raise ValueError(f"unknown parametrization {parametrization!r}; choose standard or ntk")
         layers: list[nn.Module] = []
         d = in_dim
-        for _ in range(depth - 1):
-            layers += [linear(d, width), nn.ReLU(inplace=True)]  # in place: one activation buffer less per layer
+        for k in range(depth - 1):
+            layers.append(linear(d, width))
+            if not (linear_last_hidden and k == depth - 2):
+                layers.append(nn.ReLU(inplace=True))  # in place: one activation buffer less per layer
             d = width
         layers.append(linear(d, out_dim))
         self.net = nn.Sequential(*layers)
@@ -128,7 +132,7 @@ class MLP(nn.Module):
         saves a pass broadcasting each bias into its output and a pass summing each bias gradient over the
         points (measured in docs/performance.md)."""
         linears = [m for m in self.net if isinstance(m, nn.Linear)]
-        if not linears or len(self.net) != 2 * len(linears) - 1:  # the NTK parametrization: its own layers
+        if not linears or len(self.net) != 2 * len(linears) - 1:  # NTK layers, or a linear last hidden layer
             return self._rest(x1[..., :-1], 0) if self.fp32_layers else self(x1[..., :-1])
         lead = x1.shape[:-1]
         h = x1.reshape(-1, x1.shape[-1])
@@ -160,6 +164,9 @@ class Direct(nn.Module):
 def _check(cfg) -> str | None:
     """The NTK parametrization's scales are standard deviations: w_std > 0 (0 would be a constant network),
     b_std >= 0. Refused under either parametrization: a negative one is a typo whatever it currently drives."""
+    if cfg.linear_last_hidden and cfg.depth < 2:
+        return (f"model.linear_last_hidden=true needs a hidden layer (model.depth >= 2, not {cfg.depth}); "
+                "leave it false")
     if not cfg.w_std > 0:
         return f"model.w_std={cfg.w_std!r} is out of range: use w_std > 0 (a standard deviation; default sqrt(2))"
     if not cfg.b_std >= 0:
@@ -174,7 +181,7 @@ def _register() -> None:
     @register_network("mlp", ModelConfig, Budget("model.width", 1, 1 << 15), _check)
     def build_mlp(cfg, in_dim: int, spec) -> nn.Module:
         return MLP(in_dim, spec.out_dim, cfg.depth, cfg.width, spec.out_activation, cfg.init, cfg.parametrization,
-                   cfg.w_std, cfg.b_std)
+                   cfg.w_std, cfg.b_std, cfg.linear_last_hidden)
 
     @register_network("direct", ModelConfig)
     def build_direct(cfg, in_dim: int, spec) -> nn.Module:

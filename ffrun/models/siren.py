@@ -86,6 +86,8 @@ class Siren(nn.Module):
 
 
 def _check(cfg) -> str | None:
+    if cfg.linear_last_hidden:
+        return "model.linear_last_hidden applies to model=mlp only; SIREN's layers are all sines"
     return "SIREN needs model.depth >= 2 and model.w0 > 0" if cfg.depth < 2 or not cfg.w0 > 0 else None
 
 

@@ -141,6 +141,8 @@ class Wire(nn.Module):
 
 
 def _check(cfg) -> str | None:
+    if cfg.linear_last_hidden:
+        return "model.linear_last_hidden applies to model=mlp only; WIRE's layers are all Gabor wavelets"
     if cfg.depth < 2 or not cfg.w0 > 0 or not cfg.s0 > 0 or cfg.width < 2:
         return "WIRE needs model.depth >= 2, model.width >= 2, model.w0 > 0 and model.s0 > 0"
     return None

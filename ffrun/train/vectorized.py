@@ -106,7 +106,8 @@ def why_not_vectorizable(cfg) -> str | None:
         return "trainer.batch_size is set (members would draw different minibatches)"
     if cfg.trainer.resume:
         return "trainer.resume is set"
-    if cfg.model.get("name", "mlp") != "mlp" or cfg.model.parametrization != "standard":
+    if cfg.model.get("name", "mlp") != "mlp" or cfg.model.parametrization != "standard" or \
+            cfg.model.get("linear_last_hidden", False):
         return "only standard-parametrization ReLU MLPs (model=mlp) are batched"
     if not encoding_entry(cfg.encoding.name).static:
         return f"encoding={cfg.encoding.name} trains (or has no network); only fixed Fourier features are batched"

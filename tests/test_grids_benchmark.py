@@ -173,7 +173,7 @@ def fake_run(out: Path, plan: GridsPlan, protocol: str, image: int, budget: int,
     extra = {"protocol": protocol}
     if best is not None:
         extra["best"] = {"step": 700, "test_psnr": best}
-    RunRecord(status=status, reason=reason, task="image", params=budget - 7,
+    RunRecord(status=status, reason=reason, task="image", params=budget - 7, wall_s=60.0 + image,
               sizes={"params": budget - 7, "benchmark_params": budget - 3},
               metrics={} if final is None else {"test_psnr": final}, primary_metric="test_psnr",
               extra=extra).write(run.dir)
@@ -425,6 +425,7 @@ def test_a_table_assembled_from_two_sittings_equals_the_one_of_all_runs(sweep, t
         assert b[key].images == a[key].images and b[key].score == pytest.approx(a[key].score), key
     assert b[("siren", 10_000)].final == pytest.approx((15.0 * 5 + 14.0 * 5) / 10)  # 05..09 from the runs
     assert b[("siren", 10_000)].sources == ["grids_fit_images.csv: 00, 01, 02, 03, 04"]
+    assert b[("siren", 10_000)].wall_s == pytest.approx(sum(60.0 + i for i in range(10)))  # earlier times kept
     md, _ = grids.protocol_table("fit", part["fit"], plan)
     assert "- SIREN @ 10,000: grids_fit_images.csv: 00, 01, 02, 03, 04" in md
     # other overrides measured something else: not taken
@@ -476,3 +477,4 @@ def test_report_only_from_earlier_results_alone(sweep, tmp_path, capsys, monkeyp
     shown = capsys.readouterr().out
     assert "| SIREN | 10,000 | 10/10 | 15.00 | 21.45 | 21.45 (best) | 21.98 | -0.53 | yes |" in shown
     assert (new / "grids_fit_images.csv").read_text() == (out / "grids_fit_images.csv").read_text()
+    assert "| 9747" not in shown and "| 0:10:45 |" in shown  # 10 x 60 s + 0..9 s: the row's run time

@@ -42,6 +42,7 @@ class EarlierRow:
     images: tuple[int, ...]
     params: int | None
     benchmark_params: int | None
+    wall_s: float | None
     source: str
 
 
@@ -148,7 +149,8 @@ def _table(path: Path, lines: list[dict], overrides: tuple[str, ...], earlier: E
         found = EarlierRow(_float(row["ffrun_final"], f"{where} ffrun_final"),
                            _float(row["ffrun_best"], f"{where} ffrun_best"), images,
                            _int(row["params"], f"{where} params"),
-                           _int(row["benchmark_params"], f"{where} benchmark_params"), path.name)
+                           _int(row["benchmark_params"], f"{where} benchmark_params"),
+                           _float(row.get("wall_s") or "", f"{where} wall_s"), path.name)
         earlier.rows.setdefault((protocol, method, budget), found)
 
 

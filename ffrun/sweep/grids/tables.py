@@ -134,6 +134,14 @@ class Row:
         return "yes" if abs(self.difference) <= tolerance(self.method) else "no"
 
     @property
+    def wall_s(self) -> float | None:
+        """The row's training time: the sum of its images' run times (None when none is known)."""
+        if self.carried is not None:
+            return self.carried.wall_s
+        known = [r.wall_s for r in self.results if r.wall_s is not None]
+        return sum(known) if known else None
+
+    @property
     def params(self) -> tuple[int | None, int | None]:
         if self.carried is not None:
             return self.carried.params, self.carried.benchmark_params
@@ -201,7 +209,7 @@ def _db(x: float | None, signed: bool = False) -> str:
 # The CSV's columns (an empty cell: no value; within_tolerance empty: no verdict, the markdown's `-`).
 HEADER = ["protocol", "method", "budget", "images", "ffrun_final", "ffrun_best", "ffrun_score", "scored_by",
           "published", "difference", "within_tolerance", "tolerance", "fit_score_same_images", "fit_images",
-          "params", "benchmark_params", "image_list"]
+          "params", "benchmark_params", "image_list", "wall_s"]
 
 
 def protocol_table(protocol: str, rows: list[Row], plan: GridsPlan, wall_s: float | None = None
@@ -217,7 +225,8 @@ def protocol_table(protocol: str, rows: list[Row], plan: GridsPlan, wall_s: floa
           "evaluation (every 100 steps); score: the benchmark's rule (Grid by its final iterate, the INRs by "
           "their best evaluation), compared with the published mean over the ten images "
           f"({SOURCE}). Tolerance: Grid {tolerance('grid')} dB, the others {DEFAULT_TOLERANCE:g} dB; no verdict "
-          "(`-`) without a published number or on other than the ten images.", ""]
+          "(`-`) without a published number or on other than the ten images. run time: the sum of the images' run "
+          "times (metrics.json's wall_s).", ""]
     if superres:
         md += [f"Note: {superres_note(plan)} (`fit, same images`).", ""]
     if protocol == "denoise":
@@ -225,7 +234,8 @@ def protocol_table(protocol: str, rows: list[Row], plan: GridsPlan, wall_s: floa
     if plan.subset:
         md += [f"Images {tags(plan.images)}: a quick look at a subset, not the benchmark's mean.", ""]
     cols = ["method", "budget", "images", "ffrun final", "ffrun best", "ffrun score", "published", "difference",
-            "within tolerance", *(["fit, same images"] if superres else []), "params (ffrun / benchmark)"]
+            "within tolerance", *(["fit, same images"] if superres else []), "params (ffrun / benchmark)",
+            "run time"]
     md += [md_row(cols), md_row(["---"] * len(cols))]
     csv_rows = []
     for row in rows:
@@ -236,12 +246,14 @@ def protocol_table(protocol: str, rows: list[Row], plan: GridsPlan, wall_s: floa
         score = "-" if row.score is None else f"{_db(row.score)} ({scored_by(row.method)})"
         md.append(md_row([NAMES.get(row.method, row.method), f"{row.budget:,}", f"{len(row.images)}/{len(asked)}",
                           _db(row.final), _db(row.best), score, _db(row.published), _db(row.difference, signed=True),
-                          row.verdict, *([fit_cell] if superres else []), f"{ours or '-'} / {theirs or '-'}"]))
+                          row.verdict, *([fit_cell] if superres else []), f"{ours or '-'} / {theirs or '-'}",
+                          "-" if row.wall_s is None else hms(row.wall_s)]))
         fit = [_csv(fit_mean), str(fit_n)] if superres else ["", ""]
         csv_rows.append([protocol, row.method, str(row.budget), str(len(row.images)), _csv(row.final), _csv(row.best),
                          _csv(row.score), scored_by(row.method), _csv(row.published), _csv(row.difference),
                          "" if row.verdict == "-" else row.verdict, f"{tolerance(row.method):g}", *fit,
-                         str(ours or ""), str(theirs or ""), " ".join(tag(i) for i in sorted(row.images))])
+                         str(ours or ""), str(theirs or ""), " ".join(tag(i) for i in sorted(row.images)),
+                         "" if row.wall_s is None else f"{row.wall_s:.1f}"])
     notes = [f"- {NAMES.get(r.method, r.method)} @ {r.budget:,}: {why}" for r in rows for why in grouped(r.notes)]
     if notes:
         md += ["", "Runs without a score:", *notes]

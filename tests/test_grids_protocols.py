@@ -215,6 +215,24 @@ def test_the_benchmarks_fourfeat_layout_against_a_float64_composition(compose):
         validate(cfg)
 
 
+def test_the_benchmarks_draw_of_B(compose):
+    """encoding.draw=numpy: the B of INR-benchmark's FourFeat (set_seed(1234), then
+    np.random.normal(size=(1000, 2)) * 20 on x in [-1, 1)), which on ffrun's [0, 1) is twice that."""
+    np.random.seed(1234)
+    theirs = np.random.normal(size=(1000, 2)) * 20
+    cfg = compose("experiment=grids_div2k", "method=grids/ffn", "model.params=1e4", "encoding.draw=numpy", "seed=1234")
+    field = build_field(cfg.encoding, cfg.model, 2, 3, "none", cfg.seed, bounds=(0.0, 1.0))
+    assert np.allclose(field.encoding.B.numpy(), 2 * theirs, rtol=1e-6, atol=0)
+    ours = build_field(cfg.encoding, cfg.model, 2, 3, "none", 0, bounds=(0.0, 1.0)).encoding.B
+    assert ours.shape == (1000, 2) and not np.allclose(ours.numpy(), 2 * theirs)  # another seed, another B
+    from ffrun.config import validate
+
+    for bad, says in (("encoding.draw=jax", "choose torch"), ("encoding=posenc", "applies to encoding=gauss")):
+        with pytest.raises(Exception, match=says):
+            validate(compose("experiment=grids_div2k", "method=grids/ffn", "encoding.draw=numpy", bad)
+                     if "posenc" in bad else compose("experiment=grids_div2k", "method=grids/ffn", bad))
+
+
 def test_the_grids_rule_refuses_a_method_the_benchmark_does_not_have(compose):
     cfg = compose("experiment=grids_div2k", "method=learned")
     with pytest.raises(FfrunError, match="budget_rule=grids"):

@@ -19,6 +19,9 @@ class EncodingConfig:
     m: int = 256  # number of frequencies (rows of B) for posenc and gauss; features = 2m
     sigma: float = 10.0  # gauss, learned: B ~ N(0, sigma^2); the yaml ties it to the top-level `sigma`
     sigmas: Optional[List[float]] = None  # multiscale: one Gaussian block of B per sigma
+    # gauss, learned: who draws B's normals from the run's seed: torch (a CPU generator) or numpy
+    # (np.random.seed(seed); np.random.normal(size=(m, d)), as the Grids benchmark's FourFeat draws its B)
+    draw: str = "torch"
     scale: float = 6.0  # posenc: per-axis frequencies 2**linspace(0, scale, levels) - offset
     levels: Optional[int] = None  # posenc: frequencies per axis; None = m // d
     offset: float = 1.0  # posenc: 1 = the notebooks' posenc_new (includes frequency 0); 0 = NeRF's 2^0..2^scale

@@ -86,6 +86,14 @@ def gaussian_matrix(d: int, m: int, sigma: float, generator: torch.Generator | N
     return sigma * torch.randn(m, d, generator=generator)
 
 
+def numpy_gaussian_matrix(d: int, m: int, sigma: float, seed: int) -> Tensor:
+    """B ~ N(0, sigma^2), shape (m, d), as numpy's legacy global generator draws it after np.random.seed(seed)
+    (a RandomState of its own here, the same stream): the Grids benchmark's FourFeat B, row for row."""
+    import numpy as np
+
+    return torch.tensor(np.random.RandomState(seed).normal(size=(m, d)), dtype=torch.float32) * sigma
+
+
 class IdentityEncoding(nn.Module):
     """`none`: the raw coordinates, gamma(v) = v, or, when `center`, the box (lo, hi) mapped onto [-1, 1]:
     2 (v - lo) / (hi - lo) - 1 (2v - 1 on [0, 1]: the paper's shape task; SIREN's input range)."""
@@ -152,9 +160,11 @@ def build_encoding(
     offset: float = 1.0,
     sigmas=(),
     bounds: tuple[float, float] = (0.0, 1.0),
+    numpy_seed: int | None = None,
 ) -> nn.Module:
     """The Fourier-family encoding called `name` (FOURIER_NAMES) for `in_dim`-dimensional coordinates:
-    they differ only in B (and `none`, which has no B)."""
+    they differ only in B (and `none`, which has no B). gauss and learned draw B from `generator`, or from
+    numpy's legacy stream seeded by `numpy_seed` when it is given."""
     if name == "none":
         return IdentityEncoding(in_dim, center, bounds)
     if name == "basic":
@@ -162,7 +172,8 @@ def build_encoding(
     elif name == "posenc":
         B = posenc_matrix(in_dim, m, scale, levels, offset)
     elif name in ("gauss", "learned"):
-        B = gaussian_matrix(in_dim, m, sigma, generator)
+        B = numpy_gaussian_matrix(in_dim, m, sigma, numpy_seed) if numpy_seed is not None else \
+            gaussian_matrix(in_dim, m, sigma, generator)
     elif name == "multiscale":
         B = multiscale_matrix(in_dim, m, sigmas, generator)
     else:
@@ -174,7 +185,7 @@ def _build_fourier(cfg, spec: FieldSpec) -> nn.Module:
     return build_encoding(cfg.name, spec.in_dim, m=cfg.m, sigma=cfg.sigma, scale=cfg.scale, two_pi=cfg.two_pi,
                           normalize=cfg.normalize, generator=spec.generator(), center=cfg.center,
                           levels=cfg.levels, offset=cfg.offset, sigmas=list(cfg.sigmas or ()),
-                          bounds=spec.bounds)
+                          bounds=spec.bounds, numpy_seed=spec.seed if cfg.draw == "numpy" else None)
 
 
 def _check_posenc(cfg) -> str | None:
@@ -186,14 +197,24 @@ def _check_posenc(cfg) -> str | None:
 
 
 # Range checks beside the one generic to the family (m, sigma, levels, sigmas: ffrun.config.validate).
-_CHECKS = {"posenc": _check_posenc}
+def _check_draw(cfg) -> str | None:
+    """encoding.draw names who draws B's normals: only gauss and learned draw them."""
+    if cfg.draw not in ("torch", "numpy"):
+        return f"encoding.draw={cfg.draw!r}: choose torch (ffrun's draw of B) or numpy (the Grids benchmark's)"
+    if cfg.draw == "numpy" and cfg.name not in ("gauss", "learned"):
+        return f"encoding.draw=numpy applies to encoding=gauss or learned, not {cfg.name}; leave it torch"
+    return None
+
+
+def _check_fourier(cfg) -> str | None:
+    return _check_draw(cfg) or (_check_posenc(cfg) if cfg.name == "posenc" else None)
 
 
 def _register_fourier() -> None:
     from ffrun.models.configs import EncodingConfig
 
     for name in FOURIER_NAMES:
-        register_encoding(name, EncodingConfig, check=_CHECKS.get(name), fourier=True,
+        register_encoding(name, EncodingConfig, check=_check_fourier, fourier=True,
                           static=name != "learned")(_build_fourier)
 
     @register_encoding("grid", EncodingConfig)

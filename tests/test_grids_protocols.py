@@ -220,10 +220,10 @@ def test_the_benchmarks_draw_of_B(compose):
     np.random.normal(size=(1000, 2)) * 20 on x in [-1, 1)), which on ffrun's [0, 1) is twice that."""
     np.random.seed(1234)
     theirs = np.random.normal(size=(1000, 2)) * 20
-    cfg = compose("experiment=grids_div2k", "method=grids/ffn", "model.params=1e4", "encoding.draw=numpy", "seed=1234")
+    cfg = compose("experiment=grids_div2k", "method=grids/ffn", "model.params=1e4")  # the preset's draw and seed
     field = build_field(cfg.encoding, cfg.model, 2, 3, "none", cfg.seed, bounds=(0.0, 1.0))
     assert np.allclose(field.encoding.B.numpy(), 2 * theirs, rtol=1e-6, atol=0)
-    ours = build_field(cfg.encoding, cfg.model, 2, 3, "none", 0, bounds=(0.0, 1.0)).encoding.B
+    ours = build_field(cfg.encoding, cfg.model, 2, 3, "none", 0, bounds=(0.0, 1.0)).encoding.B  # seed 0
     assert ours.shape == (1000, 2) and not np.allclose(ours.numpy(), 2 * theirs)  # another seed, another B
     from ffrun.config import validate
 
@@ -250,6 +250,7 @@ def test_the_presets_carry_the_benchmarks_settings(compose):
     ffn = compose("experiment=grids_div2k", "method=grids/ffn")
     assert (ffn.encoding.m, ffn.encoding.sigma, ffn.model.depth, ffn.trainer.lr) == (1000, 40.0, 4, 1e-3)
     assert ffn.model.linear_last_hidden and ffn.model.init == "torch"
+    assert (ffn.encoding.draw, ffn.seed) == ("numpy", 1234)  # the benchmark's B
     ingp = compose("experiment=grids_div2k", "method=grids/ingp")
     assert (ingp.encoding.levels, ingp.model.depth, ingp.model.width, ingp.trainer.lr) == (16, 2, 64, 1e-2)
     for cfg in (grid, siren, wire, ffn, ingp):

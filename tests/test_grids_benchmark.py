@@ -428,6 +428,10 @@ def test_a_table_assembled_from_two_sittings_equals_the_one_of_all_runs(sweep, t
     assert b[("siren", 10_000)].wall_s == pytest.approx(sum(60.0 + i for i in range(10)))  # earlier times kept
     md, _ = grids.protocol_table("fit", part["fit"], plan)
     assert "- SIREN @ 10,000: grids_fit_images.csv: 00, 01, 02, 03, 04" in md
+    # a run here wins even when it failed: its reason shows, not the earlier result
+    fake_run(second, plan, "fit", 0, 10_000, "siren", None, None, status=Status.FAILED, reason="diverged")
+    again = rows_of(grids.collect_grids(grids.grids_runs(plan, second), plan, second, earlier), "fit")
+    assert 0 not in again[("siren", 10_000)].images and any("diverged" in n for n in again[("siren", 10_000)].notes)
     # other overrides measured something else: not taken
     other = grids.load_earlier([out / "grids_fit_images.csv"], plan.noise, ("trainer.steps=10",))
     assert other.images == {} and other.rows == {}

@@ -181,9 +181,10 @@ def collect_grids(runs: list[Run], plan: GridsPlan, out: Path, earlier: Earlier 
         p = protocol_of(run)
         image, budget = image_budget(run)
         row = rows.setdefault((p, run.encoding, budget), Row(p, run.encoding, budget))
-        res = image_result(run, run.record(), p)
+        rec = run.record()
+        res = image_result(run, rec, p)
         old = earlier.images.get((p, run.encoding, budget, image))
-        if not isinstance(res, ImageResult) and old is not None and run.status() != Status.COMPLETED:
+        if rec is None and old is not None:  # not run here; a run here, even a failed one, wins
             res = ImageResult(image, old.final, old.best, old.params, old.benchmark_params, old.wall_s, old.source)
         if isinstance(res, ImageResult):
             row.results.append(res)

@@ -482,3 +482,27 @@ def test_report_only_from_earlier_results_alone(sweep, tmp_path, capsys, monkeyp
     assert "| SIREN | 10,000 | 10/10 | 15.00 | 21.45 | 21.45 (best) | 21.98 | -0.53 | yes |" in shown
     assert (new / "grids_fit_images.csv").read_text() == (out / "grids_fit_images.csv").read_text()
     assert "| 9747" not in shown and "| 0:10:45 |" in shown  # 10 x 60 s + 0..9 s: the row's run time
+
+
+def test_runs_with_earlier_results_are_not_trained_again(sweep, tmp_path):
+    out, plan = sweep
+    grids.write_grids_tables(out, grids.collect_grids(grids.grids_runs(plan, out), plan, out), plan)
+    lines = (out / "grids_fit_images.csv").read_text().splitlines()
+    part = tmp_path / "part_images.csv"  # siren @ 1e4, images 00..04 only
+    part.write_text("\n".join([lines[0], *[x for x in lines[1:] if x.startswith("fit,siren,10000,0")
+                                           and int(x.split(",")[3]) < 5]]) + "\n")
+    table = tmp_path / "table.csv"  # the whole fit table: rows count whole
+    table.write_text((out / "grids_fit.csv").read_text())
+    second = tmp_path / "second"
+    fake_run(second, plan, "fit", 9, 10_000, "grid", 30.0, 30.0)  # the grid row has a run here: not carried
+    fit_plan = GridsPlan(("fit",), plan.methods, plan.images, plan.budgets)
+    runs = grids.grids_runs(fit_plan, second)
+    earlier = grids.load_earlier([part, table], fit_plan.noise, fit_plan.extra)
+    todo = {(r.encoding, r.item) for r in grids.to_run(runs, earlier)}
+    assert ("grid", "09@10000") in todo  # its own run (done: execute skips it)
+    assert {("grid", f"{i:02d}@10000") for i in range(9)} <= todo  # its row is this folder's now
+    # siren @ 1e4: 00-04 from the per-image file; the row then is per-image, so 05-09 are run (not the table's)
+    assert {item for m, item in todo if m == "siren"} == {f"{i:02d}@10000" for i in range(5, 10)}
+    assert ("wire", "03@30000") in todo  # the table's wire row at 3e4 lacks image 03
+    assert not any(m == "wire" and item != "03@30000" for m, item in todo)
+    assert grids.to_run(runs, grids.Earlier.none()) == runs

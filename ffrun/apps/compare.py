@@ -373,10 +373,13 @@ def benchmark_main(args: argparse.Namespace) -> int:
         return grids.launch_grids(plan, protocol, int(image), int(budget), [r.encoding for r in fresh],
                                   grids.sweep_dir(out, protocol, int(image), int(budget)), args.launcher)
 
-    _, stopped, wall = execute(runs, launch_group, f"benchmark grids, {', '.join(plan.protocols)}, budgets "
+    todo = grids.to_run(runs, earlier)
+    if len(todo) < len(runs):
+        say(f"{PROG}: {len(runs) - len(todo)} of {len(runs)} runs have earlier results (--results): not run again")
+    _, stopped, wall = execute(todo, launch_group, f"benchmark grids, {', '.join(plan.protocols)}, budgets "
                                                    f"{list(plan.budgets)}, out {out}")
     say(grids.report(out, plan, runs, wall, earlier))
-    return sweep_exit(runs, stopped, "the tables hold")
+    return sweep_exit(todo, stopped, "the tables hold")
 
 
 def console() -> None:

@@ -49,7 +49,7 @@ from ffrun.sweep.grids.published import (  # noqa: F401
     tag,
     tolerance,
 )
-from ffrun.sweep.grids.results import IMAGE_HEADER, Earlier, load_earlier  # noqa: F401
+from ffrun.sweep.grids.results import IMAGE_HEADER, Earlier, load_earlier, to_run  # noqa: F401
 from ffrun.sweep.grids.tables import (  # noqa: F401
     HEADER,
     ImageResult,

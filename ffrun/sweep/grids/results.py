@@ -154,6 +154,29 @@ def _table(path: Path, lines: list[dict], overrides: tuple[str, ...], earlier: E
         earlier.rows.setdefault((protocol, method, budget), found)
 
 
+def to_run(runs: list, earlier: Earlier) -> list:
+    """The runs an invocation still has to train: those with no record in --out and no earlier result (an
+    earlier image, or an earlier table's whole row where the row has neither a run in --out nor an earlier
+    image: as the table takes them, ffrun.sweep.grids.tables.collect_grids)."""
+    from ffrun.sweep.grids.plans import image_budget, protocol_of
+
+    def key(run) -> tuple[str, str, int]:
+        return protocol_of(run), run.encoding, image_budget(run)[1]
+
+    recorded = [(run, run.record() is not None) for run in runs]
+    rows_here = {key(run) for run, here in recorded if here} | {k[:3] for k in earlier.images}
+    todo = []
+    for run, here in recorded:
+        p, m, b = key(run)
+        image = image_budget(run)[0]
+        row = earlier.rows.get((p, m, b))
+        covered = (p, m, b, image) in earlier.images or (
+            row is not None and image in row.images and (p, m, b) not in rows_here)
+        if here or not covered:
+            todo.append(run)
+    return todo
+
+
 def image_lines(table: dict, noise: float, overrides: tuple[str, ...]) -> list[list[str]]:
     """grids_<protocol>_images.csv's lines: every image result of the table's rows (runs and earlier images)."""
     def cell(x) -> str:

@@ -498,11 +498,18 @@ def test_runs_with_earlier_results_are_not_trained_again(sweep, tmp_path):
     fit_plan = GridsPlan(("fit",), plan.methods, plan.images, plan.budgets)
     runs = grids.grids_runs(fit_plan, second)
     earlier = grids.load_earlier([part, table], fit_plan.noise, fit_plan.extra)
-    todo = {(r.encoding, r.item) for r in grids.to_run(runs, earlier)}
+    todo = {(r.encoding, r.item) for r in grids.to_run(runs, earlier, fit_plan)}
     assert ("grid", "09@10000") in todo  # its own run (done: execute skips it)
     assert {("grid", f"{i:02d}@10000") for i in range(9)} <= todo  # its row is this folder's now
     # siren @ 1e4: 00-04 from the per-image file; the row then is per-image, so 05-09 are run (not the table's)
     assert {item for m, item in todo if m == "siren"} == {f"{i:02d}@10000" for i in range(5, 10)}
     assert ("wire", "03@30000") in todo  # the table's wire row at 3e4 lacks image 03
     assert not any(m == "wire" and item != "03@30000" for m, item in todo)
-    assert grids.to_run(runs, grids.Earlier.none()) == runs
+    assert grids.to_run(runs, grids.Earlier.none(), fit_plan) == runs
+    # a subset of the images: a ten-image row stands for none of them, in the table and in what is run
+    quick = GridsPlan(("fit",), ("siren",), (0, 6), (10_000,))
+    table_only = grids.load_earlier([table], quick.noise, quick.extra)
+    quick_runs = grids.grids_runs(quick, tmp_path / "third")
+    assert grids.to_run(quick_runs, table_only, quick) == quick_runs
+    assert rows_of(grids.collect_grids(quick_runs, quick, tmp_path / "third", table_only), "fit")[
+        ("siren", 10_000)].images == []

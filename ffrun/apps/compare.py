@@ -373,7 +373,7 @@ def benchmark_main(args: argparse.Namespace) -> int:
         return grids.launch_grids(plan, protocol, int(image), int(budget), [r.encoding for r in fresh],
                                   grids.sweep_dir(out, protocol, int(image), int(budget)), args.launcher)
 
-    todo = grids.to_run(runs, earlier)
+    todo = grids.to_run(runs, earlier, plan)
     if len(todo) < len(runs):
         say(f"{PROG}: {len(runs) - len(todo)} of {len(runs)} runs have earlier results (--results): not run again")
     _, stopped, wall = execute(todo, launch_group, f"benchmark grids, {', '.join(plan.protocols)}, budgets "

@@ -57,6 +57,15 @@ class Earlier:
     def none(cls) -> "Earlier":
         return cls({}, {})
 
+    def whole_row(self, key: tuple[str, str, int], asked: tuple[int, ...], here: bool) -> EarlierRow | None:
+        """The earlier table's row standing for `key` (protocol, method, budget), or None: only where none of
+        the row's runs is in --out (`here`), no earlier image of it was given, and its images were asked for.
+        The table (collect_grids) and the runs left to train (to_run) both take rows by this rule."""
+        row = self.rows.get(key)
+        if row is None or here or any(k[:3] == key for k in self.images) or not set(row.images) <= set(asked):
+            return None
+        return row
+
 
 def _float(text: str, where: str) -> float | None:
     if text.strip() == "":
@@ -154,25 +163,21 @@ def _table(path: Path, lines: list[dict], overrides: tuple[str, ...], earlier: E
         earlier.rows.setdefault((protocol, method, budget), found)
 
 
-def to_run(runs: list, earlier: Earlier) -> list:
+def to_run(runs: list, earlier: Earlier, plan) -> list:
     """The runs an invocation still has to train: those with no record in --out and no earlier result (an
-    earlier image, or an earlier table's whole row where the row has neither a run in --out nor an earlier
-    image: as the table takes them, ffrun.sweep.grids.tables.collect_grids)."""
+    earlier image, or an earlier table's whole row: Earlier.whole_row, as the table takes them)."""
     from ffrun.sweep.grids.plans import image_budget, protocol_of
 
     def key(run) -> tuple[str, str, int]:
         return protocol_of(run), run.encoding, image_budget(run)[1]
 
     recorded = [(run, run.record() is not None) for run in runs]
-    rows_here = {key(run) for run, here in recorded if here} | {k[:3] for k in earlier.images}
+    rows_here = {key(run) for run, here in recorded if here}
     todo = []
     for run, here in recorded:
-        p, m, b = key(run)
-        image = image_budget(run)[0]
-        row = earlier.rows.get((p, m, b))
-        covered = (p, m, b, image) in earlier.images or (
-            row is not None and image in row.images and (p, m, b) not in rows_here)
-        if here or not covered:
+        k, image = key(run), image_budget(run)[0]
+        row = earlier.whole_row(k, plan.images_of(k[0]), k in rows_here)
+        if here or not ((*k, image) in earlier.images or (row is not None and image in row.images)):
             todo.append(run)
     return todo
 

@@ -173,6 +173,7 @@ def collect_grids(runs: list[Run], plan: GridsPlan, out: Path, earlier: Earlier 
     a row with no image scored at all takes an earlier table's whole row."""
     earlier = earlier or Earlier.none()
     rows: dict[tuple[str, str, int], Row] = {}
+    here: set[tuple[str, str, int]] = set()  # rows with a run in --out
     for p in plan.protocols:
         for m in plan.methods:
             for b in plan.budgets:
@@ -182,6 +183,8 @@ def collect_grids(runs: list[Run], plan: GridsPlan, out: Path, earlier: Earlier 
         image, budget = image_budget(run)
         row = rows.setdefault((p, run.encoding, budget), Row(p, run.encoding, budget))
         rec = run.record()
+        if rec is not None:
+            here.add((p, run.encoding, budget))
         res = image_result(run, rec, p)
         old = earlier.images.get((p, run.encoding, budget, image))
         if rec is None and old is not None:  # not run here; a run here, even a failed one, wins
@@ -191,8 +194,8 @@ def collect_grids(runs: list[Run], plan: GridsPlan, out: Path, earlier: Earlier 
         else:
             row.notes.append(f"{tag(image)}: {res}")
     for key, row in rows.items():
-        old_row = earlier.rows.get(key)
-        if old_row is not None and not row.results and set(old_row.images) <= set(plan.images_of(key[0])):
+        old_row = earlier.whole_row(key, plan.images_of(key[0]), key in here)
+        if old_row is not None:
             row.carried, row.notes = old_row, []
     for (p, m, b), row in rows.items():
         if p == "superres" and row.images:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ffrun.sweep.grids.published import IMAGES, PROTOCOLS, tag
+from ffrun.sweep.grids.published import IMAGES, PROTOCOLS, scored_by, tag
 from ffrun.util.errors import FfrunError
 
 # One line per scored run (an empty cell: no value).
@@ -21,16 +21,20 @@ TABLE_COLUMNS = {"protocol", "method", "budget", "images", "ffrun_final", "ffrun
                  "benchmark_params"}
 
 
-@dataclass(frozen=True)
-class EarlierImage:
-    """One image's result from an earlier per-image file."""
+@dataclass
+class ImageResult:
+    """One image's result: a run's in --out, or an earlier per-image file's (`source`)."""
 
+    image: int
     final: float | None
     best: float | None
-    params: int | None
-    benchmark_params: int | None
-    wall_s: float | None
-    source: str
+    params: int | None = None
+    benchmark_params: int | None = None
+    wall_s: float | None = None
+    source: str | None = None  # the earlier results file it came from (--results); None: a run in --out
+
+    def score(self, method: str) -> float | None:
+        return self.final if scored_by(method) == "final" else self.best
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class EarlierRow:
 class Earlier:
     """Every earlier result given, keyed by (protocol, method, budget[, image])."""
 
-    images: dict[tuple[str, str, int, int], EarlierImage]
+    images: dict[tuple[str, str, int, int], ImageResult]
     rows: dict[tuple[str, str, int], EarlierRow]
 
     @classmethod
@@ -134,7 +138,7 @@ def _per_image(path: Path, lines: list[dict], noise: float, overrides: tuple[str
             continue
         if protocol == "denoise" and _float(row["noise"], f"{where} noise") != noise:
             continue
-        found = EarlierImage(_float(row["final"], f"{where} final"), _float(row["best"], f"{where} best"),
+        found = ImageResult(image, _float(row["final"], f"{where} final"), _float(row["best"], f"{where} best"),
                              _int(row["params"], f"{where} params"),
                              _int(row["benchmark_params"], f"{where} benchmark_params"),
                              _float(row["wall_s"], f"{where} wall_s"), path.name)

@@ -22,7 +22,7 @@ from ffrun.sweep.grids.published import (
     tag,
     tolerance,
 )
-from ffrun.sweep.grids.results import IMAGE_HEADER, Earlier, EarlierRow, image_lines
+from ffrun.sweep.grids.results import IMAGE_HEADER, Earlier, EarlierRow, ImageResult, image_lines
 from ffrun.sweep.runs import Run, shown_status
 from ffrun.sweep.tables import hms, md_row, write_table
 from ffrun.util.atomic import csv_text, write_text
@@ -36,20 +36,6 @@ def _finite(x) -> float | None:
 
 def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
-
-
-@dataclass
-class ImageResult:
-    image: int
-    final: float | None
-    best: float | None
-    params: int | None = None
-    benchmark_params: int | None = None
-    wall_s: float | None = None
-    source: str | None = None  # the earlier results file it came from (--results); None: a run in --out
-
-    def score(self, method: str) -> float | None:
-        return self.final if scored_by(method) == "final" else self.best
 
 
 def image_result(run: Run, rec: RunRecord | None, protocol: str) -> ImageResult | str:
@@ -188,7 +174,7 @@ def collect_grids(runs: list[Run], plan: GridsPlan, out: Path, earlier: Earlier 
         res = image_result(run, rec, p)
         old = earlier.images.get((p, run.encoding, budget, image))
         if rec is None and old is not None:  # not run here; a run here, even a failed one, wins
-            res = ImageResult(image, old.final, old.best, old.params, old.benchmark_params, old.wall_s, old.source)
+            res = old
         if isinstance(res, ImageResult):
             row.results.append(res)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 
 import pytest
@@ -152,3 +153,36 @@ def test_a_completed_run_is_not_stale_because_hydra_reserialised_its_overrides(t
             "trainer.steps=600"]
     assert Run("shape", "dragon", "gauss", run_dir, ours).status() == "completed"
     assert Run("shape", "dragon", "gauss", run_dir, [*ours[:3], "trainer.lr=1e-3", ours[4]]).status() == "stale"
+
+
+def test_a_run_made_before_its_preset_was_edited_is_stale(tmp_path):
+    """Same overrides, but the preset they name composes to other settings than the run was made with (a seed
+    edited since): its score is not this command's, so it is stale, and the message names the setting. An option
+    added since (a key the recorded config lacks) is no change."""
+    from omegaconf import OmegaConf
+
+    from ffrun.run.compose import compose
+    from ffrun.sweep.runs import Run
+
+    ours = ["experiment=grids_div2k", "method=grids/ffn", "task.protocol=fit", "model.params=10000"]
+    run_dir = tmp_path / "ffn"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "completed"}))
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in ours))
+    cfg = OmegaConf.to_container(compose(ours), resolve=False)
+    config = run_dir / ".hydra" / "config.yaml"
+
+    def record(c):
+        config.write_text(OmegaConf.to_yaml(OmegaConf.create(c)))
+        os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))  # the cache's stamp
+
+    record(cfg)
+    run = Run("image", "00", "ffn", run_dir, ours)
+    assert run.status() == "completed" and run.config_changes() == []
+    del cfg["model"]["linear_last_hidden"]  # made before the option existed
+    record(cfg)
+    assert run.status() == "completed"
+    cfg["seed"] = 0  # made before the preset's seed changed
+    record(cfg)
+    assert run.status() == "stale"
+    assert "seed: 0 -> 1234" in run.recorded_differences()

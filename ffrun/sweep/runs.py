@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from ffrun.sweep.overrides import job_keys
 
 # Display states of a sweep's run besides its record's own status (ffrun.run.record.Status).
 PENDING = "pending"  # no record yet
-STALE = "stale"  # recorded with other overrides than this command's
+STALE = "stale"  # recorded with other overrides than this command's, or with a preset or default since edited
 UNKNOWN = "unknown"  # a record without a status
 NOT_RUN = "not run"  # how a table shows a run without a record
 
@@ -31,29 +32,50 @@ class Run:
         return RunRecord.read(self.dir)
 
     def status(self) -> Status | str:
-        """pending, stale (run with other overrides than this command's), or the run's own status."""
+        """pending, stale (run with other overrides than this command's, or with settings its overrides no longer
+        compose to), or the run's own status."""
         rec = self.record()
         if rec is None:
             return PENDING
-        try:
-            import yaml
-
-            recorded = yaml.safe_load((self.dir / ".hydra" / "overrides.yaml").read_text()) or []
-        except (OSError, ValueError, ImportError):
-            recorded = None
-        if recorded is None or job_keys(recorded) != job_keys(self.overrides):
+        recorded = self.recorded_overrides()
+        if recorded is None or job_keys(recorded) != job_keys(self.overrides) or self.config_changes():
             return STALE
         return rec.status if rec.status is not None else UNKNOWN
 
-    def recorded_differences(self) -> str:
-        """How the overrides the run was made with (its .hydra/overrides.yaml) differ from this command's, as
-        `recorded -> asked` (the first few), for a run whose status is stale."""
+    def recorded_overrides(self) -> list[str] | None:
+        """The overrides the run was made with (its .hydra/overrides.yaml), or None where unreadable."""
         try:
             import yaml
 
-            recorded = [str(o) for o in yaml.safe_load((self.dir / ".hydra" / "overrides.yaml").read_text()) or []]
+            return [str(o) for o in yaml.safe_load((self.dir / ".hydra" / "overrides.yaml").read_text()) or []]
         except (OSError, ValueError, ImportError, TypeError):
+            return None
+
+    def config_changes(self) -> list[str]:
+        """`key: recorded -> now` for each setting whose value in the run's .hydra/config.yaml differs from what its
+        recorded overrides compose to today: a preset or default edited since the run was made, so its score is of
+        other settings than the same command gives now. A key only one side holds is no change (an option added
+        since defaults to the behaviour before it). Empty where either side cannot be read."""
+        path = self.dir / ".hydra" / "config.yaml"
+        recorded = self.recorded_overrides()
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return []
+        if recorded is None:
+            return []
+        return list(_config_changes(str(path), stamp, tuple(recorded)))
+
+    def recorded_differences(self) -> str:
+        """How the run's recorded settings differ from this command's, as `recorded -> asked` (the first few), for
+        a run whose status is stale: its overrides, or else the settings a preset or default edit changed."""
+        recorded = self.recorded_overrides()
+        if recorded is None:
             return "its .hydra/overrides.yaml is missing or unreadable"
+        if job_keys(recorded) == job_keys(self.overrides):
+            changes = self.config_changes()
+            if changes:
+                return f"a preset or default changed since: {'; '.join(changes[:3])}"
         had = [o for o in recorded if o not in self.overrides]
         asked = [o for o in self.overrides if o not in recorded]
         return f"{' '.join(had[:3]) or '(none)'} -> {' '.join(asked[:3]) or '(none)'}"
@@ -62,6 +84,32 @@ class Run:
     def done(self) -> bool:
         """Finished with this command's settings: rerunning would not change it."""
         return self.status() in (Status.COMPLETED, Status.DIVERGED)
+
+
+def _flat(node: object, prefix: str = "") -> dict[str, object]:
+    """A config as {dotted key: leaf value}; lists are leaves."""
+    if isinstance(node, dict):
+        out: dict[str, object] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+@functools.lru_cache(maxsize=4096)
+def _config_changes(path: str, stamp: int, recorded: tuple[str, ...]) -> tuple[str, ...]:
+    """Run.config_changes, cached by the config file's path and mtime: a report asks it of every run, often
+    more than once. Both sides unresolved, as Hydra writes .hydra/config.yaml."""
+    from omegaconf import OmegaConf
+
+    from ffrun.run.compose import compose
+
+    try:
+        then = _flat(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+        now = _flat(OmegaConf.to_container(compose(list(recorded)), resolve=False))
+    except Exception:  # unreadable, or overrides that no longer compose: the overrides' own check decides
+        return ()
+    return tuple(f"{k}: {then[k]!r} -> {now[k]!r}" for k in then if k in now and then[k] != now[k])
 
 
 def shown_status(rec: RunRecord | None) -> str:

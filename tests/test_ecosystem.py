@@ -123,13 +123,22 @@ def test_export_reloads_without_hydra_and_matches_exactly(finished_runs, name, t
     if name == "gauss":
         assert torch.equal(torch.tensor(meta["encoding"]["B"]), field.encoding.B)
     coords = torch.rand(500, field.in_dim, generator=torch.Generator().manual_seed(0))
-    torch.save({"coords": coords, "out": field(coords).detach()}, tmp_path / "reference.pt")
+    # one thread on both sides: MKL splits a product by the threads it gets, and under load (the suite's other
+    # worker) the two processes could get different splits, so different last bits, not a different field
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = field(coords).detach()
+    finally:
+        torch.set_num_threads(threads)
+    torch.save({"coords": coords, "out": out}, tmp_path / "reference.pt")
     # A fresh interpreter in which importing Hydra or OmegaConf fails: the exported field must not need them.
     script = f"""
 import sys
 sys.modules["hydra"] = None
 sys.modules["omegaconf"] = None
 import ffrun, torch  # ffrun first: the same matrix path as this process (ffrun.util.blas)
+torch.set_num_threads(1)
 ref = torch.load({str(tmp_path / 'reference.pt')!r})
 field = ffrun.load_exported({str(tmp_path / 'exported')!r})
 assert torch.equal(field(ref["coords"]).detach(), ref["out"]), "outputs differ"

@@ -38,7 +38,7 @@ class Run:
         if rec is None:
             return PENDING
         recorded = self.recorded_overrides()
-        if recorded is None or job_keys(recorded) != job_keys(self.overrides) or self.config_changes():
+        if recorded is None or job_keys(recorded) != job_keys(self.overrides) or self.config_changes(recorded):
             return STALE
         return rec.status if rec.status is not None else UNKNOWN
 
@@ -51,13 +51,14 @@ class Run:
         except (OSError, ValueError, ImportError, TypeError):
             return None
 
-    def config_changes(self) -> list[str]:
+    def config_changes(self, recorded: list[str] | None = None) -> list[str]:
         """`key: recorded -> now` for each setting whose value in the run's .hydra/config.yaml differs from what its
         recorded overrides compose to today: a preset or default edited since the run was made, so its score is of
         other settings than the same command gives now. A key only one side holds is no change (an option added
-        since defaults to the behaviour before it). Empty where either side cannot be read."""
+        since defaults to the behaviour before it). Empty where either side cannot be read. `recorded`: the
+        run's overrides where the caller has read them already."""
         path = self.dir / ".hydra" / "config.yaml"
-        recorded = self.recorded_overrides()
+        recorded = self.recorded_overrides() if recorded is None else recorded
         try:
             stamp = path.stat().st_mtime_ns
         except OSError:
@@ -73,7 +74,7 @@ class Run:
         if recorded is None:
             return "its .hydra/overrides.yaml is missing or unreadable"
         if job_keys(recorded) == job_keys(self.overrides):
-            changes = self.config_changes()
+            changes = self.config_changes(recorded)
             if changes:
                 return f"a preset or default changed since: {'; '.join(changes[:3])}"
         had = [o for o in recorded if o not in self.overrides]
@@ -86,27 +87,18 @@ class Run:
         return self.status() in (Status.COMPLETED, Status.DIVERGED)
 
 
-def _flat(node: object, prefix: str = "") -> dict[str, object]:
-    """A config as {dotted key: leaf value}; lists are leaves."""
-    if isinstance(node, dict):
-        out: dict[str, object] = {}
-        for k, v in node.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 @functools.lru_cache(maxsize=4096)
 def _config_changes(path: str, stamp: int, recorded: tuple[str, ...]) -> tuple[str, ...]:
     """Run.config_changes, cached by the config file's path and mtime: a report asks it of every run, often
     more than once. Both sides unresolved, as Hydra writes .hydra/config.yaml."""
     from omegaconf import OmegaConf
 
+    from ffrun.config import flatten
     from ffrun.run.compose import compose
 
     try:
-        then = _flat(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
-        now = _flat(OmegaConf.to_container(compose(list(recorded)), resolve=False))
+        then = flatten(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+        now = flatten(OmegaConf.to_container(compose(list(recorded)), resolve=False))
     except Exception:  # unreadable, or overrides that no longer compose: the overrides' own check decides
         return ()
     return tuple(f"{k}: {then[k]!r} -> {now[k]!r}" for k in then if k in now and then[k] != now[k])

@@ -11,7 +11,7 @@ from ffrun.sweep.methods import METHODS
 from ffrun.sweep.paper import metric_of
 from ffrun.sweep.plans import TaskPlan
 from ffrun.sweep.runs import Run, shown_status, unreachable
-from ffrun.sweep.tables import format_metric, hms, write_table
+from ffrun.sweep.tables import clipped, format_metric, hms, write_table
 from ffrun.util.atomic import save_figure
 
 HEADER = ["task", "budget", "method", "metric", "ffrun", "n", "params", "s_per_step", "wall_s", "data"]
@@ -47,7 +47,7 @@ def collect(runs: list[Run]) -> Table:
         else:
             cell.unreachable = unreachable(rec)
             reason = rec.get("reason") if rec is not None else None
-            cell.failed = f"{shown_status(rec)}: {str(reason or '')[:160]}"
+            cell.failed = f"{shown_status(rec)}: {clipped(reason or '')}"
     return table
 
 

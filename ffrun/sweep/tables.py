@@ -26,6 +26,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
 
 
+def clipped(text: object, limit: int = 160) -> str:
+    """`text` on one line, cut at a word boundary to at most `limit` characters, with " ..." where it was cut:
+    a cut mid-word can turn a figure into another one (model.params=100000 read as model.params=10000)."""
+    line = " ".join(str(text).split())
+    if len(line) <= limit:
+        return line
+    cut = line[:limit - 4]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + " ..."
+
+
 def md_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 

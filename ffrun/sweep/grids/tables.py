@@ -24,7 +24,7 @@ from ffrun.sweep.grids.published import (
 )
 from ffrun.sweep.grids.results import IMAGE_HEADER, Earlier, EarlierRow, ImageResult, image_lines
 from ffrun.sweep.runs import Run, shown_status
-from ffrun.sweep.tables import hms, md_row, write_table
+from ffrun.sweep.tables import clipped, hms, md_row, write_table
 from ffrun.util.atomic import csv_text, write_text
 
 
@@ -43,7 +43,7 @@ def image_result(run: Run, rec: RunRecord | None, protocol: str) -> ImageResult 
     image = image_budget(run)[0]
     if rec is None or not rec.succeeded(METRIC):
         reason = rec.get("reason") if rec is not None else None
-        return f"{shown_status(rec)}" + (f": {str(reason)[:160]}" if reason else "")
+        return f"{shown_status(rec)}" + (f": {clipped(reason)}" if reason else "")
     recorded = rec.get("protocol")
     if recorded is not None and recorded != protocol:
         return f"recorded protocol {recorded!r}, not {protocol!r}"
